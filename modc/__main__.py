@@ -1,0 +1,7 @@
+"""`python -m modc`: the same as the `modc` command."""
+
+import sys
+
+from modc.cli import main
+
+sys.exit(main())

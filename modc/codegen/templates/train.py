@@ -1,0 +1,480 @@
+"""Train the network that modc compiled into this directory. Run it from anywhere:
+
+    python train.py                                # defaults from spec.json "train"
+    python train.py --steps 2000 --lr 0.3 --schedule cosine --warmup 100
+    python train.py --data my_data.csv.gz --out runs/mine
+    python train.py --out runs/mine --resume       # continue a stopped run exactly
+
+Data (--data):
+    mnist      data/mnist_5k.csv.gz next to this script: 5,000 digits, pixels scaled to [0, 1]
+    synthetic  4,096 Gaussian inputs, labelled by a fixed random linear teacher
+    PATH       your own data: a .csv or .csv.gz file, one example per line, numbers only,
+               no header: "feature, ..., feature, label"; or a .pt file written by
+               torch.save({"x": float tensor (N, *INPUT_SHAPE), "y": long tensor (N,)}, PATH).
+               Each example has as many features as the model's input; labels are
+               integers in [0, classes).
+Inputs are standardised with the training split's mean and std. 10% of each class is held
+out by a fixed generator, not --seed, so held-out numbers compare across runs.
+
+Output in --out (default runs/<name>):
+    metrics.csv       step,loss,lr,eval_loss,eval_acc,lipschitz_upper: a row per step
+    checkpoint.pt     model, optimizer, scheduler, step, args; --resume continues from it
+                      with the same batches, and on CPU ends with the same weights
+    final.json        steps, train_loss, eval_loss, eval_acc, seconds
+    certificate.json  the Lipschitz certificate of the trained weights
+
+Imports torch and the Python standard library only.
+"""
+
+import argparse
+import array
+import functools
+import gzip
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, NoReturn
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # the files modc generated next to this one
+from certificate import lipschitz_upper, report  # noqa: E402
+from model import INPUT_SHAPE, OUTPUT_SHAPE, build_model  # noqa: E402
+from optimizer import make_optimizer  # noqa: E402
+
+FEATURES, CLASSES = math.prod(INPUT_SHAPE), OUTPUT_SHAPE[-1]
+FIELDS = ["step", "loss", "lr", "eval_loss", "eval_acc", "lipschitz_upper"]
+DEFAULTS = {
+    "data": "synthetic",
+    "steps": 1000,
+    "batch_size": 128,
+    "lr": 0.1,
+    "momentum": 0.95,
+    "weight_decay": 0.0,
+    "schedule": "linear",
+    "warmup": 0,
+    "eval_every": 100,
+    "checkpoint_every": 100,
+    "certify_every": 0,
+    "seed": 0,
+}
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    print(f"train.py: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def diverged(what: str) -> NoReturn:
+    fail(
+        f"{what}; stopping, with the last checkpoint left as it was. Try a lower --lr.",
+        code=1,
+    )
+
+
+# -- data: (x, y) with x of shape (N, *INPUT_SHAPE) and integer labels y -----------------
+
+
+def read_csv(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    with (gzip.open if path.suffix == ".gz" else open)(path, "rt") as f:
+        lines = [line for line in f.read().splitlines() if line.strip()]
+    if not lines:
+        fail(f"{path}: no rows")
+    for n, line in enumerate(lines, start=1):
+        if line.count(",") != FEATURES:
+            fail(
+                f"{path}, row {n}: {line.count(',')} features; the model takes {FEATURES} "
+                f"(INPUT_SHAPE {INPUT_SHAPE}), then the label"
+            )
+    try:  # one flat array of float64: much faster than a list of lists
+        flat = array.array("d", map(float, ",".join(lines).split(",")))
+    except ValueError as e:
+        fail(f"{path}: not a number: {str(e).split(': ', 1)[-1]}")
+    rows = torch.frombuffer(flat, dtype=torch.float64).view(-1, FEATURES + 1)
+    return rows[:, :-1], rows[:, -1]
+
+
+def read_pt(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+        x, y = obj["x"], obj["y"]
+        fits = len(x) == len(y) and x[0].numel() == FEATURES
+    except Exception:  # noqa: BLE001 (whatever torch.load or indexing raises, it does not fit)
+        fits = False
+    if not fits:
+        fail(f'{path}: expected {{"x": float tensor (N, *{INPUT_SHAPE}), "y": labels (N,)}}')
+    return x, y
+
+
+def load_data(data: str) -> tuple[torch.Tensor, torch.Tensor]:
+    if data == "synthetic":
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(4096, *INPUT_SHAPE, generator=g)
+        return x, (x.flatten(1) @ torch.randn(FEATURES, CLASSES, generator=g)).argmax(1)
+    path = HERE / "data" / "mnist_5k.csv.gz" if data == "mnist" else Path(data)
+    if not path.is_file():
+        fail(f"no such data file: {path}")
+    if not path.name.endswith((".csv", ".csv.gz", ".pt")):
+        fail(f"{path}: unknown format; expected .csv, .csv.gz or .pt")
+    x, y = read_pt(path) if path.suffix == ".pt" else read_csv(path)
+    if (y != y.round()).any() or y.min() < 0 or y.max() >= CLASSES:
+        fail(
+            f"{path}: labels must be integers in [0, {CLASSES}); found "
+            f"{y.min().item():g} to {y.max().item():g}"
+        )
+    if not x.isfinite().all():
+        fail(f"{path}: features must be finite numbers")
+    x = x / 255 if data == "mnist" else x
+    return x.reshape(len(x), *INPUT_SHAPE).float(), y.long()
+
+
+def held_out_split(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (train, held): 10% of each class, the same on every run and for every seed."""
+    g = torch.Generator().manual_seed(0)
+    label = y.reshape(len(y), -1)[:, 0]
+    held = torch.zeros(len(y), dtype=torch.bool)
+    for c in label.unique():
+        members = (label == c).nonzero().flatten()
+        held[members[torch.randperm(len(members), generator=g)[: round(len(members) / 10)]]] = 1
+    if held.all() or not held.any():
+        fail(f"{len(y)} examples are too few to hold 10% of each class out")
+    return (~held).nonzero().flatten(), held.nonzero().flatten()
+
+
+@functools.lru_cache(maxsize=1)
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+
+
+def batch_indices(step: int, n: int, batch_size: int, seed: int) -> torch.Tensor:
+    """The examples for `step` (0-based): a function of (seed, step) only, so a resumed
+    run sees exactly the batches of an unbroken one. Each epoch is a fresh shuffle."""
+    epoch, i = divmod(step, max(1, n // batch_size))
+    return epoch_order(n, seed, epoch)[i * batch_size : (i + 1) * batch_size]
+
+
+# -- model: loss, a training step, evaluation, learning-rate schedule --------------------
+
+
+def flat(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, labels) as (M, classes) and (M,): extra output dims are positions; one
+    label per example applies to all of its positions."""
+    if y.dim() == 1 and logits.dim() > 2:
+        y = y.view(-1, *[1] * (logits.dim() - 2)).expand(logits.shape[:-1])
+    return logits.reshape(-1, logits.shape[-1]), y.reshape(-1)
+
+
+def train_step(
+    model: nn.Module,
+    optimizer: Optimizer,
+    scheduler: LambdaLR,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    step: int,
+) -> tuple[float, float]:
+    """One update on the batch (x, y); returns its loss and the learning rate it used."""
+    loss = F.cross_entropy(*flat(model(x), y))
+    if not math.isfinite(loss.item()):
+        diverged(f"the loss is {loss.item()} at step {step}")
+    lr = optimizer.param_groups[0]["lr"]
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    return loss.item(), lr
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    model.eval()
+    loss = correct = count = 0.0
+    for i in range(0, len(x), 1024):
+        logits, labels = flat(model(x[i : i + 1024]), y[i : i + 1024])
+        loss += F.cross_entropy(logits.float(), labels, reduction="sum").item()
+        correct += (logits.argmax(1) == labels).sum().item()
+        count += len(labels)
+    model.train()
+    return loss / count, correct / count
+
+
+def lr_factor(schedule: str, warmup: int, steps: int) -> Callable[[int], float]:
+    """Multiplier of --lr at optimizer step s (0-based): linear warm-up over `warmup` steps,
+    then constant, or cosine or linear decay that reaches 0 at the end of training."""
+
+    def factor(s: int) -> float:
+        if s < warmup:
+            return (s + 1) / warmup
+        t = (s - warmup) / max(1, steps - warmup)  # 0 after warm-up, 1 after the last step
+        if schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * t))
+        return 1 - t if schedule == "linear" else 1.0
+
+    return factor
+
+
+# -- output: atomic files, metrics.csv, the progress line --------------------------------
+
+
+def write_atomic(path: Path, write: Callable[[IO[bytes]], object]) -> None:
+    """Write to a temp file in the same directory, fsync it, then rename it over `path`:
+    a crash at any moment leaves the old file or the new one, never a torn one."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj: dict) -> None:
+    write_atomic(path, lambda f: f.write(json.dumps(obj, indent=2).encode() + b"\n"))
+
+
+def save_checkpoint(
+    path: Path,
+    model: nn.Module,
+    optimizer: Optimizer,
+    scheduler: LambdaLR,
+    **info: object,
+) -> None:
+    """All that --resume needs: the three states, the CPU RNG, and step, args, ..."""
+    if not all(p.isfinite().all() for p in model.parameters()):
+        diverged(f"the weights are not finite after step {info['step']}")
+    ckpt = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": torch.get_rng_state(),
+        **info,
+    }
+    write_atomic(path, lambda f: torch.save(ckpt, f))
+
+
+def start_metrics(path: Path, keep_until: int) -> None:
+    """(Re)write metrics.csv keeping only the rows up to step `keep_until`, which the
+    checkpoint we resume from covers; a killed run may have logged a few more."""
+    rows = path.read_text().splitlines()[1:] if keep_until and path.exists() else []
+    rows = [
+        r for r in rows if r.count(",") == len(FIELDS) - 1 and int(r.split(",")[0]) <= keep_until
+    ]
+    write_atomic(path, lambda f: f.write("\n".join([",".join(FIELDS), *rows, ""]).encode()))
+
+
+def log_metrics(path: Path, row: dict[str, float]) -> None:
+    cells = [str(row["step"])] + [f"{row[k]:.6g}" if k in row else "" for k in FIELDS[1:]]
+    with open(path, "a") as f:  # closed, so flushed, after every row
+        f.write(",".join(cells) + "\n")
+
+
+class Progress:
+    """step/steps, a bar, loss, it/s and ETA on stderr: redrawn in place on a terminal,
+    printed about every 10% otherwise."""
+
+    def __init__(self, start: int, steps: int, quiet: bool):
+        self.start, self.steps, self.quiet = start, steps, quiet
+        self.tty, self.t0, self.shown = sys.stderr.isatty(), time.time(), 0.0
+
+    def update(self, step: int, loss: float) -> None:
+        now, last = time.time(), step == self.steps
+        decile = step * 10 // self.steps > (step - 1) * 10 // self.steps
+        if self.quiet or not (last or (now - self.shown > 0.1 if self.tty else decile)):
+            return
+        self.shown, rate = now, (step - self.start) / max(now - self.t0, 1e-9)
+        eta = int((self.steps - step) / max(rate, 1e-9))
+        line = (
+            f"step {step:>{len(str(self.steps))}}/{self.steps} "
+            f"[{'#' * (20 * step // self.steps):<20}] loss {loss:.4f} | "
+            f"{rate:.1f} it/s | ETA {eta // 60}:{eta % 60:02d}"
+        )
+        if self.tty:  # back to the start of the line, and clear what is left of it
+            print(f"\r{line}\033[K", end="\n" if last else "", file=sys.stderr, flush=True)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+
+# -- command line, set-up and the training loop ------------------------------------------
+
+
+def parse_args() -> argparse.Namespace:
+    spec_path = HERE / "spec.json"
+    spec = json.loads(spec_path.read_text()) if spec_path.exists() else {}
+
+    class Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+        pass
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=Help)
+    p.add_argument("--data", help="mnist, synthetic, or PATH to a .csv, .csv.gz or .pt file")
+    p.add_argument("--steps", type=int, help="optimizer steps")
+    p.add_argument("--batch-size", type=int, help="examples per step")
+    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--momentum", type=float, help="momentum of the optimizer")
+    p.add_argument("--weight-decay", type=float, help="decoupled weight decay")
+    p.add_argument("--schedule", choices=["constant", "cosine", "linear"], help="lr decay")
+    p.add_argument("--warmup", type=int, help="steps of linear lr warm-up")
+    p.add_argument(
+        "--device",
+        default="auto",
+        choices=["auto", "cpu", "cuda"],
+        help="auto: cuda if available",
+    )
+    p.add_argument("--seed", type=int, help="seeds the initial weights and the batch order")
+    p.add_argument(
+        "--out",
+        default=str(Path("runs", spec.get("name", HERE.name))),
+        help="run directory",
+    )
+    p.add_argument("--eval-every", type=int, help="steps between evaluations (0: at the end)")
+    p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (0: at the end)")
+    p.add_argument(
+        "--certify-every",
+        type=int,
+        help="steps between logs of lipschitz_upper (0: at the end)",
+    )
+    p.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt")
+    p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.set_defaults(**DEFAULTS)
+    p.set_defaults(**{k: v for k, v in spec.get("train", {}).items() if k in DEFAULTS})
+    args = p.parse_args()
+    if args.steps < 1 or args.batch_size < 1:
+        p.error("--steps and --batch-size must be at least 1")
+    if args.data not in ("mnist", "synthetic"):  # a path: absolute, for --resume
+        path = Path(args.data).expanduser()  # relative to the cwd, else to this directory
+        path = HERE / path if not path.exists() and (HERE / path).exists() else path
+        args.data = str(path.resolve())
+    return args
+
+
+def resume_from(args: argparse.Namespace) -> dict | None:
+    """With --resume, the checkpoint in --out. Its arguments (all but --device, --out and
+    --quiet) replace the command line's, so the run continues as it started."""
+    path = Path(args.out) / "checkpoint.pt"
+    if not (args.resume and path.exists()):
+        if args.resume:
+            print(
+                f"train.py: no checkpoint in {args.out}; starting at step 0",
+                file=sys.stderr,
+            )
+        return None
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if changed := [k for k in DEFAULTS if vars(args)[k] != ckpt["args"][k]]:
+        print(
+            f"train.py: resuming with the checkpoint's {', '.join(changed)}",
+            file=sys.stderr,
+        )
+    vars(args).update({k: ckpt["args"][k] for k in DEFAULTS})
+    return ckpt
+
+
+def get_data(args: argparse.Namespace, device: torch.device) -> list[torch.Tensor]:
+    """x_train, y_train, x_held, y_held on `device`, standardised by the training split."""
+    x, y = load_data(args.data)
+    train, held = held_out_split(y)
+    x = (x - x[train].mean()) / x[train].std().clamp_min(1e-8)
+    return [t.to(device) for t in (x[train], y[train], x[held], y[held])]
+
+
+def build(
+    args: argparse.Namespace, device: torch.device, ckpt: dict | None
+) -> tuple[nn.Module, Optimizer, LambdaLR]:
+    """The model (initialised under --seed), its optimizer and the lr schedule, restored
+    from `ckpt` when resuming."""
+    torch.manual_seed(args.seed)
+    model = build_model().to(device)
+    optimizer = make_optimizer(
+        model,
+        args.lr,
+        momentum=args.momentum,
+        nesterov=True,
+        weight_decay=args.weight_decay,
+    )
+    scheduler = LambdaLR(optimizer, lr_factor(args.schedule, args.warmup, args.steps))
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        torch.set_rng_state(ckpt["rng"])
+    return model, optimizer, scheduler
+
+
+def main() -> None:
+    args = parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        fail("--device cuda, but CUDA is not available")
+    device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob("*.tmp"):  # left by a run killed while writing
+        stale.unlink()
+    ckpt = resume_from(args)
+    x_train, y_train, x_held, y_held = get_data(args, device)
+    model, optimizer, scheduler = build(args, device, ckpt)
+    start, loss, seconds = (ckpt["step"], ckpt["loss"], ckpt["seconds"]) if ckpt else (0, 0.0, 0.0)
+
+    def due(step: int, every: int) -> bool:
+        return step == args.steps or (every > 0 and step % every == 0)
+
+    start_metrics(out / "metrics.csv", keep_until=start)
+    progress = Progress(start, args.steps, args.quiet)
+    rng_devices = [device] if device.type == "cuda" else []
+    t0 = time.time()
+    model.train()
+    for step in range(start + 1, args.steps + 1):  # `step` counts the updates made so far
+        idx = batch_indices(step - 1, len(x_train), args.batch_size, args.seed).to(device)
+        loss, lr = train_step(model, optimizer, scheduler, x_train[idx], y_train[idx], step)
+        row = {"step": step, "loss": loss, "lr": lr}
+        with torch.random.fork_rng(rng_devices):  # measuring never changes the training run
+            if due(step, args.eval_every):
+                row["eval_loss"], row["eval_acc"] = evaluate(model, x_held, y_held)
+            if due(step, args.certify_every):
+                row["lipschitz_upper"] = lipschitz_upper(model)
+        log_metrics(out / "metrics.csv", row)
+        if due(step, args.checkpoint_every):
+            save_checkpoint(
+                out / "checkpoint.pt",
+                model,
+                optimizer,
+                scheduler,
+                step=step,
+                args=vars(args),
+                loss=loss,
+                seconds=seconds + time.time() - t0,
+            )
+        progress.update(step, loss)
+    seconds += time.time() - t0
+
+    eval_loss, eval_acc = evaluate(model, x_held, y_held)
+    print(
+        f"held-out loss {eval_loss:.4f}, accuracy {eval_acc:.2%} "
+        f"({args.steps} steps, {seconds:.1f} s) -> {out}"
+    )
+    write_json(
+        out / "final.json",
+        {
+            "steps": args.steps,
+            "train_loss": loss,
+            "eval_loss": eval_loss,
+            "eval_acc": eval_acc,
+            "seconds": round(seconds, 3),
+        },
+    )
+    model.eval()
+    with torch.random.fork_rng(rng_devices):
+        write_json(out / "certificate.json", report(model))
+
+
+if __name__ == "__main__":
+    main()

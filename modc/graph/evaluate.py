@@ -1,0 +1,134 @@
+"""Evaluate spec expressions (ast.Expr) to exact sympy expressions.
+
+Numbers become sympy Integers and Rationals, never floats, so 0.1 is exactly 1/10. Names
+are looked up in an environment whose values may be sympy Symbols (free parameters), so
+the result may be symbolic. User text is never handed to sympy: the tree is built here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from fractions import Fraction
+
+import sympy
+
+from modc.errors import ModcError, did_you_mean
+from modc.source import Span
+from modc.spec import ast
+
+#: Largest exponent magnitude allowed in a number literal (1e400) or a numeric power.
+MAX_EXPONENT = 4096
+
+_FUNCTIONS: dict[str, Callable[..., sympy.Expr]] = {
+    "sqrt": sympy.sqrt,
+    "min": sympy.Min,
+    "max": sympy.Max,
+    "floor": sympy.floor,
+    "ceil": sympy.ceiling,
+}
+_BAD = (sympy.zoo, sympy.nan, sympy.oo, -sympy.oo)
+
+
+def evaluate(e: ast.Expr, env: Mapping[str, sympy.Expr]) -> sympy.Expr:
+    """The exact value of `e` with names taken from `env`."""
+    if isinstance(e, ast.Num):
+        return number(e.text, e.span)
+    if isinstance(e, ast.Name):
+        if e.id not in env:
+            raise ModcError(f"unknown name '{e.id}'", e.span, did_you_mean(e.id, env))
+        return env[e.id]
+    if isinstance(e, ast.Neg):
+        return -evaluate(e.operand, env)
+    if isinstance(e, ast.BinOp):
+        return _binop(e, evaluate(e.left, env), evaluate(e.right, env))
+    if isinstance(e, ast.Func):
+        if e.name not in _FUNCTIONS:
+            raise ModcError(
+                f"unknown function '{e.name}'", e.span, did_you_mean(e.name, _FUNCTIONS)
+            )
+        value = _FUNCTIONS[e.name](*(evaluate(a, env) for a in e.args))
+        return _checked(value, e.span, f"{e.name}() of these arguments")
+    raise TypeError(f"not an expression: {e!r}")
+
+
+def number(text: str, span: Span) -> sympy.Rational:
+    """The exact value of a number literal: an Integer or a Rational."""
+    try:
+        _, _, exponent = text.lower().partition("e")
+        if exponent and abs(int(exponent)) > MAX_EXPONENT:
+            raise ModcError(f"number {text} is out of range", span)
+        value = Fraction(text)
+    except ValueError:
+        raise ModcError(f"invalid number '{text}'", span) from None
+    return sympy.Rational(value.numerator, value.denominator)
+
+
+def _binop(e: ast.BinOp, a: sympy.Expr, b: sympy.Expr) -> sympy.Expr:
+    """`a op b` exactly; errors point at the operator."""
+    op = e.op
+    if op in ("/", "//", "%") and b.is_zero:
+        raise ModcError("division by zero", _operator_span(e))
+    if op == "+":
+        value = a + b
+    elif op == "-":
+        value = a - b
+    elif op == "*":
+        value = a * b
+    elif op == "/":
+        value = a / b
+    elif op == "//":
+        value = sympy.floor(a / b)
+    elif op == "%":
+        value = sympy.Mod(a, b)
+    elif op in ("^", "**"):
+        value = _power(e, a, b)
+    else:
+        raise ModcError(f"unknown operator '{op}'", _operator_span(e))
+    return _checked(value, _operator_span(e), f"'{op}' of these operands")
+
+
+def _power(e: ast.BinOp, a: sympy.Expr, b: sympy.Expr) -> sympy.Expr:
+    """`a ^ b`, refusing numeric powers too large to compute."""
+    if a.is_zero and b.is_negative:
+        raise ModcError("division by zero (zero to a negative power)", _operator_span(e))
+    if a.is_number and b.is_number and abs(a) not in (0, 1) and abs(b) > MAX_EXPONENT:
+        raise ModcError(f"exponent {b} is too large", _operator_span(e))
+    return a**b
+
+
+def _checked(value: sympy.Expr, span: Span, what: str) -> sympy.Expr:
+    """`value`, unless it is infinite, undefined or a non-real number."""
+    if value.has(*_BAD) or (value.is_number and value.is_real is False):
+        raise ModcError(f"{what} is not a finite real number: {value}", span)
+    return value
+
+
+def _operator_span(e: ast.BinOp) -> Span:
+    """The span of the operator of `e`, found in the source text after its left operand.
+
+    Falls back to the span of the whole expression when the text there is not the
+    operator (an expression that did not come verbatim from the source).
+    """
+    left, whole = e.left.span, e.span
+    if left is None or whole is None or left.line != whole.line:
+        return whole
+    text = whole.source.line(whole.line)
+    i = left.col - 1 + left.width
+    while i < len(text) and text[i] in " \t)":
+        i += 1
+    spelled = ("**", "^") if e.op in ("^", "**") else (e.op,)
+    for op in spelled:
+        if text.startswith(op, i) and not (op == "/" and text.startswith("//", i)):
+            return Span(whole.source, whole.line, i + 1, len(op))
+    return whole
+
+
+def require_size(value: sympy.Expr | int, span: Span, what: str) -> sympy.Expr:
+    """`value` if it can be a size or count: a positive integer, or symbolic."""
+    if isinstance(value, int):
+        value = sympy.Integer(value)
+    if value.is_number and value.is_integer is None:
+        value = sympy.simplify(value)
+    if value.is_number and not (value.is_integer and value > 0):
+        raise ModcError(f"{what} must be a positive integer, got {value}", span)
+    return value

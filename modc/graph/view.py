@@ -1,0 +1,71 @@
+"""Views of the module IR: a JSON tree (for spec.json) and a networkx graph."""
+
+from __future__ import annotations
+
+import networkx as nx
+import sympy
+
+from modc.graph import ir
+
+
+def _dims(shape: tuple) -> list:
+    if shape and isinstance(shape[0], tuple):
+        return [_dims(s) for s in shape]
+    return [int(d) if getattr(d, "is_Integer", False) else str(d) for d in shape]
+
+
+def _number(e: sympy.Expr) -> int | float | str:
+    if e.is_Integer:
+        return int(e)
+    return float(e) if e.is_number else str(e)
+
+
+def label(node: ir.Node) -> str:
+    """A node's kind as a user reads it: `Linear(256)`, `Repeat(2)`, `Tare(5)`, `Compose`."""
+    if isinstance(node, ir.Leaf):
+        return node.op.describe()
+    if isinstance(node, ir.Repeat):
+        return f"Repeat({node.count})"
+    if isinstance(node, ir.Tare):
+        return f"Tare({node.mass})"
+    return type(node).__name__
+
+
+def tree(node: ir.Node) -> dict:
+    """The IR as nested dicts of kind, name, shapes, source position and children."""
+    out: dict = {
+        "kind": label(node),
+        "in": _dims(node.in_shape),
+        "out": _dims(node.out_shape),
+    }
+    if isinstance(node, ir.Leaf) and node.is_atom:
+        out.update(name=node.name, mass=_number(node.mass))
+    if isinstance(node, ir.Repeat):
+        out["name"] = node.name
+    if node.span is not None:
+        out["source"] = f"{node.span.line}:{node.span.col}"
+    if node.children():
+        out["children"] = [tree(c) for c in node.children()]
+    return out
+
+
+def to_networkx(network: ir.Network) -> nx.DiGraph:
+    """The module tree as a DiGraph: node ids are paths like `0.2.1`, edges parent → child,
+    and each node carries its label, shapes and, for atoms, its name and mass."""
+    g = nx.DiGraph(name=network.name)
+
+    def add(node: ir.Node, path: str) -> None:
+        g.add_node(
+            path,
+            label=label(node),
+            shape_in=_dims(node.in_shape),
+            shape_out=_dims(node.out_shape),
+        )
+        if isinstance(node, ir.Leaf) and node.is_atom:
+            g.nodes[path].update(name=node.name, mass=_number(node.mass))
+        for i, child in enumerate(node.children()):
+            add(child, f"{path}.{i}")
+            g.add_edge(path, f"{path}.{i}", order=i)
+
+    add(network.root, "0")
+    return g

@@ -1,0 +1,115 @@
+"""What every operation of the library provides: arguments, shape rule, mass, sensitivity,
+and the torch code it emits. Atoms (operations with weights) add a norm, a dual map, an
+initialisation and a sound Lipschitz bound, all as runtime functions that codegen copies
+verbatim into the generated files.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+import sympy
+
+Shape = tuple[sympy.Expr, ...]
+
+REQUIRED = object()
+
+
+class ShapeError(Exception):
+    """An operation cannot take inputs of the shape it was given; elaboration adds the span."""
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One argument of an operation: `size` (positive integer) or `number` (any real).
+
+    A default, when there is one, is a sympy number.
+    """
+
+    name: str
+    kind: str = "size"
+    default: object = REQUIRED
+
+
+def show(shape: Shape) -> str:
+    """A shape as a user writes it: (784,) or (1, 28, 28)."""
+    inner = ", ".join(str(d) for d in shape)
+    return f"({inner},)" if len(shape) == 1 else f"({inner})"
+
+
+_PRIMARY = re.compile(r"[\w.]+(\(.*\))?")
+
+
+def primary(e: str) -> str:
+    """`e` ready for `.method()` or `*`: parenthesised unless a name, attribute or call."""
+    return e if _PRIMARY.fullmatch(e) else f"({e})"
+
+
+def exact(e: sympy.Expr) -> str:
+    """A number as Python source that keeps simple fractions readable: 3, 2 / 3, 0.1."""
+    if e.is_Integer:
+        return str(int(e))
+    if e.is_Rational and e.q < 1000:
+        return f"{e.p} / {e.q}"
+    return repr(float(e))
+
+
+class Op:
+    """An operation. Subclasses set `name` and `args` and override the rules they change."""
+
+    name: ClassVar[str]
+    args: ClassVar[tuple[Arg, ...]] = ()
+    arity: ClassVar[int] = 1  # inputs taken; 0 means "a tuple of two or more"
+    atom: ClassVar[bool] = False
+    runtime: ClassVar[tuple[Callable | type, ...]] = ()  # copied into model.py
+
+    def __init__(self, values: dict[str, sympy.Expr], in_shapes: Sequence[Shape]):
+        self.values = values
+        self.in_shapes = tuple(in_shapes)
+        self.out_shape = self.shape(*self.in_shapes)
+
+    def shape(self, *inputs: Shape) -> Shape:
+        """Output shape for the given input shapes; raises ShapeError if they do not fit."""
+        return inputs[0]
+
+    def sensitivity(self) -> sympy.Expr:
+        """ν: how much the output can move per unit move of the input, at unit-norm weights."""
+        return sympy.Integer(1)
+
+    def forward(self, inputs: Sequence[str], attr: str | None) -> str:
+        """A Python expression computing the output from the input expressions."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """`Linear(256)`: the op with its arguments, for tables and comments."""
+        if not self.values:
+            return self.name
+        return f"{self.name}({', '.join(str(v) for v in self.values.values())})"
+
+
+class Atom(Op):
+    """An operation with a weight tensor: mass 1 unless the spec says otherwise."""
+
+    atom = True
+    module: ClassVar[type]  # the nn.Module class copied into model.py
+    dualize: ClassVar[Callable]  # (grad, target) -> update of norm target; optimizer.py
+    norm: ClassVar[Callable]  # weight -> its norm in this atom's norm; certificate.py
+    lipschitz: ClassVar[Callable]  # weight -> sound l2 Lipschitz upper bound; certificate.py
+
+    def weight_shape(self) -> Shape:
+        """Shape of the weight tensor."""
+        raise NotImplementedError
+
+    def constructor(self) -> str:
+        """Python expression that builds this atom's nn.Module."""
+        raise NotImplementedError
+
+    def forward(self, inputs: Sequence[str], attr: str | None) -> str:
+        return f"self.{attr}({inputs[0]})"
+
+
+class Bond(Op):
+    """An operation without weights: mass 0."""

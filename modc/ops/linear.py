@@ -1,0 +1,74 @@
+"""Linear: y = W x on the last axis, W of shape fan_out × fan_in.
+
+Norm: the RMS→RMS operator norm sqrt(fan_in/fan_out)·σ_max(W). Dual map: the polar
+factor of the gradient, scaled so that the update has norm `target`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from modc.ops.base import Arg, Atom, Shape, ShapeError
+from modc.runtime.certify import spectral_norm_upper
+from modc.runtime.polar import polar
+
+
+class Linear(nn.Module):
+    """y = x Wᵀ; W starts orthogonal, scaled to RMS→RMS norm 1."""
+
+    def __init__(self, fan_in: int, fan_out: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(fan_out, fan_in))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        fan_out, fan_in = self.weight.shape
+        nn.init.orthogonal_(self.weight)
+        with torch.no_grad():
+            self.weight.mul_(math.sqrt(fan_out / fan_in))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight)
+
+
+def linear_dualize(grad: torch.Tensor, target: float) -> torch.Tensor:
+    """Steepest-descent update of RMS→RMS norm `target`: target·sqrt(fan_out/fan_in)·UVᵀ."""
+    fan_out, fan_in = grad.shape[-2:]
+    return polar(grad).mul_(target * math.sqrt(fan_out / fan_in))
+
+
+def linear_norm(weight: torch.Tensor) -> float:
+    """RMS→RMS operator norm: sqrt(fan_in/fan_out)·σ_max(W), from an exact float64 SVD."""
+    fan_out, fan_in = weight.shape
+    sigma = torch.linalg.matrix_norm(weight.detach().double(), ord=2).item()
+    return math.sqrt(fan_in / fan_out) * sigma
+
+
+def linear_lipschitz(weight: torch.Tensor) -> float:
+    """Sound upper bound on the ℓ2 Lipschitz constant of x ↦ Wx: σ_max(W) with a margin."""
+    return spectral_norm_upper(weight)
+
+
+class LinearOp(Atom):
+    name = "Linear"
+    args = (Arg("out"),)
+    module = Linear
+    dualize = linear_dualize
+    norm = linear_norm
+    lipschitz = linear_lipschitz
+
+    def shape(self, x: Shape) -> Shape:
+        if not x:
+            raise ShapeError("Linear needs an input with at least one axis")
+        return (*x[:-1], self.values["out"])
+
+    def weight_shape(self) -> Shape:
+        return (self.values["out"], self.in_shapes[0][-1])
+
+    def constructor(self) -> str:
+        fan_out, fan_in = self.weight_shape()
+        return f"Linear({fan_in}, {fan_out})"

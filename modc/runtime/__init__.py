@@ -1,0 +1,1 @@
+"""Runtime torch code that the compiler copies verbatim into generated packages."""

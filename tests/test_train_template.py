@@ -1,0 +1,245 @@
+"""The training script that `modc compile` copies into every build (modc/codegen/templates/
+train.py), run as a user would run it, on a small hand-written build directory."""
+
+import json
+import os
+import runpy
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+TEMPLATE = Path(__file__).resolve().parents[1] / "modc" / "codegen" / "templates" / "train.py"
+
+MODEL = """\
+import os
+import runpy
+import time
+
+from torch import nn
+
+INPUT_SHAPE = (1, 4, 4)
+OUTPUT_SHAPE = (3,)
+SLEEP = float(os.environ.get("FIXTURE_SLEEP", "0"))  # per training step: a run slow to kill
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(16, 32), nn.ReLU(), nn.Dropout(0.1),
+                                  nn.Linear(32, 3))
+
+    def forward(self, x):
+        if self.training and SLEEP:
+            time.sleep(SLEEP)
+        return self.body(x)
+
+
+def build_model():
+    return Net()
+"""
+
+OPTIMIZER = """\
+import torch
+
+
+def make_optimizer(model, lr, momentum=0.95, nesterov=True, weight_decay=0.0):
+    return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, nesterov=nesterov,
+                           weight_decay=weight_decay)
+"""
+
+CERTIFICATE = """\
+import torch
+
+
+def lipschitz_upper(model):
+    bound = 1.0
+    for m in model.modules():
+        if isinstance(m, torch.nn.Linear):
+            bound *= torch.linalg.matrix_norm(m.weight.detach().double(), ord=2).item()
+    return bound
+
+
+def report(model):
+    return {"lipschitz_upper": lipschitz_upper(model), "sound": True}
+"""
+
+SPEC = {
+    "name": "tiny",
+    "train": {
+        "data": "synthetic",
+        "steps": 60,
+        "batch_size": 32,
+        "lr": 0.1,
+        "schedule": "cosine",
+        "warmup": 5,
+        "eval_every": 20,
+        "checkpoint_every": 10,
+    },
+}
+
+
+def make_build(root: Path) -> Path:
+    build = root / "build" / "tiny"
+    build.mkdir(parents=True)
+    for name, text in [
+        ("model.py", MODEL),
+        ("optimizer.py", OPTIMIZER),
+        ("certificate.py", CERTIFICATE),
+        ("spec.json", json.dumps(SPEC)),
+        ("train.py", TEMPLATE.read_text()),
+    ]:
+        (build / name).write_text(text)
+    return build
+
+
+def start(build: Path, *args: str, sleep: float = 0.0) -> subprocess.Popen:
+    """train.py in a child process, from another directory than the build's."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", FIXTURE_SLEEP=str(sleep))
+    return subprocess.Popen(
+        [sys.executable, str(build / "train.py"), *args],
+        cwd=build.parent.parent,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def finish(proc: subprocess.Popen) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=120)
+    return proc.returncode, out, err
+
+
+def logged(run: Path) -> int:
+    """Rows in run/metrics.csv so far."""
+    path = run / "metrics.csv"
+    return len(path.read_text().splitlines()) - 1 if path.exists() else 0
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run / "checkpoint.pt", weights_only=True)["model"]
+
+
+def test_runs_end_to_end_on_synthetic_data_and_a_users_csv(tmp_path):
+    build = make_build(tmp_path)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(90, 16, generator=g)
+    y = x[:, :3].argmax(1)
+    rows = [
+        ",".join([*(f"{v:.4f}" for v in xi.tolist()), str(int(yi))])
+        for xi, yi in zip(x, y, strict=True)
+    ]
+    (tmp_path / "mine.csv").write_text("\n".join(rows) + "\n")
+    synthetic = start(build, "--out", str(tmp_path / "runs" / "syn"))
+    users = start(
+        build,
+        "--data",
+        str(tmp_path / "mine.csv"),
+        "--steps",
+        "20",
+        "--quiet",
+        "--out",
+        str(tmp_path / "runs" / "csv"),
+    )
+
+    for proc, steps, run in [(synthetic, 60, "syn"), (users, 20, "csv")]:
+        code, out, err = finish(proc)
+        assert code == 0, err
+        assert out.startswith("held-out loss") and out.count("\n") == 1
+        progress = err.splitlines()  # not a terminal: a line about every 10%
+        assert len(progress) == (10 if run == "syn" else 0), err
+        assert all(" it/s | ETA " in line for line in progress)
+        assert not progress or progress[-1].startswith("step 60/60 [####################] loss")
+        run = tmp_path / "runs" / run
+        assert sorted(p.name for p in run.iterdir()) == [
+            "certificate.json",
+            "checkpoint.pt",
+            "final.json",
+            "metrics.csv",
+        ]
+        lines = (run / "metrics.csv").read_text().splitlines()
+        assert lines[0] == "step,loss,lr,eval_loss,eval_acc,lipschitz_upper"
+        assert [int(line.split(",")[0]) for line in lines[1:]] == list(range(1, steps + 1))
+        final = json.loads((run / "final.json").read_text())
+        assert final["steps"] == steps and 0 <= final["eval_acc"] <= 1
+        assert set(final) == {"steps", "train_loss", "eval_loss", "eval_acc", "seconds"}
+        assert json.loads((run / "certificate.json").read_text())["sound"] is True
+        assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == steps
+
+    lines = (tmp_path / "runs" / "syn" / "metrics.csv").read_text().splitlines()
+    measured = [line.split(",")[0] for line in lines[1:] if line.split(",")[3]]
+    assert measured == ["20", "40", "60"]  # eval_every from spec.json
+    assert lines[-1].split(",")[5] and not lines[-2].split(",")[5]  # certified at the end
+    assert json.loads((tmp_path / "runs" / "syn" / "final.json").read_text())["eval_acc"] > 0.6
+
+
+def test_resume_after_sigkill_ends_with_the_weights_of_an_unbroken_run(tmp_path):
+    build = make_build(tmp_path)
+    flags = ["--steps", "100", "--checkpoint-every", "10", "--certify-every", "25"]
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    unbroken = start(build, *flags, "--out", str(whole))
+    doomed = start(build, *flags, "--out", str(broken), sleep=0.02)
+    deadline = time.time() + 60
+    while time.time() < deadline and logged(broken) < 25:  # checkpoint at 20, rows past it
+        time.sleep(0.01)
+    assert doomed.poll() is None, "the run ended before it could be killed"
+    os.kill(doomed.pid, signal.SIGKILL)
+    doomed.wait()
+    step = torch.load(broken / "checkpoint.pt", weights_only=True)["step"]
+    assert 20 <= step < logged(broken) < 100 and not (broken / "final.json").exists()
+    assert finish(unbroken)[0] == 0
+
+    code, _, err = finish(start(build, "--out", str(broken), "--resume"))  # args from checkpoint
+    assert code == 0, err
+    a, b = weights(whole), weights(broken)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (whole / "metrics.csv").read_text() == (broken / "metrics.csv").read_text()
+
+
+def run_here(build: Path, *args: str) -> int:
+    """train.py in this process, where torch is imported already: quicker than a child."""
+    siblings = ("model", "optimizer", "certificate")
+    saved = (
+        sys.argv,
+        list(sys.path),
+        {name: sys.modules.pop(name, None) for name in siblings},
+    )
+    sys.argv = ["train.py", *args]
+    try:
+        runpy.run_path(str(build / "train.py"), run_name="__main__")
+    except SystemExit as e:
+        return e.code
+    finally:
+        sys.argv, sys.path[:] = saved[0], saved[1]
+        for name, module in saved[2].items():
+            sys.modules.pop(name, None)
+            if module is not None:
+                sys.modules[name] = module
+    return 0
+
+
+def test_bad_data_exits_2_with_one_line_and_no_traceback(tmp_path, capsys):
+    build = make_build(tmp_path)
+    code, out, err = finish(start(build, "--data", str(tmp_path / "missing.csv")))
+    assert (code, out) == (2, "") and "Traceback" not in err
+    assert err == f"train.py: error: no such data file: {tmp_path / 'missing.csv'}\n"
+
+    (tmp_path / "short.csv").write_text("1,2,3,0\n")  # 3 features, the model takes 16
+    (tmp_path / "labels.csv").write_text(",".join(["0.5"] * 16 + ["7"]) + "\n")  # 3 classes
+    (tmp_path / "text.csv").write_text(",".join(["a"] * 16 + ["1"]) + "\n")
+    torch.save({"x": torch.zeros(5, 7), "y": torch.zeros(5)}, tmp_path / "narrow.pt")
+    capsys.readouterr()
+    for name, expected in [
+        ("short.csv", "row 1: 3 features; the model takes 16"),
+        ("labels.csv", "labels must be integers in [0, 3); found 7 to 7"),
+        ("text.csv", "not a number: 'a'"),
+        ("narrow.pt", 'expected {"x": float tensor (N, *(1, 4, 4))'),
+    ]:
+        assert run_here(build, "--data", str(tmp_path / name)) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err.startswith("train.py: error: ") and err.count("\n") == 1
+        assert expected in err, err
