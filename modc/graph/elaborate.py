@@ -141,7 +141,7 @@ def term(t: ast.Term, shape: Shape, ctx: Context) -> ir.Node:
 def leaf(op: str, values: dict, shapes: tuple[Shape, ...], span: Span | None) -> ir.Leaf:
     """A bond node inserted by elaboration (Add, Mul) rather than written by the user."""
     try:
-        return ir.Leaf(shapes[0], span, OPS[op](values, shapes))
+        return ir.Leaf(shapes[0] if len(shapes) == 1 else shapes, span, OPS[op](values, shapes))
     except ShapeError as e:
         raise ModcError(f"shape mismatch: {e}", span) from None
 
@@ -203,13 +203,18 @@ def call(c: ast.Call, shape: Shape, ctx: Context) -> ir.Node:
     cls = OPS[c.op]
     values, mass = bind_args(cls, c, ctx)
     try:
-        op = cls(values, (shape,))
+        op = cls(values, inputs(shape))
     except ShapeError as e:
         raise ModcError(f"shape mismatch: {e}", c.span) from None
     if not op.atom:
         return ir.Leaf(shape, c.span, op)
     name = ctx.scope.claim(c.name, c.op.lower(), c.span)
     return ir.Leaf(shape, c.span, op, name, mass)
+
+
+def inputs(shape: Shape | tuple[Shape, ...]) -> tuple[Shape, ...]:
+    """The input shapes an operation receives: several after a tuple, else one."""
+    return shape if shape and isinstance(shape[0], tuple) else (shape,)
 
 
 def bind_args(cls: type[Op], c: ast.Call, ctx: Context) -> tuple[dict, sympy.Expr]:

@@ -79,6 +79,10 @@ class Op:
         """ν: how much the output can move per unit move of the input, at unit-norm weights."""
         return sympy.Integer(1)
 
+    def conditions(self) -> tuple[str, ...]:
+        """What `sensitivity` assumes (e.g. a bound on input norms); empty if it always holds."""
+        return ()
+
     def forward(self, inputs: Sequence[str], attr: str | None) -> str:
         """A Python expression computing the output from the input expressions."""
         raise NotImplementedError
