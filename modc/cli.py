@@ -1,4 +1,4 @@
-"""The `modc` command: compile a spec, or print its bounds."""
+"""The `modc` command: one small function per subcommand, user errors as compiler messages."""
 
 from __future__ import annotations
 
@@ -6,8 +6,47 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from modc.errors import ModcError
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from modc.compiler import compile_spec
+
+    out = compile_spec(args.spec, args.out, args.param)
+    print(f"wrote {out}/ (model.py, optimizer.py, certificate.py, train.py, spec.json)")
+    print(f"train it: python {out}/train.py")
+    return 0
+
+
+def cmd_bounds(args: argparse.Namespace) -> int:
+    from modc.compiler import load
+    from modc.theory.report import to_json, to_text
+
+    free = [name.strip() for name in args.free.split(",") if name.strip()]
+    network, analysis = load(args.spec, args.param, free)
+    if args.format == "json":
+        print(json.dumps(to_json(network, analysis), indent=2))
+    else:
+        print(to_text(network, analysis))
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from modc.sweep import sweep
+
+    if args.param:
+        raise ModcError("sweep varies parameters with --vary; fix the others in the spec")
+    train_args = ["--steps", str(args.steps)] + (["--data", args.data] if args.data else [])
+    out = Path(args.out or Path("sweeps") / Path(args.spec).stem)
+    optimizers = [o.strip() for o in args.optimizer.split(",") if o.strip()]
+    text = sweep(
+        Path(args.spec), args.vary, args.lr, optimizers, out, train_args, args.jobs, args.seeds
+    )
+    print(text)
+    print(f"wrote {out}/results.csv and {out}/transfer.png")
+    return 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -16,8 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, help: str) -> argparse.ArgumentParser:
+    def command(name: str, run, help: str) -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=help, description=help)
+        c.set_defaults(run=run)
         c.add_argument("spec", help="a .yaml or .modc spec file")
         c.add_argument(
             "-p",
@@ -29,43 +69,44 @@ def _parser() -> argparse.ArgumentParser:
         )
         return c
 
-    c = command("compile", "generate model.py, optimizer.py, certificate.py and train.py")
+    c = command(
+        "compile", cmd_compile, "generate model.py, optimizer.py, certificate.py and train.py"
+    )
     c.add_argument("-o", "--out", help="build directory (default: build/NAME)")
-    b = command("bounds", "print mass, sensitivity and every atom's target")
+
+    b = command("bounds", cmd_bounds, "print mass, sensitivity and every atom's target")
     b.add_argument("--format", choices=("text", "json"), default="text")
     b.add_argument(
-        "--free",
-        default="",
-        metavar="NAMES",
-        help="comma-separated parameters to keep as symbols",
+        "--free", default="", metavar="NAMES", help="comma-separated parameters to keep as symbols"
     )
+
+    s = command("sweep", cmd_sweep, "train a grid of sizes × learning rates to check transfer")
+    s.add_argument(
+        "--vary",
+        action="append",
+        required=True,
+        metavar="NAME=V1,V2,...",
+        help="a parameter and its values, e.g. width=32,64,128 (repeatable)",
+    )
+    s.add_argument(
+        "--lr",
+        default="2^-8:2^2",
+        help="LO:HI[:FACTOR] geometric grid (default factor 2) or a list a,b,c",
+    )
+    s.add_argument("--steps", type=int, default=200, help="steps per run")
+    s.add_argument("--optimizer", default="dualized", help="comma-separated optimizer kinds")
+    s.add_argument("--data", help="mnist, shakespeare, synthetic or PATH (default: the spec's)")
+    s.add_argument("--jobs", type=int, default=1, help="runs in parallel")
+    s.add_argument("--seeds", type=int, default=1, help="seeds per grid point")
+    s.add_argument("-o", "--out", help="sweep directory (default: sweeps/SPEC)")
     return p
-
-
-def run(argv: Sequence[str]) -> int:
-    """Run one command; a ModcError propagates to main()."""
-    from modc.compiler import compile_spec, load
-    from modc.theory.report import to_json, to_text
-
-    args = _parser().parse_args(argv)
-    if args.command == "compile":
-        out = compile_spec(args.spec, args.out, args.param)
-        print(f"wrote {out}/ (model.py, optimizer.py, certificate.py, train.py, spec.json)")
-        print(f"train it: python {out}/train.py")
-        return 0
-    free = [name.strip() for name in args.free.split(",") if name.strip()]
-    network, analysis = load(args.spec, args.param, free)
-    if args.format == "json":
-        print(json.dumps(to_json(network, analysis), indent=2))
-    else:
-        print(to_text(network, analysis))
-    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: user errors print `file:line:col: error: ...` and exit with status 2."""
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        return run(sys.argv[1:] if argv is None else argv)
+        return args.run(args)
     except ModcError as e:
         print(e.render(), file=sys.stderr)
         return 2
