@@ -22,12 +22,15 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 def cmd_bounds(args: argparse.Namespace) -> int:
     from modc.compiler import load
+    from modc.theory.latex import to_latex
     from modc.theory.report import to_json, to_text
 
     free = [name.strip() for name in args.free.split(",") if name.strip()]
     network, analysis = load(args.spec, args.param, free)
     if args.format == "json":
         print(json.dumps(to_json(network, analysis), indent=2))
+    elif args.format == "latex":
+        print(to_latex(network, analysis))
     else:
         print(to_text(network, analysis))
     return 0
@@ -46,6 +49,42 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     )
     print(text)
     print(f"wrote {out}/results.csv and {out}/transfer.png")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from modc.check import check_table
+    from modc.compiler import load
+
+    print(check_table(*load(args.spec, args.param)))
+    return 0
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    from modc.compiler import load
+    from modc.graph.view import to_dot, to_graph_json
+
+    network, _ = load(args.spec, args.param)
+    text = to_dot(network) if args.format == "dot" else json.dumps(to_graph_json(network))
+    return _emit(text if text.endswith("\n") else text + "\n", args.out)
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from modc.spec.convert import convert
+
+    if args.param:
+        raise ModcError("convert writes the spec as it is; -p does not apply")
+    return _emit(convert(args.spec, args.to), args.out)
+
+
+def _emit(text: str, out: str | None) -> int:
+    """Print `text`, or write it to the file `out`."""
+    from modc.fileio import write_atomic
+
+    if out:
+        write_atomic(out, text)
+    else:
+        sys.stdout.write(text)
     return 0
 
 
@@ -74,8 +113,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     c.add_argument("-o", "--out", help="build directory (default: build/NAME)")
 
-    b = command("bounds", cmd_bounds, "print mass, sensitivity and every atom's target")
-    b.add_argument("--format", choices=("text", "json"), default="text")
+    b = command(
+        "bounds",
+        cmd_bounds,
+        "print mass, sensitivity, every atom's target, the modular norm and the bounds",
+    )
+    b.add_argument("--format", choices=("text", "json", "latex"), default="text")
     b.add_argument(
         "--free", default="", metavar="NAMES", help="comma-separated parameters to keep as symbols"
     )
@@ -99,6 +142,14 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--jobs", type=int, default=1, help="runs in parallel")
     s.add_argument("--seeds", type=int, default=1, help="seeds per grid point")
     s.add_argument("-o", "--out", help="sweep directory (default: sweeps/SPEC)")
+
+    command("check", cmd_check, "validate a spec and print its modules, shapes and theory")
+    g = command("graph", cmd_graph, "export the module graph as Graphviz DOT or networkx JSON")
+    g.add_argument("--format", choices=("dot", "json"), default="dot")
+    g.add_argument("-o", "--out", help="write to this file (default: print it)")
+    v = command("convert", cmd_convert, "write a spec in the other form (YAML ↔ .modc)")
+    v.add_argument("--to", choices=("yaml", "modc"), required=True)
+    v.add_argument("-o", "--out", help="write to this file (default: print it)")
     return p
 
 

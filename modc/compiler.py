@@ -13,6 +13,7 @@ from types import ModuleType
 
 from modc.codegen.build import write_build
 from modc.graph import ir
+from modc.graph.budget import check_budget
 from modc.graph.elaborate import elaborate
 from modc.graph.params import parse_override
 from modc.spec import load_spec
@@ -30,6 +31,7 @@ def load(
         name, expr, span = parse_override(text)
         overrides[name] = (expr, span)
     network = elaborate(load_spec(path), overrides, free)
+    check_budget(network)  # before the analysis, whose work grows with the copies
     return network, analyze(network)
 
 

@@ -32,7 +32,7 @@ CASES = {
         "params:\n  width: 64\ninput: 784\nnetwork:\n  - Linear: width\n"
         "  - residual: 2\n    body:\n      - Linear: 32\n",
         8,
-        7,
+        9,
         "shape mismatch",
         None,
     ),

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "modc" / "codegen" / "templates" / "train.py"
@@ -157,6 +158,7 @@ def test_runs_end_to_end_on_synthetic_data_and_a_users_csv(tmp_path):
         run = tmp_path / "runs" / run
         assert sorted(p.name for p in run.iterdir()) == [
             "certificate.json",
+            "certificates.jsonl",
             "checkpoint.pt",
             "final.json",
             "metrics.csv",
@@ -168,6 +170,8 @@ def test_runs_end_to_end_on_synthetic_data_and_a_users_csv(tmp_path):
         assert final["steps"] == steps and 0 <= final["eval_acc"] <= 1
         assert set(final) == {"steps", "train_loss", "eval_loss", "eval_acc", "seconds"}
         assert json.loads((run / "certificate.json").read_text())["sound"] is True
+        reports = [json.loads(r) for r in (run / "certificates.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in reports] == [steps] and reports[0]["sound"] is True
         assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == steps
 
     lines = (tmp_path / "runs" / "syn" / "metrics.csv").read_text().splitlines()
@@ -243,3 +247,123 @@ def test_bad_data_exits_2_with_one_line_and_no_traceback(tmp_path, capsys):
         out, err = capsys.readouterr()
         assert out == "" and err.startswith("train.py: error: ") and err.count("\n") == 1
         assert expected in err, err
+
+
+# -- real builds: the dualized optimizer's state through a kill, and the Lipschitz cap ------
+
+KILLER = """
+import os, runpy, signal, sys, torch
+count = [0]
+def hook(module, args, out):  # SIGKILL ourselves in the forward pass of step KILL_AT
+    if type(module).__name__ == "Network" and module.training:
+        count[0] += 1
+        if count[0] == int(os.environ["KILL_AT"]):
+            os.kill(os.getpid(), signal.SIGKILL)
+torch.nn.modules.module.register_module_forward_hook(hook)
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def compiled(root: Path, spec: str, params: dict[str, int], optimizer: str = "") -> Path:
+    """A build of specs/`spec` with `params`, and an `optimizer:` section appended."""
+    from modc.compiler import compile_spec
+
+    path = root / spec
+    path.write_text((Path(__file__).parents[1] / "specs" / spec).read_text() + optimizer)
+    return compile_spec(path, root / "build", [f"{k}={v}" for k, v in params.items()])
+
+
+def launch(build: Path, *args: str, kill_at: int = 0) -> subprocess.Popen:
+    """train.py in a child process; with `kill_at`, it SIGKILLs itself at that step."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", KILL_AT=str(kill_at))
+    pre = ["-c", KILLER] if kill_at else []
+    return subprocess.Popen(
+        [sys.executable, *pre, str(build / "train.py"), *args],
+        cwd=build.parent,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def run_train(build: Path, *args: str) -> tuple[int, str]:
+    code, _, err = finish(launch(build, *args))
+    return code, err
+
+
+def test_compiled_dualized_run_killed_and_resumed_ends_like_an_unbroken_one(tmp_path):
+    build = compiled(tmp_path, "mlp.yaml", {"width": 16, "depth": 3})
+    flags = ["--data", "synthetic", "--steps", "60", "--batch-size", "32", "--lr", "0.05"]
+    flags += ["--checkpoint-every", "10", "--certify-every", "5", "--eval-every", "20", "--quiet"]
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    unbroken = launch(build, *flags, "--out", str(whole))
+    doomed = launch(build, *flags, "--out", str(broken), kill_at=27)
+    assert finish(unbroken)[::2] == (0, "")
+    assert finish(doomed)[0] == -signal.SIGKILL
+    ckpt = torch.load(broken / "checkpoint.pt", weights_only=True)
+    assert ckpt["step"] == 20 and logged(broken) == 26
+    assert any("momentum_buffer" in s for s in ckpt["optimizer"]["state"].values())
+
+    code, err = run_train(build, "--out", str(broken), "--resume")
+    assert code == 0, err
+    a, b = weights(whole), weights(broken)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    end_a, end_b = (torch.load(r / "checkpoint.pt", weights_only=True) for r in (whole, broken))
+    buffers = [
+        [s["momentum_buffer"] for s in e["optimizer"]["state"].values()] for e in (end_a, end_b)
+    ]
+    assert all(torch.equal(x, y) for x, y in zip(*buffers, strict=True))
+    for name in ("metrics.csv", "certificates.jsonl"):
+        assert (whole / name).read_text() == (broken / name).read_text(), name
+
+
+def test_hard_cap_keeps_the_certificate_under_the_spec_bound_for_500_steps(tmp_path):
+    build = compiled(
+        tmp_path, "mlp.yaml", {"width": 32, "depth": 3}, "optimizer:\n  lipschitz: 2\n"
+    )
+    run = tmp_path / "run"
+    flags = ["--data", "synthetic", "--steps", "500", "--lr", "0.2", "--certify-every", "10"]
+    code, err = run_train(build, *flags, "--eval-every", "0", "--quiet", "--out", str(run))
+    assert code == 0, err
+    rows = [r.split(",") for r in (run / "metrics.csv").read_text().splitlines()[1:]]
+    logged = [(int(r[0]), float(r[5])) for r in rows if r[5]]
+    assert [s for s, _ in logged] == list(range(10, 501, 10))
+    assert all(upper <= 2 for _, upper in logged), max(u for _, u in logged)
+    reports = [json.loads(r) for r in (run / "certificates.jsonl").read_text().splitlines()]
+    cap = reports[0]["constraint"]["atom_cap"]
+    assert cap == pytest.approx(2 ** (1 / 3))
+    assert all(r["constraint"]["within"] for r in reports)
+    at_cap = [
+        r["step"] for r in reports if max(a["lipschitz"] for a in r["atoms"].values()) > 0.99 * cap
+    ]
+    assert at_cap, "the cap never bound: the test would prove nothing"
+    assert json.loads((run / "certificate.json").read_text())["lipschitz_upper"] <= 2
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny matrices in this process: threads only contend."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_every_optimizer_kind_trains_from_the_same_build(tmp_path, capsys, one_thread):
+    build = compiled(tmp_path, "mlp.yaml", {"width": 8, "depth": 2}, "optimizer:\n  lipschitz: 3\n")
+    kinds = ["dualized", "normalized:sgd", "normalized:adam", "normalized:adafactor", "adamw"]
+    kinds += ["muon"] if hasattr(torch.optim, "Muon") else []
+    flags = ["--data", "synthetic", "--steps", "12", "--batch-size", "16", "--quiet"]
+    for kind in kinds:
+        run = tmp_path / kind.replace(":", "-")
+        lr = "0.001" if kind == "adamw" else "0.05"
+        code = run_here(build, *flags, "--lr", lr, "--optimizer", kind, "--out", str(run))
+        assert code == 0, capsys.readouterr().err
+        ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+        assert ckpt["args"]["optimizer"] == kind and ckpt["step"] == 12
+        cert = json.loads((run / "certificate.json").read_text())
+        assert cert["lipschitz_upper"] <= cert["constraint"]["lipschitz_bound"] <= 3
+    code = run_here(build, *flags, "--optimizer", "lion", "--out", str(tmp_path / "x"))
+    assert code == 2 and "invalid choice: 'lion'" in capsys.readouterr().err

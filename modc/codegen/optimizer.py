@@ -1,53 +1,214 @@
-"""Emit optimizer.py: the Dualized optimizer with this network's per-atom targets."""
+"""Emit optimizer.py: every optimizer kind, with this network's per-atom targets and caps."""
 
 from __future__ import annotations
 
+import inspect
+
+from modc.codegen.settings import KINDS, OptimizerSettings, optimizer_settings
 from modc.codegen.source import literal, module, snippets
 from modc.graph import ir
-from modc.runtime.optim import Dualized
+from modc.runtime.optim import Combined, Constrain, Dualized, Normalized
 from modc.theory.analysis import Analysis
 
-MAKE = '''
+SIGNATURE = """
 def make_optimizer(
     model: nn.Module,
     lr: float,
-    momentum: float = 0.95,
-    nesterov: bool = True,
-    weight_decay: float = 0.0,
-) -> Dualized:
-    """Momentum, then each atom's dual map with target lr × TARGETS[name]; one group per kind."""
+    momentum: float | None = {momentum},
+    nesterov: bool = {nesterov},
+    weight_decay: float = {weight_decay},
+    kind: str = {kind},
+    constraint: str = {constraint},
+    polar: str = {polar},
+    beta2: float = {beta2},
+    eps: float = {eps},
+    decay: float = {decay},
+    adamw_lr: float | None = {adamw_lr},
+) -> torch.optim.Optimizer:
+"""
+
+BODY = '''
+    """The optimizer `kind` for this network; the defaults are the spec's optimizer: section.
+
+    dualized              momentum, then each atom's dual map with target lr × TARGETS[name]:
+                          every step has modular norm lr; polar "muon" computes polar
+                          factors by Muon's Newton–Schulz iteration (5 steps)
+    normalized:sgd        SGD with momentum,
+    normalized:adam       Adam (β1 = momentum, beta2, eps),
+    normalized:adafactor  Adafactor (factored second moment, β2_t = 1 − t^(−decay)), each
+                          update rescaled per atom to norm lr × TARGETS[name]
+    adamw                 torch.optim.AdamW on every weight (baseline)
+    muon                  torch.optim.Muon on the matrices (2-D weights of POLAR_ATOMS:
+                          not embeddings), AdamW (lr adamw_lr, default lr) on the rest
+    momentum None means 0.9 for normalized:adam, normalized:adafactor and adamw, else 0.95.
+    Weight decay is decoupled; in dualized and normalized:* an atom decays by
+    lr × target × weight_decay per step (shared by mass). constraint "cap" (hard cap) or
+    "normalize" (spectral normalisation) keeps each atom's Lipschitz bound at most ATOM_CAP
+    after every step, and at once on the current weights, so that the certificate's bound
+    stays at most LIPSCHITZ_BOUND.
+    """
     params = dict(model.named_parameters())
     if set(params) != set(TARGETS):
         raise ValueError("the model's parameters do not match the network this was built for")
+    if kind not in KINDS or constraint not in ("none", "cap", "normalize") or polar not in POLAR:
+        raise ValueError(f"unknown kind {kind!r}, constraint {constraint!r} or polar {polar!r}")
+    if momentum is None:
+        momentum = 0.9 if kind in ("normalized:adam", "normalized:adafactor", "adamw") else 0.95
     groups: dict[str, dict] = {}
     for name, (atom, target) in TARGETS.items():
         group = groups.setdefault(atom, {"params": [], "targets": [], "atom": atom})
         group["params"].append(params[name])
         group["targets"].append(target)
-    return Dualized(list(groups.values()), DUAL_MAPS, lr, momentum, nesterov, weight_decay)
+    atoms = list(groups.values())
+    if kind == "dualized":
+        for group in atoms:
+            group["polar"] = POLAR[polar] if group["atom"] in POLAR_ATOMS else {}
+        optimizer = Dualized(atoms, DUAL_MAPS, lr, momentum, nesterov, weight_decay)
+    elif kind.startswith("normalized:"):
+        base = kind.split(":")[1]
+        optimizer = Normalized(
+            atoms, NORMS, lr, base, momentum, nesterov, beta2, eps, decay, weight_decay
+        )
+    elif kind == "adamw":
+        betas = (momentum, beta2)
+        optimizer = torch.optim.AdamW(params.values(), lr, betas, eps, weight_decay)
+    else:
+        if not hasattr(torch.optim, "Muon"):
+            raise RuntimeError("the muon baseline needs torch.optim.Muon (torch >= 2.9)")
+        spectral = [n for n, (atom, _) in TARGETS.items() if atom in POLAR_ATOMS]
+        matrices = [p for n, p in params.items() if n in spectral and p.dim() == 2]
+        others = [p for n, p in params.items() if n not in spectral or p.dim() != 2]
+        parts = []
+        if matrices:
+            parts.append(torch.optim.Muon(matrices, lr, weight_decay, momentum, nesterov))
+        if others:
+            lr_others = lr if adamw_lr is None else adamw_lr
+            betas = (momentum, beta2)
+            parts.append(torch.optim.AdamW(others, lr_others, betas, eps, weight_decay))
+        optimizer = Combined(parts)
+    if constraint != "none":
+        if ATOM_CAP is None:
+            raise ValueError("this build has no caps: set optimizer.lipschitz in the spec")
+        hard = constraint == "cap"
+        constrain_all = Constrain(
+            [
+                (params[name], ATOM_CAP, LIPSCHITZ[atom], CAPS.get(atom) if hard else None)
+                for name, (atom, _) in TARGETS.items()
+            ]
+        )
+        constrain_all()
+        optimizer.register_step_post_hook(constrain_all)
+    return optimizer
 '''
+
+
+def _make(s: OptimizerSettings) -> str:
+    """make_optimizer, its defaults taken from the spec's settings."""
+    values = {
+        "momentum": repr(s.momentum),
+        "nesterov": repr(s.nesterov),
+        "polar": f'"{s.polar}"',
+        "weight_decay": repr(s.weight_decay),
+        "kind": f'"{s.kind}"',  # one of KINDS, checked
+        "constraint": f'"{s.constraint}"',
+        "beta2": repr(s.beta2),
+        "eps": repr(s.eps),
+        "decay": repr(s.decay),
+        "adamw_lr": repr(s.adamw_lr),
+    }
+    return SIGNATURE.strip("\n").format(**values) + BODY.rstrip()
+
+
+TABLES = """
+# Each atom's share of the step: its target in the modular norm (exact value at the end of
+# the line). The update of an atom has norm lr × target in that atom's norm, so the whole
+# step has modular norm lr.
+TARGETS = {{
+{rows}
+}}
+DUAL_MAPS = {{{dual_maps}}}
+NORMS = {{{norms}}}
+LIPSCHITZ = {{{lipschitz}}}
+CAPS = {{{caps}}}  # hard caps, for the atoms that have one
+KINDS = (
+{kinds}
+)
+# Options of polar() in the dual maps: Polar Express (the default), or Muon's iteration;
+# POLAR_ATOMS take them (their dual maps call polar()).
+POLAR = {{"polar_express": {{}}, "muon": {{"method": "muon", "steps": 5}}}}
+POLAR_ATOMS = ({polar_atoms})
+
+{constraint}
+ATOM_CAP: float | None = {atom_cap!r}
+LIPSCHITZ_BOUND: float | None = {bound!r}
+"""
+
+
+def _takes_polar(dualize: object) -> bool:
+    """Whether a dual map accepts polar() options (a **polar_options parameter)."""
+    params = inspect.signature(dualize).parameters.values()
+    return any(p.kind is p.VAR_KEYWORD for p in params)
+
+
+def _tuple_items(names: list[str]) -> str:
+    """The inside of a tuple literal of strings: "", "a",  or "a", "b"."""
+    quoted = [f'"{n}"' for n in names]
+    return quoted[0] + "," if len(quoted) == 1 else ", ".join(quoted)
 
 
 def emit_optimizer(network: ir.Network, analysis: Analysis) -> str:
     """The text of optimizer.py."""
+    settings = optimizer_settings(network)
     kinds = {a.kind: type(a.node.op) for a in analysis.atoms}
-    rows = "\n".join(
-        f'    "{a.path}.weight": ("{a.kind}", {literal(a.target)}),  # {a.target}'
-        for a in analysis.atoms
+
+    def table(attr: str) -> str:
+        """`"Linear": linear_norm, ...`: each kind's runtime function `attr`, if it has one."""
+        functions = [(k, getattr(op, attr)) for k, op in kinds.items()]
+        return ", ".join(f'"{k}": {f.__name__}' for k, f in functions if f is not None)
+
+    if settings.atom_cap is None:
+        constraint = (
+            "# No Lipschitz constraint: the spec sets neither optimizer.lipschitz nor max_norm."
+        )
+    else:
+        asked = (
+            f"lipschitz: {settings.lipschitz:g}"
+            if settings.lipschitz is not None
+            else f"max_norm: {settings.max_norm:g}"
+        )
+        constraint = (
+            f"# The Lipschitz constraint (spec: optimizer {asked}): every atom's sound l2\n"
+            "# Lipschitz bound is kept at most ATOM_CAP, so the certificate's bound is at most\n"
+            "# LIPSCHITZ_BOUND."
+        )
+    tables = TABLES.strip().format(
+        rows="\n".join(
+            f'    "{a.path}.weight": ("{a.kind}", {literal(a.target)}),  # {a.target}'
+            for a in analysis.atoms
+        ),
+        dual_maps=table("dualize"),
+        norms=table("norm"),
+        lipschitz=table("lipschitz"),
+        caps=table("cap"),
+        polar_atoms=_tuple_items([k for k, op in kinds.items() if _takes_polar(op.dualize)]),
+        kinds="\n".join(f'    "{k}",' for k in KINDS),
+        constraint=constraint,
+        atom_cap=settings.atom_cap,
+        bound=settings.bound_at_cap,
     )
-    maps = ", ".join(f'"{k}": {op.dualize.__name__}' for k, op in kinds.items())
-    body = "\n\n\n".join(
-        [
-            snippets([Dualized, *(op.dualize for op in kinds.values())]),
-            "# Each atom's share of the step: its target in the modular norm (exact value at the\n"
-            "# end of the line). The update of an atom has norm lr × target in that atom's norm,\n"
-            f"# so the whole step has modular norm lr.\nTARGETS = {{\n{rows}\n}}\n"
-            f"DUAL_MAPS = {{{maps}}}",
-            MAKE.strip(),
-        ]
-    )
+    runtime = [
+        *(op.dualize for op in kinds.values()),
+        *(op.norm for op in kinds.values()),
+        *(op.lipschitz for op in kinds.values()),
+        *(op.cap for op in kinds.values() if op.cap is not None),
+        Dualized,
+        Normalized,
+        Combined,
+        Constrain,
+    ]
     return module(
         f"The optimizer for {network.name}, compiled by modc: dualized steps "
-        "whose size each atom\nreceives by its place in the network.\n",
-        body,
+        "whose size each atom\nreceives by its place in the network; normalized and "
+        "baseline optimizers from the same build.\n",
+        "\n\n\n".join([snippets(runtime), tables, _make(settings)]),
     )

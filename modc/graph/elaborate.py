@@ -72,10 +72,22 @@ class Scope:
 @dataclass
 class Context:
     env: dict[str, sympy.Expr]
-    terms: dict[str, ast.Term]
+    terms: dict[str, Closure]
     defs: dict[str, ast.Def]
     scope: Scope
     stack: tuple[str, ...] = ()
+
+
+@dataclass
+class Closure:
+    """A sub-network passed to a definition, with the names it was written among."""
+
+    term: ast.Term
+    env: dict[str, sympy.Expr]
+    terms: dict[str, Closure]
+
+
+_EXPRS = (ast.Num, ast.Name, ast.BinOp, ast.Neg, ast.Func)
 
 
 def elaborate(
@@ -110,6 +122,10 @@ def elaborate(
 def term(t: ast.Term, shape: Shape, ctx: Context) -> ir.Node:
     """The IR of one network term applied to inputs of `shape`."""
     if isinstance(t, ast.Seq):
+        if not t.items:
+            raise ModcError(
+                "an empty sequence; write Identity for a network that does nothing", t.span
+            )
         parts = []
         for item in t.items:
             parts.append(term(item, shape, ctx))
@@ -194,16 +210,28 @@ def residual_block(body: ast.Term, shape: Shape, ctx: Context, depth: sympy.Expr
 def call(c: ast.Call, shape: Shape, ctx: Context) -> ir.Node:
     """An operation of the library, a definition, or a sub-network passed as an argument."""
     if c.op in ctx.terms and not c.args and not c.kwargs:
-        return term(ctx.terms[c.op], shape, ctx)
+        clo = ctx.terms[c.op]
+        return term(clo.term, shape, Context(clo.env, clo.terms, ctx.defs, ctx.scope, ctx.stack))
+    if c.op in ctx.env and c.op not in ctx.defs:
+        raise ModcError(f"'{c.op}' is a number here, not a network", c.span)
     if c.op in ctx.defs:
         return use_def(ctx.defs[c.op], c, shape, ctx)
     if c.op not in OPS:
-        known = [*OPS, *ctx.defs, *ctx.terms]
+        known = [*OPS, *ctx.defs, *ctx.terms, "repeat", "residual", "tare", "scale", "sum"]
         raise ModcError(f"unknown operation '{c.op}'", c.span, did_you_mean(c.op, known))
     cls = OPS[c.op]
     values, mass = bind_args(cls, c, ctx)
+    given = inputs(shape)
+    if cls.arity == 1 and len(given) != 1:
+        raise ModcError(
+            f"{cls.name} takes one input, but gets a tuple of {len(given)}",
+            c.span,
+            "apply it to each branch inside the tuple, or combine the branches first",
+        )
+    if cls.arity == 0 and len(given) < 2:
+        raise ModcError(f"{cls.name} takes a tuple of inputs, such as (a, b) > {c.op}", c.span)
     try:
-        op = cls(values, inputs(shape))
+        op = cls(values, given)
     except ShapeError as e:
         raise ModcError(f"shape mismatch: {e}", c.span) from None
     if not op.atom:
@@ -256,8 +284,10 @@ def bind_args(cls: type[Op], c: ast.Call, ctx: Context) -> tuple[dict, sympy.Exp
 
 def number(value: ast.Arg, op: str, kind: str, ctx: Context) -> sympy.Expr:
     """An argument that must be a number (or, for kind 'size', a positive integer)."""
-    if not isinstance(value, (ast.Num, ast.Name, ast.BinOp, ast.Neg, ast.Func)):
+    if not isinstance(value, _EXPRS):
         raise ModcError(f"{op} takes numbers, not a sub-network", value.span)
+    if isinstance(value, ast.Name) and value.id in ctx.terms and value.id not in ctx.env:
+        raise ModcError(f"'{value.id}' is a network here, not a number", value.span)
     v = evaluate(value, ctx.env)
     return require_size(v, value.span, f"the size given to {op}") if kind == "size" else v
 
@@ -284,9 +314,18 @@ def use_def(d: ast.Def, c: ast.Call, shape: Shape, ctx: Context) -> ir.Node:
         bound[key] = value
     env, terms = dict(ctx.env), dict(ctx.terms)
     for key, value in bound.items():
-        if isinstance(value, (ast.Num, ast.Name, ast.BinOp, ast.Neg, ast.Func)):
+        env.pop(key, None)
+        terms.pop(key, None)
+        if isinstance(value, ast.Name) and value.id not in ctx.env and names_network(value.id, ctx):
+            value = ast.Call(value.id, span=value.span)  # `f(ReLU)`: a bare name of a network
+        if isinstance(value, _EXPRS):
             env[key] = evaluate(value, ctx.env)
         else:
-            terms[key] = value
+            terms[key] = Closure(value, ctx.env, ctx.terms)
     inner = Context(env, terms, ctx.defs, ctx.scope, (*ctx.stack, d.name))
     return term(d.body, shape, inner)
+
+
+def names_network(name: str, ctx: Context) -> bool:
+    """Whether a bare name passed as an argument means a network rather than a number."""
+    return name in ctx.terms or name in ctx.defs or name in OPS

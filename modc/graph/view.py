@@ -69,3 +69,45 @@ def to_networkx(network: ir.Network) -> nx.DiGraph:
 
     add(network.root, "0")
     return g
+
+
+def to_dot(network: ir.Network) -> str:
+    """The module tree in Graphviz DOT: one box per node (label, shapes), edges in order."""
+    g = to_networkx(network)
+    lines = [
+        f"digraph {_dot_quote(network.name)} {{",
+        "  node [shape=box, fontname=Helvetica];",
+    ]
+    for node, data in g.nodes(data=True):
+        text = data["label"]
+        if data.get("name"):
+            text = f"{data['name']}: {text}"
+        text += f"\n{_dims_text(data['shape_in'])} → {_dims_text(data['shape_out'])}"
+        if "mass" in data:
+            text += f"\nmass {data['mass']}"
+        lines.append(f"  {_dot_quote(node)} [label={_dot_quote(text)}];")
+    for parent, child in g.edges():
+        lines.append(f"  {_dot_quote(parent)} -> {_dot_quote(child)};")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def to_graph_json(network: ir.Network) -> dict:
+    """The networkx view as node-link JSON (nodes with their attributes, then edges)."""
+    g = to_networkx(network)
+    try:
+        return nx.node_link_data(g, edges="edges")
+    except TypeError:  # networkx < 3.4 names them "links" and has no such argument
+        return nx.node_link_data(g)
+
+
+def _dims_text(dims: list) -> str:
+    if dims and isinstance(dims[0], list):
+        return "(" + ", ".join(_dims_text(d) for d in dims) + ")"
+    return "(" + ", ".join(str(d) for d in dims) + ("," if len(dims) == 1 else "") + ")"
+
+
+def _dot_quote(text: str) -> str:
+    """A DOT double-quoted string: backslashes and quotes escaped, newlines as \\n."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'

@@ -16,6 +16,7 @@ import sympy
 Shape = tuple[sympy.Expr, ...]
 
 REQUIRED = object()
+ZERO, ONE = sympy.Integer(0), sympy.Integer(1)
 
 
 class ShapeError(Exception):
@@ -57,6 +58,16 @@ def exact(e: sympy.Expr) -> str:
     return repr(float(e))
 
 
+def features(shape: Shape) -> sympy.Expr:
+    """How many entries each RMS of the activation norm spans: the last axis; for a 3-axis
+    tensor, images (C, H, W) or heads (H, T, d), the larger of the first and the last."""
+    if not shape:
+        return ONE
+    if len(shape) == 3:
+        return sympy.Max(shape[0], shape[-1])
+    return shape[-1]
+
+
 class Op:
     """An operation. Subclasses set `name` and `args` and override the rules they change."""
 
@@ -83,15 +94,30 @@ class Op:
         """What `sensitivity` assumes (e.g. a bound on input norms); empty if it always holds."""
         return ()
 
+    def lipschitz_bound(self, norm: sympy.Expr = ONE) -> sympy.Expr:
+        """A sound Lipschitz constant in this op's norms, on the inputs `conditions` allows.
+
+        The sensitivity, except where ν is a convention rather than a worst case (SplitHeads).
+        An atom's depends on the norm of its weight, `norm`; a bond ignores it.
+        """
+        return self.sensitivity()
+
+    def sharpness(self) -> tuple[sympy.Expr, sympy.Expr, sympy.Expr | None]:
+        """(α, β, γ): bounds on the second derivative of f(x, w) in weight-weight,
+        weight-input and input-input directions at unit-norm weights, in this op's norms.
+
+        γ is None where f is not twice differentiable (ReLU): no smoothness constant then.
+        """
+        return (ZERO, ZERO, ZERO)
+
     def forward(self, inputs: Sequence[str], attr: str | None) -> str:
         """A Python expression computing the output from the input expressions."""
         raise NotImplementedError
 
     def describe(self) -> str:
         """`Linear(256)`: the op with its arguments, for tables and comments."""
-        if not self.values:
-            return self.name
-        return f"{self.name}({', '.join(str(v) for v in self.values.values())})"
+        shown = [str(v) for v in self.values.values() if v is not None]
+        return f"{self.name}({', '.join(shown)})" if shown else self.name
 
 
 class Atom(Op):
@@ -99,9 +125,12 @@ class Atom(Op):
 
     atom = True
     module: ClassVar[type]  # the nn.Module class copied into model.py
-    dualize: ClassVar[Callable]  # (grad, target) -> update of norm target; optimizer.py
+    # (grad, target, **polar_options) -> update of norm target; optimizer.py. Options such
+    # as method="muon" go to polar(); a dual map without polar() may omit **polar_options.
+    dualize: ClassVar[Callable]
     norm: ClassVar[Callable]  # weight -> its norm in this atom's norm; certificate.py
     lipschitz: ClassVar[Callable]  # weight -> sound l2 Lipschitz upper bound; certificate.py
+    cap: ClassVar[Callable | None] = None  # (weight, c) -> in place, lipschitz ≤ c; optional
 
     def weight_shape(self) -> Shape:
         """Shape of the weight tensor."""
@@ -113,6 +142,14 @@ class Atom(Op):
 
     def forward(self, inputs: Sequence[str], attr: str | None) -> str:
         return f"self.{attr}({inputs[0]})"
+
+    def lipschitz_bound(self, norm: sympy.Expr = ONE) -> sympy.Expr:
+        """Linear in the input: the Lipschitz constant is the weight's norm."""
+        return norm
+
+    def sharpness(self) -> tuple[sympy.Expr, sympy.Expr, sympy.Expr | None]:
+        """Linear in the weight and in the input: only the mixed derivative, of norm ≤ 1."""
+        return (ZERO, ONE, ZERO)
 
 
 class Bond(Op):

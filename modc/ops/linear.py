@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from modc.ops.base import Arg, Atom, Shape, ShapeError
-from modc.runtime.certify import spectral_norm_upper
+from modc.runtime.certify import spectral_cap, spectral_norm_upper
 from modc.runtime.polar import polar
 
 
@@ -35,10 +35,10 @@ class Linear(nn.Module):
         return F.linear(x, self.weight)
 
 
-def linear_dualize(grad: torch.Tensor, target: float) -> torch.Tensor:
+def linear_dualize(grad: torch.Tensor, target: float, **polar_options) -> torch.Tensor:
     """Steepest-descent update of RMS→RMS norm `target`: target·sqrt(fan_out/fan_in)·UVᵀ."""
     fan_out, fan_in = grad.shape[-2:]
-    return polar(grad).mul_(target * math.sqrt(fan_out / fan_in))
+    return polar(grad, **polar_options).mul_(target * math.sqrt(fan_out / fan_in))
 
 
 def linear_norm(weight: torch.Tensor) -> float:
@@ -60,6 +60,7 @@ class LinearOp(Atom):
     dualize = linear_dualize
     norm = linear_norm
     lipschitz = linear_lipschitz
+    cap = spectral_cap  # hard cap: singular values clipped (optimizer constraint)
 
     def shape(self, x: Shape) -> Shape:
         if not x:

@@ -3,12 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import reduce
+from functools import cache, reduce
 from operator import mul
 
 import sympy
 
 from modc.ops.base import Arg, Bond, Shape, ShapeError, exact, primary, show
+
+
+@cache
+def magnitude(a: sympy.Expr) -> sympy.Expr:
+    """|a|, written without Abs when its sign is the same for every value of the free
+    parameters (positive integers): 1 − 1/depth stays 1 − 1/depth."""
+    if a.is_number or not a.free_symbols:
+        return sympy.Abs(a)
+    shifted = sympy.together(
+        a.xreplace({s: sympy.Dummy(integer=True, nonnegative=True) + 1 for s in a.free_symbols})
+    )
+    if shifted.is_nonnegative:
+        return a
+    if shifted.is_nonpositive:
+        return -a
+    return sympy.Abs(a)
 
 
 class Identity(Bond):
@@ -37,7 +53,7 @@ class Mul(Bond):
     args = (Arg("factor", "number"),)
 
     def sensitivity(self) -> sympy.Expr:
-        return sympy.Abs(self.values["factor"])
+        return magnitude(self.values["factor"])
 
     def forward(self, inputs: Sequence[str], attr: str | None) -> str:
         return f"{exact(self.values['factor'])} * {primary(inputs[0])}"

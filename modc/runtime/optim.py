@@ -1,15 +1,30 @@
-"""The `dualized` optimizer: momentum, then each atom's dual map scaled to lr · target."""
+"""The optimizers that generated packages use, all `torch.optim.Optimizer`s.
+
+`Dualized`: momentum, then each atom's dual map scaled to lr · target (steepest descent in
+the modular norm). `Normalized`: SGD, Adam or Adafactor, each update rescaled per atom to
+norm lr · target. `Combined`: torch optimizers over disjoint parameters stepped as one (the
+Muon + AdamW baseline). `Constrain`: a step post-hook that keeps each atom's Lipschitz bound
+under its cap. Weight decay in Dualized and Normalized is decoupled and shared by mass: atom i
+decays by lr · target_i · weight_decay per step, so heavier atoms (larger targets) decay more.
+"""
 
 from __future__ import annotations
 
+import math
+
 import torch
+
+from modc.runtime.certify import constrain
 
 
 class Dualized(torch.optim.Optimizer):
     """Steepest descent in the modular norm: every update has atom norm exactly lr · target.
 
     Groups are {"params": [...], "targets": [float per param], "atom": name}; `dual_maps`
-    maps an atom name to `(grad, target) -> update` and is kept off the state dict.
+    maps an atom name to `(grad, target, **polar) -> update` and is kept off the state dict;
+    `polar` options (e.g. {"method": "muon", "steps": 5}: Muon's Newton–Schulz iteration)
+    reach every dual map. Momentum is an EMA of gradients (buf ← β·buf + (1 − β)·g), Nesterov
+    optional; decoupled weight decay shared by mass: w ← (1 − lr·target·weight_decay)·w − update.
     """
 
     def __init__(
@@ -20,6 +35,7 @@ class Dualized(torch.optim.Optimizer):
         momentum: float = 0.95,
         nesterov: bool = True,
         weight_decay: float = 0.0,
+        polar: dict | None = None,
     ) -> None:
         if lr < 0 or not 0 <= momentum < 1 or weight_decay < 0:
             raise ValueError(
@@ -30,6 +46,7 @@ class Dualized(torch.optim.Optimizer):
             "momentum": momentum,
             "nesterov": nesterov,
             "weight_decay": weight_decay,
+            "polar": dict(polar or {}),
         }
         super().__init__(groups, defaults)
         for group in self.param_groups:
@@ -61,7 +78,171 @@ class Dualized(torch.optim.Optimizer):
                 buf = state["momentum_buffer"]
                 buf.lerp_(p.grad, 1 - beta)
                 u = p.grad.lerp(buf, beta) if group["nesterov"] else buf
-                update = dual_map(u, lr * target)
+                update = dual_map(u, lr * target, **group["polar"])
                 p.mul_(1 - lr * target * group["weight_decay"])
                 p.sub_(update)
         return loss
+
+
+class Normalized(torch.optim.Optimizer):
+    """A base method's update rescaled per atom to atom norm lr · target (normed SGD/Adam).
+
+    Groups as for Dualized; `norms` maps an atom name to `weight -> its norm` (kept off the
+    state dict). `base`:
+      "sgd"        momentum buffer (EMA with β1 = momentum), Nesterov optional;
+      "adam"       bias-corrected m / (sqrt(v) + eps), β1 = momentum, β2 = beta2;
+      "adafactor"  g / sqrt(v̂) with v̂ the factored (row × column) second moment of g² + 1e-30
+                   over the last two axes, decay β2_t = 1 − t^(−decay) (decay 1 by default,
+                   as the convergence analysis of Adafactor advises), then momentum β1 on that.
+                   No update clipping: it scales a whole tensor, which the rescaling undoes.
+    A zero (or non-finite) direction gives no update. Weight decay as in Dualized.
+    """
+
+    BASES = ("sgd", "adam", "adafactor")
+
+    def __init__(
+        self,
+        groups: list[dict],
+        norms: dict,
+        lr: float,
+        base: str = "adam",
+        momentum: float = 0.9,
+        nesterov: bool = False,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+        decay: float = 1.0,
+        weight_decay: float = 0.0,
+    ) -> None:
+        if base not in self.BASES:
+            raise ValueError(f"unknown base {base!r}; expected one of {', '.join(self.BASES)}")
+        if lr < 0 or not 0 <= momentum < 1 or not 0 <= beta2 < 1 or weight_decay < 0:
+            raise ValueError(
+                f"bad hyperparameters lr={lr}, momentum={momentum}, beta2={beta2}, "
+                f"weight_decay={weight_decay}"
+            )
+        if eps < 0 or decay <= 0:
+            raise ValueError(f"bad hyperparameters eps={eps}, decay={decay}")
+        defaults = {
+            "lr": lr,
+            "base": base,
+            "momentum": momentum,
+            "nesterov": nesterov,
+            "beta2": beta2,
+            "eps": eps,
+            "decay": decay,
+            "weight_decay": weight_decay,
+        }
+        super().__init__(groups, defaults)
+        for group in self.param_groups:
+            if group["atom"] not in norms:
+                raise ValueError(f"no norm for atom {group['atom']!r}")
+            if len(group["targets"]) != len(group["params"]):
+                raise ValueError(
+                    f"{len(group['params'])} params but "
+                    f"{len(group['targets'])} targets in a {group['atom']} group"
+                )
+        self.norms = norms
+
+    def direction(self, p: torch.Tensor, group: dict) -> torch.Tensor:
+        """The base method's update direction for p, before rescaling; updates p's state."""
+        g, state = p.grad, self.state[p]
+        beta1, beta2 = group["momentum"], group["beta2"]
+        state["step"] = t = state.get("step", 0) + 1
+        if group["base"] == "sgd":
+            buf = state.setdefault("momentum_buffer", torch.zeros_like(p))
+            buf.lerp_(g, 1 - beta1)
+            return g.lerp(buf, beta1) if group["nesterov"] else buf
+        if group["base"] == "adam":
+            m = state.setdefault("exp_avg", torch.zeros_like(p))
+            v = state.setdefault("exp_avg_sq", torch.zeros_like(p))
+            m.lerp_(g, 1 - beta1)
+            v.lerp_(g * g, 1 - beta2)
+            denom = (v / (1 - beta2**t)).sqrt_().add_(group["eps"])
+            return (m / (1 - beta1**t)).div_(denom)
+        rho = 1 - t ** -group["decay"]  # β2_t; 0 at the first step, so v̂ starts at g²
+        g2 = g * g + 1e-30
+        if p.dim() >= 2:
+            row = state.setdefault("row", torch.zeros_like(g2.mean(-1)))
+            col = state.setdefault("col", torch.zeros_like(g2.mean(-2)))
+            row.lerp_(g2.mean(-1), 1 - rho)
+            col.lerp_(g2.mean(-2), 1 - rho)
+            # sqrt(v̂) for v̂ = row colᵀ / mean(row), as a product of roots: no underflow
+            rms = (row / row.mean(-1, keepdim=True)).sqrt().unsqueeze(-1) * col.sqrt().unsqueeze(-2)
+        else:
+            v = state.setdefault("exp_avg_sq", torch.zeros_like(p))
+            rms = v.lerp_(g2, 1 - rho).sqrt()
+        u = g / rms
+        if beta1 == 0:
+            return u
+        m = state.setdefault("exp_avg", torch.zeros_like(p))
+        return m.lerp_(u, 1 - beta1)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """One step: the base direction, rescaled to atom norm lr · target; decay by mass."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            norm, lr = self.norms[group["atom"]], group["lr"]
+            for p, target in zip(group["params"], group["targets"], strict=True):
+                if p.grad is None:
+                    continue
+                d = self.direction(p, group)
+                size = norm(d)
+                p.mul_(1 - lr * target * group["weight_decay"])
+                if size > 0 and math.isfinite(size):
+                    p.sub_(d, alpha=lr * target / size)
+        return loss
+
+
+class Combined(torch.optim.Optimizer):
+    """Torch optimizers over disjoint parameters, stepped, scheduled and saved as one.
+
+    `param_groups` are the parts' own group dicts, so an LR scheduler on this optimizer
+    sets every part's learning rates; the state dict holds each part's state dict.
+    """
+
+    def __init__(self, parts: list[torch.optim.Optimizer]) -> None:
+        self.parts = [p for p in parts if p.param_groups]
+        super().__init__([g for part in self.parts for g in part.param_groups], {})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """One step of every part, on the gradients of one closure call."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for part in self.parts:
+            part.step()
+        return loss
+
+    def state_dict(self) -> dict:
+        return {"parts": [part.state_dict() for part in self.parts]}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if len(state_dict["parts"]) != len(self.parts):
+            raise ValueError("the state dict is for a different set of optimizers")
+        for part, state in zip(self.parts, state_dict["parts"], strict=True):
+            part.load_state_dict(state)
+        self.param_groups = [g for part in self.parts for g in part.param_groups]
+
+
+class Constrain:
+    """Step post-hook: after each step, each listed atom's Lipschitz bound is at most its cap.
+
+    `atoms` holds (weight, cap, lipschitz, project) per atom: `lipschitz(weight)` is the sound
+    bound the certificate composes, `project(weight, cap)` the atom's hard cap or None (then
+    the weight is rescaled: spectral normalisation). Register it with
+    `optimizer.register_step_post_hook(Constrain(atoms))`; calling it with no arguments
+    applies it once, e.g. to the initial weights.
+    """
+
+    def __init__(self, atoms: list[tuple]) -> None:
+        self.atoms = atoms
+
+    def __call__(self, *hook_args: object) -> None:
+        for weight, cap, lipschitz, project in self.atoms:
+            constrain(weight, cap, lipschitz, project)

@@ -10,8 +10,10 @@ def polar(g: torch.Tensor, steps: int = 8, method: str = "polar_express") -> tor
 
     It is the spectral norm's dual map. Default: the Polar Express degree-5 coefficients with
     their 1.01 safety factor (Amsel, Persson, Musco, Gower 2025, arXiv:2505.16932, Alg. 1);
-    "muon": Muon's fixed quintic, which plateaus near, not at, 1. After the Frobenius scaling,
-    g is rescaled by (Σσ⁴)^¼ ≥ σ_max, read off the first Gram for free, to lift small σ.
+    "muon": Muon's fixed quintic and scaling (g / max(‖g‖_F, 1e-7)), exactly the iteration of
+    torch.optim.Muon but in float32 on CPU; it plateaus near, not at, 1 (about 0.7 to 1.2).
+    Polar Express: after the Frobenius scaling, g is rescaled by (Σσ⁴)^¼ ≥ σ_max, read off
+    the first Gram for free, to lift small σ.
     Measured in float32 with 8 steps on Gaussian, condition-1e4 and rank-1..5 matrices
     (784x256, 256x256, 10x256, 256x10, 1024x1024): σ_max within 1e-6 of 1 and every σ above
     1e-3·σ_max(g) in [0.999, 1 + 1e-6]; worst seen, 3/4 of σ at σ_max and the rest down to
@@ -40,10 +42,14 @@ def polar(g: torch.Tensor, steps: int = 8, method: str = "polar_express") -> tor
     tall = x.size(-2) > x.size(-1)
     if tall:  # iterate on the smaller Gram matrix
         x = x.mT
-    x = x / (x.norm(dim=(-2, -1), keepdim=True) + 1e-30)  # ‖x‖_F ≤ 1, 0 only if g is 0
-    gram = x @ x.mT
-    scale = gram.norm(dim=(-2, -1), keepdim=True).sqrt() * 1.01 + 1e-15
-    x, gram = x / scale, gram / scale**2
+    if method == "muon":  # Muon's own scaling: divide by ‖g‖_F, at least 1e-7
+        x = x / x.norm(dim=(-2, -1), keepdim=True).clamp_min(1e-7)
+        gram = x @ x.mT
+    else:
+        x = x / (x.norm(dim=(-2, -1), keepdim=True) + 1e-30)  # ‖x‖_F ≤ 1, 0 only if g is 0
+        gram = x @ x.mT
+        scale = gram.norm(dim=(-2, -1), keepdim=True).sqrt() * 1.01 + 1e-15
+        x, gram = x / scale, gram / scale**2
     for i, (a, b, c) in enumerate(coeffs):
         if i > 0:
             gram = x @ x.mT

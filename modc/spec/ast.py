@@ -42,6 +42,8 @@ class BinOp:
 
 @dataclass(frozen=True)
 class Neg:
+    """`-operand`."""
+
     operand: Expr
     span: Span = field(compare=False, repr=False)
 
@@ -171,15 +173,25 @@ class Setting:
 
 
 @dataclass(frozen=True)
+class Include:
+    """`include "path"`: the definitions of another spec file (`std/...`: the library)."""
+
+    path: str
+    span: Span = field(compare=False, repr=False, default=None)
+
+
+@dataclass(frozen=True)
 class Spec:
-    """A whole spec file."""
+    """A whole spec file. A library file (one that is only included) may have no
+    input (empty) and no network (None)."""
 
     name: str
     params: tuple[Param, ...]
     input: tuple[Expr, ...]
-    network: Term
+    network: Term | None
     defs: tuple[Def, ...] = ()
     output: tuple[Expr, ...] | None = None
     train: tuple[Setting, ...] = ()
     optimizer: tuple[Setting, ...] = ()
     span: Span = field(compare=False, repr=False, default=None)
+    includes: tuple[Include, ...] = ()

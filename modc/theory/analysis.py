@@ -1,8 +1,10 @@
-"""Mass, sensitivity and per-atom targets by the composition rules of DESIGN §2.
+"""Mass, sensitivity and per-atom targets by the composition rules of DESIGN §2, and the
+analysis that builds on them: the modular norm, the Lipschitz bound, sharpness, conditions.
 
 Masses and sensitivities are computed bottom-up once per node; targets flow top-down from
 the network's target 1. A repeated body is analysed once whatever its count, so a free
-depth costs no more than a fixed one.
+depth costs no more than a fixed one. Every atom of the IR (a "site", shared by all copies
+of a repeated body) gets a norm symbol ‖site‖: the largest norm of its weight over copies.
 """
 
 from __future__ import annotations
@@ -14,14 +16,23 @@ import sympy
 
 from modc.graph import ir
 from modc.source import Span
+from modc.theory.conditions import Condition, collect_conditions
+from modc.theory.lipschitz import lipschitz
+from modc.theory.sharpness import Sharpness, network_sharpness
 
 ONE = sympy.Integer(1)
-INDEX = sympy.Symbol("i", integer=True, nonnegative=True)  # copy index when depth is free
+#: Copy indices of free repeat counts, one per nesting level.
+INDICES = tuple(sympy.Symbol(n, integer=True, nonnegative=True) for n in "ijklmn")
+INDEX = INDICES[0]
 
 
 @dataclass
 class AtomInfo:
-    """One atom of the network: where it is, its mass after tares, and its target."""
+    """One atom of the network: where it is, its mass after tares, and its target.
+
+    With a free repeat count, one entry stands for `copies` copies whose target may depend
+    on the copy index; `ranges` gives each index symbol its first and last value.
+    """
 
     path: str
     kind: str
@@ -31,6 +42,9 @@ class AtomInfo:
     copies: sympy.Expr
     span: Span | None
     node: ir.Leaf = field(repr=False)
+    site: str = ""
+    norm: sympy.Symbol | None = None
+    ranges: tuple[tuple[sympy.Symbol, sympy.Expr, sympy.Expr], ...] = ()
 
 
 @dataclass
@@ -39,6 +53,14 @@ class Analysis:
     sensitivity: sympy.Expr
     atoms: list[AtomInfo]
     parameters: sympy.Expr
+    norms: dict[str, sympy.Symbol] = field(default_factory=dict)  # site → ‖site‖
+    site_targets: dict[str, sympy.Expr] = field(default_factory=dict)  # smallest per site
+    modular_norm: sympy.Expr = ONE
+    lipschitz: sympy.Expr = ONE
+    lipschitz_well_normed: sympy.Expr = ONE
+    sharpness: Sharpness | None = None
+    conditions: list[Condition] = field(default_factory=list)
+    notes: list[Condition] = field(default_factory=list)
 
 
 class Analyzer:
@@ -47,6 +69,8 @@ class Analyzer:
     def __init__(self) -> None:
         self._mass: dict[int, sympy.Expr] = {}
         self._sens: dict[int, sympy.Expr] = {}
+        self.norms: dict[int, sympy.Symbol] = {}  # id(atom leaf) → its site's symbol
+        self.sites: dict[str, sympy.Symbol] = {}
 
     def mass(self, n: ir.Node) -> sympy.Expr:
         if id(n) not in self._mass:
@@ -78,6 +102,16 @@ class Analyzer:
             return self.sensitivity(n.first) * self.sensitivity(n.rest) ** (n.count - 1)
         return self.sensitivity(n.body)
 
+    def norm_symbol(self, leaf: ir.Leaf, site: str) -> sympy.Symbol:
+        """The symbol ‖site‖ of an atom, made on its first visit."""
+        if id(leaf) not in self.norms:
+            name, n = site, 1
+            while name in self.sites:
+                n += 1
+                name = f"{site}~{n}"
+            self.sites[name] = self.norms[id(leaf)] = sympy.Symbol(f"‖{name}‖", positive=True)
+        return self.norms[id(leaf)]
+
     def targets(
         self,
         n: ir.Node,
@@ -86,26 +120,31 @@ class Analyzer:
         scale: sympy.Expr,
         copies: sympy.Expr,
         out: list[AtomInfo],
+        site: str = "",
+        ranges: tuple = (),
     ) -> None:
         """Give node `n` the target `t`; `scale` is the product of enclosing tare factors."""
         if isinstance(n, ir.Leaf):
             if n.is_atom:
-                out.append(
-                    AtomInfo(
-                        path + n.name,
-                        n.op.name,
-                        n.op.weight_shape(),
-                        n.mass * scale,
-                        t,
-                        copies,
-                        n.span,
-                        n,
-                    )
+                info = AtomInfo(
+                    path + n.name,
+                    n.op.name,
+                    n.op.weight_shape(),
+                    n.mass * scale,
+                    t,
+                    copies,
+                    n.span,
+                    n,
+                    site + n.name,
+                    self.norm_symbol(n, site + n.name),
+                    ranges,
                 )
+                out.append(info)
             return
         mu = self.mass(n)
         if mu == 0:
             return
+        walk = (path, scale, copies, out, site, ranges)
         if isinstance(n, ir.Compose):
             after = ONE
             shares = []
@@ -113,14 +152,15 @@ class Analyzer:
                 shares.append((part, t * self.mass(part) / (mu * after)))
                 after = after * self.sensitivity(part)
             for part, share in reversed(shares):
-                self.targets(part, share, path, scale, copies, out)
+                self.targets(part, share, *walk)
         elif isinstance(n, ir.Tuple):
             for b in n.branches:
-                self.targets(b, t * self.mass(b) / mu, path, scale, copies, out)
+                self.targets(b, t * self.mass(b) / mu, *walk)
         elif isinstance(n, ir.Tare):
-            self.targets(n.body, t, path, scale * n.mass / self.mass(n.body), copies, out)
+            inner = (path, scale * n.mass / self.mass(n.body), copies, out, site, ranges)
+            self.targets(n.body, t, *inner)
         elif isinstance(n, ir.Repeat):
-            self._repeat_targets(n, t, path, scale, copies, out)
+            self._repeat_targets(n, t, *walk)
 
     def _repeat_targets(
         self,
@@ -130,52 +170,85 @@ class Analyzer:
         scale: sympy.Expr,
         copies: sympy.Expr,
         out: list[AtomInfo],
+        site: str,
+        ranges: tuple,
     ) -> None:
         """Copy k of L gets t·μ_k/μ divided by the sensitivity of the copies after it."""
         mu, nu = self.mass(n), self.sensitivity(n.rest)
         L = n.count
+        shared = n.first is n.rest
 
         def share(k: sympy.Expr, body: ir.Node) -> sympy.Expr:
-            value = t * self.mass(body) / (mu * nu ** (L - 1 - k))
-            return value if value.is_number else sympy.simplify(value)
+            after = ONE if nu == 1 else nu ** (L - 1 - k)  # ν = 1: no symbolic power to build
+            return t * self.mass(body) / (mu * after)
 
+        first_site = f"{site}{n.name}." if shared else f"{site}{n.name}.0."
+        rest_site = f"{site}{n.name}."
         if L.is_Integer:
             for k in range(int(L)):
-                body = n.first if k == 0 else n.rest
-                self.targets(
-                    body,
-                    share(sympy.Integer(k), body),
-                    f"{path}{n.name}.{k}.",
-                    scale,
-                    copies,
-                    out,
-                )
+                body, where = (n.first, first_site) if k == 0 else (n.rest, rest_site)
+                here = f"{path}{n.name}.{k}."
+                value = share(sympy.Integer(k), body)
+                self.targets(body, value, here, scale, copies, out, where, ranges)
             return
         start = 0
-        if n.first is not n.rest:
-            self.targets(
-                n.first,
-                share(sympy.Integer(0), n.first),
-                f"{path}{n.name}.0.",
-                scale,
-                copies,
-                out,
-            )
+        if not shared:
+            here = f"{path}{n.name}.0."
+            value = share(sympy.Integer(0), n.first)
+            self.targets(n.first, value, here, scale, copies, out, first_site, ranges)
             start = 1
-        self.targets(
-            n.rest,
-            share(INDEX, n.rest),
-            f"{path}{n.name}.{{i}}.",
-            scale,
-            copies * (L - start),
-            out,
-        )
+        index = INDICES[min(len(ranges), len(INDICES) - 1)]
+        here = f"{path}{n.name}.{{{index}}}."
+        inner = (*ranges, (index, sympy.Integer(start), L - 1))
+        value = share(index, n.rest)
+        self.targets(n.rest, value, here, scale, copies * (L - start), out, rest_site, inner)
+
+
+def smallest_targets(atoms: list[AtomInfo]) -> dict[str, sympy.Expr]:
+    """Each site's smallest target over its copies: targets are geometric in the copy
+    index (1/ν per later copy), so the smallest sits at an end of each index range."""
+    found: dict[str, list[sympy.Expr]] = {}
+    for a in atoms:
+        values = [a.target]
+        for index, lo, hi in a.ranges:
+            if a.target.has(index):
+                values = [v.xreplace({index: end}) for v in values for end in (lo, hi)]
+        found.setdefault(a.site, []).extend(values)
+    out = {}
+    for site, values in found.items():
+        unique = list(dict.fromkeys(values))
+        if len(unique) == 1:
+            out[site] = unique[0]
+        elif all(v.is_number for v in unique):
+            out[site] = min(unique)
+        else:
+            out[site] = sympy.Min(*unique, evaluate=False)
+    return out
 
 
 def analyze(network: ir.Network) -> Analysis:
-    """The theory of a network: its mass, sensitivity, and every atom's target."""
+    """The theory of a network: mass, sensitivity, targets, norms, bounds and conditions."""
     a = Analyzer()
     atoms: list[AtomInfo] = []
     a.targets(network.root, ONE, "", ONE, ONE, atoms)
     parameters = sympy.Add(*(info.copies * prod(info.shape) for info in atoms))
-    return Analysis(a.mass(network.root), a.sensitivity(network.root), atoms, parameters)
+    site_targets = smallest_targets(atoms)
+    terms = (a.sites[s] / t for s, t in site_targets.items())
+    modular = sympy.Max(*terms, evaluate=False) if len(site_targets) > 1 else sympy.Add(*terms)
+    bound = lipschitz(network.root, a.norms)
+    well_normed = bound.xreplace({s: ONE for s in a.sites.values()})
+    conditions, notes = collect_conditions(network.root)
+    return Analysis(
+        mass=a.mass(network.root),
+        sensitivity=a.sensitivity(network.root),
+        atoms=atoms,
+        parameters=parameters,
+        norms=dict(a.sites),
+        site_targets=site_targets,
+        modular_norm=modular,
+        lipschitz=bound,
+        lipschitz_well_normed=well_normed,
+        sharpness=network_sharpness(network.root, a),
+        conditions=conditions,
+        notes=notes,
+    )

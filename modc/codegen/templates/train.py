@@ -4,6 +4,18 @@
     python train.py --steps 2000 --lr 0.3 --schedule cosine --warmup 100
     python train.py --data my_data.csv.gz --out runs/mine
     python train.py --out runs/mine --resume       # continue a stopped run exactly
+    python train.py --optimizer adamw --lr 1e-3    # a baseline, from the same build
+    python train.py --constraint cap               # keep the spec's Lipschitz bound
+
+Optimizers (--optimizer; default: the spec's optimizer: section, else dualized):
+    dualized              momentum, then each layer's dual map: every step has modular norm lr
+    normalized:sgd        SGD, Adam or Adafactor, each update rescaled per layer to the
+    normalized:adam       norm that dualized would give it
+    normalized:adafactor
+    adamw, muon           baselines: torch.optim.AdamW; torch.optim.Muon (matrices) + AdamW
+--constraint cap (hard cap) or normalize (spectral normalisation) keeps every layer's
+Lipschitz bound under the cap compiled from the spec's optimizer.lipschitz, after every
+step, so that the certificate's bound holds throughout training.
 
 Data (--data):
     mnist      data/mnist_5k.csv.gz next to this script: 5,000 digits, pixels scaled to [0, 1]
@@ -17,11 +29,12 @@ Inputs are standardised with the training split's mean and std. 10% of each clas
 out by a fixed generator, not --seed, so held-out numbers compare across runs.
 
 Output in --out (default runs/<name>):
-    metrics.csv       step,loss,lr,eval_loss,eval_acc,lipschitz_upper: a row per step
-    checkpoint.pt     model, optimizer, scheduler, step, args; --resume continues from it
-                      with the same batches, and on CPU ends with the same weights
-    final.json        steps, train_loss, eval_loss, eval_acc, seconds
-    certificate.json  the Lipschitz certificate of the trained weights
+    metrics.csv         step,loss,lr,eval_loss,eval_acc,lipschitz_upper: a row per step
+    certificates.jsonl  the certificate's report every --certify-every steps, a JSON a line
+    checkpoint.pt       model, optimizer, scheduler, step, args; --resume continues from it
+                        with the same batches, and on CPU ends with the same weights
+    final.json          steps, train_loss, eval_loss, eval_acc, seconds
+    certificate.json    the Lipschitz certificate of the trained weights
 
 Imports torch and the Python standard library only.
 """
@@ -48,7 +61,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # the files modc generated next to this one
-from certificate import lipschitz_upper, report  # noqa: E402
+from certificate import report  # noqa: E402
 from model import INPUT_SHAPE, OUTPUT_SHAPE, build_model  # noqa: E402
 from optimizer import make_optimizer  # noqa: E402
 
@@ -59,8 +72,10 @@ DEFAULTS = {
     "steps": 1000,
     "batch_size": 128,
     "lr": 0.1,
-    "momentum": 0.95,
-    "weight_decay": 0.0,
+    "optimizer": None,  # None: the default of optimizer.py, from the spec
+    "constraint": None,
+    "momentum": None,
+    "weight_decay": None,
     "schedule": "linear",
     "warmup": 0,
     "eval_every": 100,
@@ -274,6 +289,28 @@ def start_metrics(path: Path, keep_until: int) -> None:
     write_atomic(path, lambda f: f.write("\n".join([",".join(FIELDS), *rows, ""]).encode()))
 
 
+def start_reports(path: Path, keep_until: int) -> None:
+    """(Re)write certificates.jsonl keeping only the reports up to step `keep_until`."""
+
+    def step_of(line: str) -> int:  # a line torn by a kill counts as after keep_until
+        try:
+            return json.loads(line)["step"]
+        except (ValueError, KeyError, TypeError):
+            return keep_until + 1
+
+    rows = path.read_text().splitlines() if keep_until and path.exists() else []
+    rows = [r for r in rows if step_of(r) <= keep_until]
+    write_atomic(path, lambda f: f.write("".join(r + "\n" for r in rows).encode()))
+
+
+def log_report(path: Path, step: int, model: nn.Module) -> float:
+    """Append the certificate's report at `step`; returns its lipschitz_upper."""
+    rep = report(model)
+    with open(path, "a") as f:
+        f.write(json.dumps({"step": step, **rep}) + "\n")
+    return rep["lipschitz_upper"]
+
+
 def log_metrics(path: Path, row: dict[str, float]) -> None:
     cells = [str(row["step"])] + [f"{row[k]:.6g}" if k in row else "" for k in FIELDS[1:]]
     with open(path, "a") as f:  # closed, so flushed, after every row
@@ -321,7 +358,17 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--steps", type=int, help="optimizer steps")
     p.add_argument("--batch-size", type=int, help="examples per step")
     p.add_argument("--lr", type=float, help="peak learning rate")
-    p.add_argument("--momentum", type=float, help="momentum of the optimizer")
+    p.add_argument(
+        "--optimizer",
+        choices=getattr(sys.modules[make_optimizer.__module__], "KINDS", None),
+        help="optimizer kind (default: the spec's)",
+    )
+    p.add_argument(
+        "--constraint",
+        choices=["none", "cap", "normalize"],
+        help="Lipschitz constraint after each step (default: the spec's)",
+    )
+    p.add_argument("--momentum", type=float, help="momentum (β1) of the optimizer")
     p.add_argument("--weight-decay", type=float, help="decoupled weight decay")
     p.add_argument("--schedule", choices=["constant", "cosine", "linear"], help="lr decay")
     p.add_argument("--warmup", type=int, help="steps of linear lr warm-up")
@@ -370,12 +417,12 @@ def resume_from(args: argparse.Namespace) -> dict | None:
             )
         return None
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if changed := [k for k in DEFAULTS if vars(args)[k] != ckpt["args"][k]]:
+    if changed := [k for k in DEFAULTS if vars(args)[k] != ckpt["args"].get(k)]:
         print(
             f"train.py: resuming with the checkpoint's {', '.join(changed)}",
             file=sys.stderr,
         )
-    vars(args).update({k: ckpt["args"][k] for k in DEFAULTS})
+    vars(args).update({k: ckpt["args"].get(k) for k in DEFAULTS})
     return ckpt
 
 
@@ -394,13 +441,18 @@ def build(
     from `ckpt` when resuming."""
     torch.manual_seed(args.seed)
     model = build_model().to(device)
-    optimizer = make_optimizer(
-        model,
-        args.lr,
-        momentum=args.momentum,
-        nesterov=True,
-        weight_decay=args.weight_decay,
-    )
+    options = {
+        "kind": args.optimizer,
+        "constraint": args.constraint,
+        "momentum": args.momentum,
+        "weight_decay": args.weight_decay,
+    }
+    try:
+        optimizer = make_optimizer(
+            model, args.lr, **{k: v for k, v in options.items() if v is not None}
+        )
+    except ValueError as e:
+        fail(str(e))
     scheduler = LambdaLR(optimizer, lr_factor(args.schedule, args.warmup, args.steps))
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
@@ -428,6 +480,7 @@ def main() -> None:
         return step == args.steps or (every > 0 and step % every == 0)
 
     start_metrics(out / "metrics.csv", keep_until=start)
+    start_reports(out / "certificates.jsonl", keep_until=start)
     progress = Progress(start, args.steps, args.quiet)
     rng_devices = [device] if device.type == "cuda" else []
     t0 = time.time()
@@ -440,7 +493,7 @@ def main() -> None:
             if due(step, args.eval_every):
                 row["eval_loss"], row["eval_acc"] = evaluate(model, x_held, y_held)
             if due(step, args.certify_every):
-                row["lipschitz_upper"] = lipschitz_upper(model)
+                row["lipschitz_upper"] = log_report(out / "certificates.jsonl", step, model)
         log_metrics(out / "metrics.csv", row)
         if due(step, args.checkpoint_every):
             save_checkpoint(

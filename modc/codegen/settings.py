@@ -1,0 +1,187 @@
+"""The spec's `optimizer:` section, checked, and the per-atom caps of the Lipschitz constraint.
+
+```yaml
+optimizer:
+  kind: dualized        # dualized | normalized:sgd | normalized:adam | normalized:adafactor
+                        # | adamw | muon
+  momentum: 0.95        # β1 of every kind (default 0.95; 0.9 for the Adam family)
+  nesterov: true        # dualized, normalized:sgd, muon
+  polar: polar_express  # dualized: polar_express (8 steps) | muon (Muon's 5-step quintic)
+  weight_decay: 0.0     # decoupled; shared by mass in dualized and normalized:*
+  beta2: 0.999          # normalized:adam, adamw, and muon's AdamW part
+  eps: 1.0e-8           # normalized:adam, adamw, muon's AdamW part
+  decay: 1.0            # normalized:adafactor: β2_t = 1 − t^(−decay)
+  adamw_lr: 0.001       # muon: learning rate of the AdamW part (default: lr)
+  constraint: cap       # none | cap (hard cap) | normalize (spectral normalisation)
+  lipschitz: 10         # keep the certificate's bound at most this ...
+  max_norm: 2.0         # ... or cap every atom's ℓ2 Lipschitz bound at this
+```
+
+With `lipschitz: L`, every atom's sound ℓ2 Lipschitz bound (the factor the certificate
+composes) is capped at one value c: the largest for which the certificate's formula, with
+each atom's factor replaced by c, is at most L. The formula is monotone in every factor, so
+any weights within their caps certify at most L.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from modc.errors import ModcError, did_you_mean
+from modc.graph import ir
+
+KINDS = (
+    "dualized",
+    "normalized:sgd",
+    "normalized:adam",
+    "normalized:adafactor",
+    "adamw",
+    "muon",
+)
+CONSTRAINTS = ("none", "cap", "normalize")
+POLARS = ("polar_express", "muon")
+KEYS = (
+    "kind",
+    "momentum",
+    "nesterov",
+    "polar",
+    "weight_decay",
+    "beta2",
+    "eps",
+    "decay",
+    "adamw_lr",
+    "constraint",
+    "lipschitz",
+    "max_norm",
+)
+
+
+@dataclass(frozen=True)
+class OptimizerSettings:
+    """The `optimizer:` section with defaults filled in; `atom_cap` is None without bounds."""
+
+    kind: str = "dualized"
+    momentum: float | None = None
+    nesterov: bool = True
+    polar: str = "polar_express"
+    weight_decay: float = 0.0
+    beta2: float = 0.999
+    eps: float = 1e-8
+    decay: float = 1.0
+    adamw_lr: float | None = None
+    constraint: str = "none"
+    lipschitz: float | None = None
+    max_norm: float | None = None
+    atom_cap: float | None = None
+    bound_at_cap: float | None = None
+
+
+def _number(key: str, value: object, low: float, high: float, closed: bool = True) -> float:
+    """`value` as a float in [low, high] (or [low, high) when not `closed`), else an error."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and low <= value and (value <= high if closed else value < high):
+        return float(value)
+    where = f"[{low:g}, {high:g}{']' if closed else ')'}"
+    raise ModcError(f"optimizer.{key} must be a number in {where}, got {value!r}")
+
+
+def _positive(key: str, value: object) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and value > 0:
+        return float(value)
+    raise ModcError(f"optimizer.{key} must be a positive number, got {value!r}")
+
+
+def _choice(key: str, value: object, choices: tuple[str, ...]) -> str:
+    if value in choices:
+        return value
+    hint = did_you_mean(str(value), choices) if isinstance(value, str) else None
+    raise ModcError(
+        f"optimizer.{key} must be one of {', '.join(choices)}; got {value!r}", hint=hint
+    )
+
+
+def optimizer_settings(network: ir.Network) -> OptimizerSettings:
+    """The checked `optimizer:` section of `network`, with the constraint's cap solved."""
+    raw = dict(network.optimizer)
+    for key in raw:
+        if key not in KEYS:
+            raise ModcError(f"unknown optimizer setting '{key}'", hint=did_you_mean(key, KEYS))
+    got: dict[str, object] = {}
+    if "kind" in raw:
+        got["kind"] = _choice("kind", raw["kind"], KINDS)
+    if "momentum" in raw:
+        got["momentum"] = _number("momentum", raw["momentum"], 0, 1, closed=False)
+    if "nesterov" in raw:
+        if not isinstance(raw["nesterov"], bool):
+            raise ModcError(f"optimizer.nesterov must be true or false, got {raw['nesterov']!r}")
+        got["nesterov"] = raw["nesterov"]
+    if "polar" in raw:
+        got["polar"] = _choice("polar", raw["polar"], POLARS)
+    if "weight_decay" in raw:
+        got["weight_decay"] = _number("weight_decay", raw["weight_decay"], 0, math.inf)
+    if "beta2" in raw:
+        got["beta2"] = _number("beta2", raw["beta2"], 0, 1, closed=False)
+    if "eps" in raw:
+        got["eps"] = _number("eps", raw["eps"], 0, math.inf)
+    for key in ("decay", "adamw_lr", "lipschitz", "max_norm"):
+        if key in raw:
+            got[key] = _positive(key, raw[key])
+    bounded = "lipschitz" in got or "max_norm" in got
+    if "constraint" in raw:
+        got["constraint"] = _choice("constraint", raw["constraint"], CONSTRAINTS)
+        if got["constraint"] != "none" and not bounded:
+            raise ModcError(
+                f"optimizer.constraint {got['constraint']} needs a bound: add "
+                "optimizer.lipschitz (the network's) or optimizer.max_norm (each atom's)"
+            )
+    elif bounded:
+        got["constraint"] = "cap"
+    if bounded:
+        cap = atom_cap(network.root, got.get("lipschitz"), got.get("max_norm"))
+        got["atom_cap"], got["bound_at_cap"] = cap, bound_at(network.root, cap)
+    return OptimizerSettings(**got)
+
+
+def bound_at(node: ir.Node, atom: float) -> float:
+    """The certificate's bound with every atom's factor equal to `atom`.
+
+    Mirrors certificate.BoundEmitter: products along compositions and over repeated copies,
+    sums over branches, each bond's sensitivity as its factor.
+    """
+    if isinstance(node, ir.Leaf):
+        return atom if node.is_atom else float(node.op.sensitivity())
+    if isinstance(node, ir.Compose):
+        return math.prod(bound_at(p, atom) for p in node.parts)
+    if isinstance(node, ir.Tuple):
+        return math.fsum(bound_at(b, atom) for b in node.branches)
+    if isinstance(node, ir.Tare):
+        return bound_at(node.body, atom)
+    if isinstance(node, ir.Repeat):
+        rest = bound_at(node.rest, atom) ** (int(node.count) - 1)
+        return bound_at(node.first, atom) * rest
+    raise TypeError(type(node).__name__)
+
+
+def atom_cap(root: ir.Node, lipschitz: float | None, max_norm: float | None) -> float:
+    """The largest common atom cap (at most `max_norm`) whose bound is at most `lipschitz`."""
+    if lipschitz is None:
+        return max_norm
+    floor = bound_at(root, 0.0)
+    if floor > lipschitz:
+        raise ModcError(
+            f"optimizer.lipschitz {lipschitz:g} cannot be met: the bonds alone give a bound "
+            f"of {floor:.6g}"
+        )
+    lo, hi = 0.0, 1.0
+    while bound_at(root, hi) <= lipschitz:
+        lo, hi = hi, 2 * hi
+        if hi > 1e30:
+            raise ModcError("optimizer.lipschitz: no atom of the network changes its bound")
+    for _ in range(200):  # bisection: bound_at(lo) ≤ lipschitz < bound_at(hi)
+        mid = (lo + hi) / 2
+        if mid in (lo, hi):
+            break
+        lo, hi = (mid, hi) if bound_at(root, mid) <= lipschitz else (lo, mid)
+    return lo if max_norm is None else min(lo, max_norm)

@@ -1,0 +1,101 @@
+"""Refuse networks too large to hold in memory, before anything is allocated.
+
+The count comes from the module IR alone (weight shapes times copies), so it is cheap
+for any depth and runs before the analysis, whose work grows with the number of copies.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from math import prod
+
+import sympy
+
+from modc.errors import ModcError
+from modc.graph import ir
+
+#: Bytes per parameter: weights are float32.
+BYTES = 4
+#: Most copies of atoms (layers with weights) a network may have.
+MAX_ATOMS = 100_000
+#: Environment variable that sets the memory limit in bytes (default: physical memory).
+LIMIT_VARIABLE = "MODC_MAX_BYTES"
+
+
+@dataclass
+class Largest:
+    """The atom holding the most parameters (counting its copies), to point the error at."""
+
+    leaf: ir.Leaf | None = None
+    count: sympy.Expr = sympy.Integer(0)
+
+
+def memory_limit() -> int:
+    """Bytes the weights may take: $MODC_MAX_BYTES, else the machine's physical memory."""
+    text = os.environ.get(LIMIT_VARIABLE, "").strip()
+    if text.isdigit():
+        return int(text)
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 64 * 2**30
+
+
+def count(node: ir.Node, copies: sympy.Expr, largest: Largest) -> tuple[sympy.Expr, sympy.Expr]:
+    """(parameters, atom copies) under `node`, each copy counted; tracks the largest atom."""
+    if isinstance(node, ir.Leaf):
+        if not node.is_atom:
+            return sympy.Integer(0), sympy.Integer(0)
+        n = prod(node.op.weight_shape(), start=sympy.Integer(1))
+        if (n * copies).is_number and (largest.leaf is None or n * copies > largest.count):
+            largest.leaf, largest.count = node, n * copies
+        return n, sympy.Integer(1)
+    if isinstance(node, ir.Repeat):
+        if node.rest is node.first:
+            p, a = count(node.first, copies * node.count, largest)
+            return p * node.count, a * node.count
+        first = count(node.first, copies, largest)
+        rest = count(node.rest, copies * (node.count - 1), largest)
+        return first[0] + rest[0] * (node.count - 1), first[1] + rest[1] * (node.count - 1)
+    total, atoms = sympy.Integer(0), sympy.Integer(0)
+    for child in node.children():
+        p, a = count(child, copies, largest)
+        total, atoms = total + p, atoms + a
+    return total, atoms
+
+
+def check_budget(network: ir.Network, limit: int | None = None) -> sympy.Expr:
+    """The network's parameter count; a ModcError if its weights would not fit in memory."""
+    largest = Largest()
+    params, atoms = count(network.root, sympy.Integer(1), largest)
+    at = largest.leaf.span if largest.leaf is not None else None
+    if atoms.is_number and atoms > MAX_ATOMS:
+        raise ModcError(
+            f"this network has {int(atoms):,} layers with weights; modc handles at most "
+            f"{MAX_ATOMS:,}",
+            at,
+            "lower the depth or the repeat counts",
+        )
+    limit = memory_limit() if limit is None else limit
+    if params.is_number and params * BYTES > limit:
+        part = largest.leaf.op.describe() if largest.leaf is not None else "the network"
+        raise ModcError(
+            f"this network would need {int(params):,} parameters "
+            f"({_bytes(int(params) * BYTES)} as float32), more than the "
+            f"{_bytes(limit)} of memory available",
+            at,
+            f"the largest part is {part} with {int(largest.count):,} parameters; lower the "
+            f"sizes (-p NAME=VALUE) or set {LIMIT_VARIABLE}",
+        )
+    return params
+
+
+def _bytes(n: int) -> str:
+    """A byte count for people: 1.5 GiB."""
+    size = float(n)
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if size < 1024 or unit == "PiB":
+            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} bytes"

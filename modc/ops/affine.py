@@ -1,0 +1,108 @@
+"""Bias (y = x + b) and Gain (y = g ⊙ x) on the feature axis: atoms with a vector weight.
+
+Bias: norm RMS(b); its output moves by exactly RMS(Δb), whatever x: Lipschitz 1 in x, dual
+map the gradient scaled to RMS target, init zero. Gain: norm max|g| (an operator norm of
+diag(g) in any RMS); dual map target·sign(G), the steepest direction under a max norm;
+init one.
+"""
+
+from __future__ import annotations
+
+import math
+
+import sympy
+import torch
+from torch import nn
+
+from modc.ops.base import ONE, ZERO, Atom, Shape, ShapeError
+
+
+class Bias(nn.Module):
+    """y = x + b, b starting at zero."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.weight
+
+
+class Gain(nn.Module):
+    """y = g ⊙ x, g starting at one."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.weight
+
+
+def bias_dualize(grad: torch.Tensor, target: float) -> torch.Tensor:
+    """Steepest-descent update of RMS `target`: the gradient rescaled, zero staying zero."""
+    size = grad.norm()
+    scale = target * math.sqrt(grad.numel()) / size.clamp_min(1e-30)
+    return grad * torch.where(size > 0, scale, torch.zeros_like(scale))
+
+
+def bias_norm(weight: torch.Tensor) -> float:
+    """RMS of the bias, in float64."""
+    return weight.detach().double().norm().item() / math.sqrt(weight.numel())
+
+
+def bias_lipschitz(weight: torch.Tensor) -> float:
+    """A translation: ℓ2 Lipschitz constant exactly 1, whatever the bias."""
+    return 1.0
+
+
+def gain_dualize(grad: torch.Tensor, target: float) -> torch.Tensor:
+    """Steepest-descent update of max-norm `target`: target·sign(grad)."""
+    return torch.sign(grad) * target
+
+
+def gain_norm(weight: torch.Tensor) -> float:
+    """max |g|: exact in any precision."""
+    return weight.detach().abs().max().item()
+
+
+def gain_lipschitz(weight: torch.Tensor) -> float:
+    """ℓ2 Lipschitz constant of x ↦ g ⊙ x: max |g|, exact."""
+    return weight.detach().abs().max().item()
+
+
+class _Vector(Atom):
+    """An atom whose weight is one vector over the feature axis."""
+
+    def shape(self, x: Shape) -> Shape:
+        if not x:
+            raise ShapeError(f"{self.name} needs an input with at least one axis")
+        return x
+
+    def weight_shape(self) -> Shape:
+        return (self.in_shapes[0][-1],)
+
+    def constructor(self) -> str:
+        return f"{self.module.__name__}({self.in_shapes[0][-1]})"
+
+
+class BiasOp(_Vector):
+    name = "Bias"
+    module = Bias
+    dualize = bias_dualize
+    norm = bias_norm
+    lipschitz = bias_lipschitz
+
+    def lipschitz_bound(self, norm: sympy.Expr = ONE) -> sympy.Expr:
+        return ONE
+
+    def sharpness(self) -> tuple[sympy.Expr, sympy.Expr, sympy.Expr | None]:
+        return (ZERO, ZERO, ZERO)  # f = x + b: no second derivative at all
+
+
+class GainOp(_Vector):
+    name = "Gain"
+    module = Gain
+    dualize = gain_dualize
+    norm = gain_norm
+    lipschitz = gain_lipschitz

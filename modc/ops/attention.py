@@ -1,0 +1,198 @@
+"""Attention's bonds: head split and merge, scores q·k/d_head, causal mask, softmax, and
+applying scores to values (DESIGN §2; Modula's functional attention).
+
+Norms: a token tensor (T, d) is measured by the largest RMS over its tokens; a head tensor
+(H, T, d_head) by the largest RMS over its (head, token) vectors; scores by their largest
+entry; attention weights by the largest ℓ1 norm of a row; a tuple by the sum of its parts.
+In these norms, with 1/d_head scaling, |q·k|/d_head ≤ RMS(q)·RMS(k), a softmax moves its
+row by at most scale·max|Δs| in ℓ1, and a row of weights averages the values, so scores
+and application have sensitivity 1 on inputs of norm at most 1 (Large et al. 2024;
+Newhouse et al. 2025). Those are conditions: on inputs of norm B the constant is B.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sympy
+import torch
+
+from modc.ops.base import ONE, ZERO, Arg, Bond, Shape, ShapeError, exact, show
+
+
+def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(batch, T, d) → (batch, heads, T, d / heads)."""
+    return x.unflatten(-1, (heads, -1)).transpose(-3, -2)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """(batch, heads, T, d_head) → (batch, T, heads · d_head)."""
+    return x.transpose(-3, -2).flatten(-2)
+
+
+def attention_qk(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Scores q·k / d_head (not / √d_head): at most 1 in size when q and k have RMS ≤ 1."""
+    return q @ k.transpose(-2, -1) / q.shape[-1]
+
+
+def causal_mask(scores: torch.Tensor) -> torch.Tensor:
+    """Scores of later positions set to −∞, so that a softmax gives them weight 0."""
+    t, s = scores.shape[-2:]
+    keep = torch.ones(t, s, dtype=torch.bool, device=scores.device).tril()
+    return scores.masked_fill(~keep, float("-inf"))
+
+
+def scaled_softmax(scores: torch.Tensor, scale: float) -> torch.Tensor:
+    """softmax(scale · scores) over the last axis."""
+    return torch.softmax(scale * scores, dim=-1)
+
+
+def apply_scores(v: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """Each output row: the average of the value rows weighted by a row of scores."""
+    return scores @ v
+
+
+def _divides(heads: sympy.Expr, d: sympy.Expr) -> bool:
+    q = d / heads
+    return not q.is_number or q.is_integer
+
+
+class SplitHeads(Bond):
+    """(T, d) → (heads, T, d / heads).
+
+    Its sensitivity is 1 by the modular-norm convention (Modula's), which measures each head
+    as if the token's norm were spread evenly over the heads. In the worst case a token's
+    whole norm sits in one head, whose RMS is then √heads times the token's: that is the
+    Lipschitz constant the bounds use.
+    """
+
+    name = "SplitHeads"
+    args = (Arg("heads"),)
+    runtime = (split_heads,)
+
+    def shape(self, x: Shape) -> Shape:
+        heads = self.values["heads"]
+        if len(x) != 2:
+            raise ShapeError(f"SplitHeads needs (positions, features), got {show(x)}")
+        if not _divides(heads, x[1]):
+            raise ShapeError(f"{x[1]} features do not split into {heads} heads")
+        return (heads, x[0], x[1] / heads)
+
+    def lipschitz_bound(self, norm: sympy.Expr = ONE) -> sympy.Expr:
+        return sympy.sqrt(self.values["heads"])
+
+    def forward(self, inputs: Sequence[str], attr: str | None) -> str:
+        return f"split_heads({inputs[0]}, {int(self.values['heads'])})"
+
+
+class MergeHeads(Bond):
+    """(heads, T, d_head) → (T, heads · d_head): a token's RMS is at most its heads' largest."""
+
+    name = "MergeHeads"
+    runtime = (merge_heads,)
+
+    def shape(self, x: Shape) -> Shape:
+        if len(x) != 3:
+            raise ShapeError(f"MergeHeads needs (heads, positions, features), got {show(x)}")
+        return (x[1], x[0] * x[2])
+
+    def forward(self, inputs: Sequence[str], attr: str | None) -> str:
+        return f"merge_heads({inputs[0]})"
+
+
+class AttentionQK(Bond):
+    """(q, k) ↦ q·kᵀ / d_head per head: (…, T, d), (…, S, d) → (…, T, S). Bilinear."""
+
+    name = "AttentionQK"
+    arity = 0
+    runtime = (attention_qk,)
+
+    def shape(self, *inputs: Shape) -> Shape:
+        if len(inputs) != 2:
+            raise ShapeError(f"AttentionQK takes (queries, keys), got {len(inputs)} inputs")
+        q, k = inputs
+        if len(q) < 2 or q[:-2] != k[:-2] or q[-1] != k[-1]:
+            raise ShapeError(f"queries {show(q)} and keys {show(k)} do not match")
+        return (*q[:-1], k[-2])
+
+    def conditions(self) -> tuple[str, ...]:
+        return (
+            "AttentionQK: sensitivity 1 holds where every query and key vector (per head "
+            "and position) has RMS norm at most 1 (at most B: sensitivity B)",
+        )
+
+    def sharpness(self) -> tuple[sympy.Expr, sympy.Expr, sympy.Expr | None]:
+        return (ZERO, ZERO, sympy.Rational(1, 2))  # |2 Δq·Δk| / d ≤ (‖Δq‖ + ‖Δk‖)² / 2
+
+    def forward(self, inputs: Sequence[str], attr: str | None) -> str:
+        return f"attention_qk({inputs[0]}, {inputs[1]})"
+
+
+class CausalMask(Bond):
+    """Scores (…, T, T) with the entries above the diagonal set to −∞."""
+
+    name = "CausalMask"
+    runtime = (causal_mask,)
+
+    def shape(self, x: Shape) -> Shape:
+        if len(x) < 2 or x[-1] != x[-2]:
+            raise ShapeError(f"CausalMask needs square scores (…, T, T), got {show(x)}")
+        return x
+
+    def forward(self, inputs: Sequence[str], attr: str | None) -> str:
+        return f"causal_mask({inputs[0]})"
+
+
+class Softmax(Bond):
+    """softmax(scale · s) over the last axis: from max-entry to row-ℓ1 norm, sensitivity |scale|.
+
+    Its Jacobian diag(p) − ppᵀ maps h to p ⊙ (h − p·h), whose ℓ1 norm is a mean absolute
+    deviation, at most max|h|; its second derivative has ℓ1 norm at most 2·Var_p(h).
+    """
+
+    name = "Softmax"
+    args = (Arg("scale", "number", sympy.Integer(1)),)
+    runtime = (scaled_softmax,)
+
+    def shape(self, x: Shape) -> Shape:
+        if not x:
+            raise ShapeError("Softmax needs an input with at least one axis")
+        return x
+
+    def sensitivity(self) -> sympy.Expr:
+        return sympy.Abs(self.values["scale"])
+
+    def sharpness(self) -> tuple[sympy.Expr, sympy.Expr, sympy.Expr | None]:
+        return (ZERO, ZERO, 2 * self.values["scale"] ** 2)
+
+    def forward(self, inputs: Sequence[str], attr: str | None) -> str:
+        return f"scaled_softmax({inputs[0]}, {exact(self.values['scale'])})"
+
+
+class ApplyScores(Bond):
+    """(v, scores) ↦ scores @ v: (…, S, d), (…, T, S) → (…, T, d). Bilinear."""
+
+    name = "ApplyScores"
+    arity = 0
+    runtime = (apply_scores,)
+
+    def shape(self, *inputs: Shape) -> Shape:
+        if len(inputs) != 2:
+            raise ShapeError(f"ApplyScores takes (values, scores), got {len(inputs)} inputs")
+        v, s = inputs
+        if len(v) < 2 or len(s) != len(v) or s[:-2] != v[:-2] or s[-1] != v[-2]:
+            raise ShapeError(f"values {show(v)} and scores {show(s)} do not match")
+        return (*s[:-1], v[-1])
+
+    def conditions(self) -> tuple[str, ...]:
+        return (
+            "ApplyScores: sensitivity 1 holds where every value vector (per head and "
+            "position) has RMS norm at most 1 and every row of scores has ℓ1 norm at most 1, "
+            "as after a softmax",
+        )
+
+    def sharpness(self) -> tuple[sympy.Expr, sympy.Expr, sympy.Expr | None]:
+        return (ZERO, ZERO, sympy.Rational(1, 2))  # ‖2 ΔA Δv‖ ≤ (‖ΔA‖ + ‖Δv‖)² / 2
+
+    def forward(self, inputs: Sequence[str], attr: str | None) -> str:
+        return f"apply_scores({inputs[0]}, {inputs[1]})"

@@ -1,0 +1,75 @@
+"""Embed: token ids → rows of a (num × dim) table.
+
+Norm: the largest row RMS, max_r ‖W_r‖₂ / √dim, which bounds the output's RMS per token
+(inputs measured as one-hot codes in ℓ1). Dual map: every row of the gradient scaled to
+ℓ2 norm target·√dim, zero rows left at zero: the steepest direction under a max of row
+norms moves every row as far as allowed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from modc.ops.base import Arg, Atom, Shape
+from modc.runtime.certify import spectral_norm_upper
+
+
+class Embed(nn.Module):
+    """y = W[x]; every row starts with ℓ2 norm √dim (RMS 1), so the atom's norm is 1."""
+
+    def __init__(self, num: int, dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(num, dim))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        dim = self.weight.shape[1]
+        nn.init.normal_(self.weight)
+        with torch.no_grad():
+            self.weight.mul_(math.sqrt(dim) / self.weight.norm(dim=1, keepdim=True))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.embedding(x, self.weight)
+
+
+def embed_dualize(grad: torch.Tensor, target: float) -> torch.Tensor:
+    """Steepest-descent update of norm `target`: each nonzero row of grad to ℓ2 target·√dim."""
+    rows = grad.norm(dim=-1, keepdim=True)
+    scale = (target * math.sqrt(grad.shape[-1])) / rows.clamp_min(1e-30)
+    return grad * torch.where(rows > 0, scale, torch.zeros_like(scale))
+
+
+def embed_norm(weight: torch.Tensor) -> float:
+    """The largest row RMS, max_r ‖W_r‖₂ / √dim, in float64."""
+    rows = weight.detach().double().norm(dim=-1)
+    return rows.max().item() / math.sqrt(weight.shape[-1])
+
+
+def embed_lipschitz(weight: torch.Tensor) -> float:
+    """Sound ℓ2 bound for the table as a linear map of one-hot codes: σ_max(W) with a margin."""
+    return spectral_norm_upper(weight)
+
+
+class EmbedOp(Atom):
+    """Embed(num, dim): ids in [0, num) of any shape → vectors of `dim` features."""
+
+    name = "Embed"
+    args = (Arg("num"), Arg("dim"))
+    module = Embed
+    dualize = embed_dualize
+    norm = embed_norm
+    lipschitz = embed_lipschitz
+
+    def shape(self, x: Shape) -> Shape:
+        return (*x, self.values["dim"])
+
+    def weight_shape(self) -> Shape:
+        return (self.values["num"], self.values["dim"])
+
+    def constructor(self) -> str:
+        num, dim = self.weight_shape()
+        return f"Embed({num}, {dim})"

@@ -1,0 +1,1 @@
+"""The standard library: compound networks written in the spec language (`include "std/..."`)."""
