@@ -11,14 +11,14 @@ from modc.errors import ModcError
 from modc.graph.evaluate import evaluate, require_size
 from modc.source import Source, Span
 from modc.spec import ast
-from modc.spec.expr import FUNCTIONS, format_expr, parse_expr
+from modc.spec.expr import FUNCTIONS, format_expr, parse_arithmetic
 
 SRC = Source("net.yaml", "")
 AT = Span(SRC, 1, 1)
 
 
 def parse(text: str) -> ast.Expr:
-    return parse_expr(text, AT)
+    return parse_arithmetic(text, AT)
 
 
 def num(text: str) -> ast.Num:
@@ -45,7 +45,7 @@ def error_at(line_text: str, column: int, text: str) -> ModcError:
     """The error from parsing `text` placed at `column` of a one-line source."""
     src = Source("net.yaml", "params:\n" + line_text + "\n")
     with pytest.raises(ModcError) as info:
-        parse_expr(text, Span(src, 2, column))
+        parse_arithmetic(text, Span(src, 2, column))
     return info.value
 
 
@@ -87,7 +87,7 @@ def test_function_calls():
 
 def test_spans_point_at_each_sub_expression():
     src = Source("net.yaml", "    - repeat: depth - sqrt(width)\n")
-    e = parse_expr("depth - sqrt(width)", Span(src, 1, 15))
+    e = parse_arithmetic("depth - sqrt(width)", Span(src, 1, 15))
     assert (e.span.line, e.span.col, e.span.width) == (1, 15, 19)
     assert (e.left.span.col, e.left.span.width) == (15, 5)
     assert (e.right.span.col, e.right.span.width) == (23, 11)
@@ -97,8 +97,8 @@ def test_spans_point_at_each_sub_expression():
 def test_multi_line_text_keeps_the_start_span_unless_verbatim():
     src = Source("net.yaml", "a: depth -\n  width\n")
     start = Span(src, 1, 4)
-    assert parse_expr("depth -\n  width", start).right.span == start
-    right = parse_expr("depth -\n  width", start, verbatim=True).right
+    assert parse_arithmetic("depth -\n  width", start).right.span == start
+    right = parse_arithmetic("depth -\n  width", start, verbatim=True).right
     assert (right.span.line, right.span.col) == (2, 3)
 
 
@@ -246,7 +246,7 @@ def test_wrong_number_of_arguments():
 
 def test_unknown_name_suggests_a_parameter():
     src = Source("net.yaml", "  - Linear: 2 * widht\n")
-    e = parse_expr("2 * widht", Span(src, 1, 13))
+    e = parse_arithmetic("2 * widht", Span(src, 1, 13))
     with pytest.raises(ModcError) as info:
         evaluate(e, {"width": sympy.Integer(8), "depth": sympy.Integer(2)})
     err = info.value
@@ -263,7 +263,7 @@ def test_unknown_name_suggests_a_parameter():
 
 def test_division_by_zero_points_at_the_operator():
     src = Source("net.yaml", "  - Linear: (width) // (depth - 2)\n")
-    e = parse_expr("(width) // (depth - 2)", Span(src, 1, 13))
+    e = parse_arithmetic("(width) // (depth - 2)", Span(src, 1, 13))
     with pytest.raises(ModcError) as info:
         evaluate(e, {"width": sympy.Integer(8), "depth": sympy.Integer(2)})
     assert info.value.message == "division by zero"

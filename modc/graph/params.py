@@ -10,7 +10,7 @@ from modc.errors import ModcError, did_you_mean
 from modc.graph.evaluate import evaluate
 from modc.source import Source, Span
 from modc.spec import ast
-from modc.spec.expr import parse_expr
+from modc.spec.expr import parse_arithmetic
 
 
 def parse_override(text: str) -> tuple[str, ast.Expr, Span]:
@@ -22,7 +22,7 @@ def parse_override(text: str) -> tuple[str, ast.Expr, Span]:
         raise ModcError(f"expected NAME=VALUE, got '{text}'", span)
     if not value.strip():
         raise ModcError(f"no value given for '{name}'", span.shift(len(name)))
-    return name.strip(), parse_expr(value, span.shift(len(name) + 1)), span
+    return name.strip(), parse_arithmetic(value, span.shift(len(name) + 1)), span
 
 
 def bind_params(

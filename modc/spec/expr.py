@@ -61,7 +61,7 @@ def _parser() -> Lark:
     )
 
 
-def parse_expr(text: str, span: Span, *, verbatim: bool = False) -> ast.Expr:
+def parse_arithmetic(text: str, span: Span, *, verbatim: bool = False) -> ast.Expr:
     """Parse `text`, whose first character sits at `span`, into an ast.Expr.
 
     Single-line text: every node's span is shifted to its own column. Text with newlines
@@ -205,9 +205,9 @@ _NEG, _ATOM = 3, 5
 
 
 def format_expr(e: ast.Expr) -> str:
-    """`e` as text that parse_expr reads back to an equal Expr, with minimal parentheses.
+    """`e` as text that parse_arithmetic reads back to an equal Expr, with minimal parentheses.
 
-    Num texts are printed as they are, so they must be unsigned literals (as parse_expr
+    Num texts are printed as they are, so they must be unsigned literals (as parse_arithmetic
     makes them); a negative number is Neg(Num).
     """
     return _format(e)[0]

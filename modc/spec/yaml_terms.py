@@ -16,7 +16,7 @@ from modc.errors import ModcError, did_you_mean
 from modc.source import Source, Span
 from modc.spec import ast
 from modc.spec.dsl_terms import MAX_DEPTH
-from modc.spec.expr import FUNCTIONS, parse_expr
+from modc.spec.expr import FUNCTIONS, parse_arithmetic
 
 #: Construct keywords and the other keys each accepts besides its own.
 CONSTRUCTS: dict[str, tuple[str, ...]] = {
@@ -287,10 +287,10 @@ class TermWalker:
             text = node.value.replace("_", "").lstrip("+")
             if not _FLOAT_TEXT.match(text):
                 raise ModcError(f"expected a finite number, got {node.value}", span)
-            return parse_expr(text, span)
+            return parse_arithmetic(text, span)
         if tag == "str":
             text, start, verbatim = self.scalar_text(node)
-            return parse_expr(text, start, verbatim=verbatim)
+            return parse_arithmetic(text, start, verbatim=verbatim)
         got = node.value or "nothing"
         raise ModcError(f"expected a number or an expression, got {got}", span)
 

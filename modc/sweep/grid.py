@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from modc.errors import ModcError
 from modc.graph.evaluate import evaluate
 from modc.source import Source, Span
-from modc.spec.expr import parse_expr
+from modc.spec.expr import parse_arithmetic
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class Run:
 
 def _number(text: str, what: str, source: Source, col: int) -> float:
     span = Span(source, 1, col, max(len(text), 1))
-    value = evaluate(parse_expr(text, span), {})
+    value = evaluate(parse_arithmetic(text, span), {})
     if not value.is_number or not value.is_real:
         raise ModcError(f"{what} must be a number, got '{text}'", span)
     return float(value)
