@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass, field
 
 from modc.codegen.source import camel, commented, module, snippets
@@ -139,7 +140,9 @@ def emit_model(network: ir.Network) -> str:
     """The text of model.py."""
     e = ModelEmitter(network)
     params = ", ".join(f"{k}={v}" for k, v in network.params.items())
-    root = e.scope(network.root, "Network", f"{network.name} ({params}).")
+    root = e.scope(
+        network.root, "Network", f"The network of {network.name}; see the module docstring."
+    )
     shapes = (
         f"INPUT_SHAPE = {tuple(int(d) for d in network.input_shape)!r}\n"
         f"OUTPUT_SHAPE = {tuple(int(d) for d in network.output_shape)!r}"
@@ -161,6 +164,7 @@ def emit_model(network: ir.Network) -> str:
     source = network.source_name.replace("\\", "/").rsplit("/", 1)[-1]
     doc = (
         f"{network.name}: the network, compiled by modc from {source}.\n\n"
-        f"Parameters: {params or 'none'}. Regenerate with `modc compile` rather than edit.\n"
+        + textwrap.fill(f"Parameters: {params or 'none'}.", 92)
+        + "\nRegenerate with `modc compile` rather than edit.\n"
     )
     return module(doc, body)
