@@ -70,7 +70,9 @@ LINEAR = [
 ]
 
 
-@pytest.mark.parametrize(("name", "values", "shapes", "nin", "nout", "domain"), SMOOTH, ids=str)
+@pytest.mark.parametrize(
+    ("name", "values", "shapes", "nin", "nout", "domain"), SMOOTH, ids=[c[0] for c in SMOOTH]
+)
 def test_second_derivative_is_bounded_by_gamma(name, values, shapes, nin, nout, domain):
     op = make(name, values, *shapes)
     gamma = float(op.sharpness()[2])
@@ -106,7 +108,7 @@ def test_rms_divide_curvature_is_reached_on_the_unit_sphere():
     assert float(op.sharpness()[2]) == pytest.approx(2 / math.sqrt(3))
 
 
-@pytest.mark.parametrize(("name", "values", "shapes"), LINEAR, ids=str)
+@pytest.mark.parametrize(("name", "values", "shapes"), LINEAR, ids=[c[0] for c in LINEAR])
 def test_linear_bonds_have_no_curvature(name, values, shapes):
     op = make(name, values, *shapes)
     assert op.sharpness() == (0, 0, 0)
@@ -130,7 +132,7 @@ def test_kinks_have_no_smoothness_constant():
         ("Gain", {}, (3, 7), tok),
         ("Bias", {}, (3, 7), tok),
     ],
-    ids=str,
+    ids=["linear", "conv", "gain", "bias"],
 )
 def test_atoms_are_well_normed_linear_in_weights_and_mixed_at_most_one(name, values, shape, norm):
     op = make(name, values, shape)

@@ -269,10 +269,9 @@ def sharp_tree(root: ir.Node, masses: Masses, definitions: dict | None = None) -
         value = visit(body)
         if count.is_Integer:
             return power(value, count)
+        used = {s.name.split("_", 1)[1] for s in definitions}  # two repeats, one name
         name, k = n.name, 1
-        while sympy.Symbol(f"ν_{name}", nonnegative=True) in definitions or any(
-            str(s).endswith(f"_{name}") for s in definitions
-        ):
+        while name in used:
             k += 1
             name = f"{n.name}{k}"
         short = abbreviate(value, name, definitions)
@@ -322,7 +321,7 @@ def network_sharpness(root: ir.Node, masses: Masses) -> Sharpness:
     s = sharp_tree(root, masses, definitions)
     smooth = add(mul(SIGMA, s.alpha), mul(TAU, s.omega, s.omega))
     missing = []
-    if None in (s.alpha, s.beta, s.gamma, s.omega):
+    if any(v is None for v in (s.alpha, s.beta, s.gamma, s.omega)):
         missing = list(
             dict.fromkeys(
                 place(n)
