@@ -17,6 +17,18 @@ import torch
 from modc.runtime.certify import constrain
 
 
+def check_groups(groups: list[dict], table: dict, what: str) -> None:
+    """Every group names an atom that `table` knows, and has one target per parameter."""
+    for group in groups:
+        if group["atom"] not in table:
+            raise ValueError(f"no {what} for atom {group['atom']!r}")
+        if len(group["targets"]) != len(group["params"]):
+            raise ValueError(
+                f"{len(group['params'])} params but "
+                f"{len(group['targets'])} targets in a {group['atom']} group"
+            )
+
+
 class Dualized(torch.optim.Optimizer):
     """Steepest descent in the modular norm: every update has atom norm exactly lr · target.
 
@@ -49,14 +61,7 @@ class Dualized(torch.optim.Optimizer):
             "polar": dict(polar or {}),
         }
         super().__init__(groups, defaults)
-        for group in self.param_groups:
-            if group["atom"] not in dual_maps:
-                raise ValueError(f"no dual map for atom {group['atom']!r}")
-            if len(group["targets"]) != len(group["params"]):
-                raise ValueError(
-                    f"{len(group['params'])} params but "
-                    f"{len(group['targets'])} targets in a {group['atom']} group"
-                )
+        check_groups(self.param_groups, dual_maps, "dual map")
         self.dual_maps = dual_maps
 
     @torch.no_grad()
@@ -133,14 +138,7 @@ class Normalized(torch.optim.Optimizer):
             "weight_decay": weight_decay,
         }
         super().__init__(groups, defaults)
-        for group in self.param_groups:
-            if group["atom"] not in norms:
-                raise ValueError(f"no norm for atom {group['atom']!r}")
-            if len(group["targets"]) != len(group["params"]):
-                raise ValueError(
-                    f"{len(group['params'])} params but "
-                    f"{len(group['targets'])} targets in a {group['atom']} group"
-                )
+        check_groups(self.param_groups, norms, "norm")
         self.norms = norms
 
     def direction(self, p: torch.Tensor, group: dict) -> torch.Tensor:
