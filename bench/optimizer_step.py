@@ -2,9 +2,12 @@
 
 The parameter set is GPT-like: per block Q, K, V, O (d × d) and the MLP (4d × d, d × 4d);
 an embedding and an output head (vocab × d). modc's step is the code that generated
-optimizers contain (modc.runtime); Muon orthogonalises the same hidden matrices with the
-same number of Newton–Schulz iterations, with AdamW for the embedding and head, as its
-documentation advises. Usage: python bench/optimizer_step.py [--size cpu|gpu] [--json]
+optimizers contain (modc.runtime: banks of same-shape matrices, polar() in its default
+dtype and iteration); Muon orthogonalises the same hidden matrices with the same number of
+Newton–Schulz iterations, with AdamW for the embedding and head, as its documentation
+advises. On CUDA it also times modc's orthogonalisation alone and prints its TFLOP/s and
+the fraction of the device's bf16 dense peak.
+Usage: python bench/optimizer_step.py [--size cpu|gpu] [--compile] [--json]
 """
 
 from __future__ import annotations
@@ -16,18 +19,25 @@ import time
 
 import torch
 
+from modc.ops.embed import embed_dualize
 from modc.ops.linear import linear_dualize
-from modc.runtime.optim import Dualized
+from modc.runtime.optim import Dualized, banks
+from modc.runtime.polar import fast_dtype, gram_flops, polar, standard_flops
 
 SIZES = {"cpu": (256, 4), "gpu": (768, 12)}
 VOCAB = 128
+# bf16 dense tensor-core peaks (FLOP/s, no sparsity), by a substring of the device name.
+PEAKS = [("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("A100", 312e12)]
 
 
 def parameters(width: int, depth: int, device: torch.device) -> tuple[list, list]:
     """(hidden matrices, embedding and head) with random gradients."""
     d = width
-    hidden = [torch.randn(*s, device=device) for _ in range(depth)
-              for s in [(d, d)] * 4 + [(4 * d, d), (d, 4 * d)]]
+    hidden = [
+        torch.randn(*s, device=device)
+        for _ in range(depth)
+        for s in [(d, d)] * 4 + [(4 * d, d), (d, 4 * d)]
+    ]
     other = [torch.randn(VOCAB, d, device=device), torch.randn(VOCAB, d, device=device)]
     for p in hidden + other:
         p.requires_grad_(True)
@@ -44,16 +54,52 @@ def steps_per_polar() -> int:
     return inspect.signature(polar).parameters["steps"].default
 
 
-def optimizers(hidden: list, other: list) -> dict[str, list[torch.optim.Optimizer]]:
+def optimizers(hidden: list, other: list, compile: bool) -> dict[str, list]:
     ns = steps_per_polar()
-    groups = [{"params": hidden, "targets": [1.0 / len(hidden)] * len(hidden), "atom": "Linear"},
-              {"params": other, "targets": [1.0 / len(hidden)] * len(other), "atom": "Linear"}]
+    n = len(hidden)
+    groups = [
+        {"params": hidden + other[1:], "targets": [1.0 / n] * (n + 1), "atom": "Linear"},
+        {"params": other[:1], "targets": [1.0 / n], "atom": "Embed"},
+    ]
+    dual_maps = {"Linear": linear_dualize, "Embed": embed_dualize}
     return {
-        "modc dualized": [Dualized(groups, {"Linear": linear_dualize}, lr=0.02)],
-        "torch Muon": [torch.optim.Muon(hidden, lr=0.02, ns_steps=ns),
-                       torch.optim.AdamW(other, lr=1e-3)],
+        "modc dualized": [Dualized(groups, dual_maps, lr=0.02, compile=compile)],
+        "torch Muon": [
+            torch.optim.Muon(hidden, lr=0.02, ns_steps=ns),
+            torch.optim.AdamW(other, lr=1e-3),
+        ],
         "AdamW": [torch.optim.AdamW(hidden + other, lr=1e-3)],
     }
+
+
+def orthogonalization(hidden: list, device: torch.device, repeats: int) -> tuple[float, float]:
+    """(seconds, multiply-adds) of modc's polar() over the hidden matrices' banks."""
+    ns = steps_per_polar()
+    bank_list = [torch.stack([hidden[i].grad for i in b]) for b in banks(hidden)]
+    macs = 0
+    for bank in bank_list:
+        short, long = sorted(bank.shape[-2:])
+        cost = min(gram_flops(short, long, ns), standard_flops(short, long, ns))
+        macs += len(bank) * cost
+
+    def run() -> None:
+        for bank in bank_list:
+            polar(bank, steps=ns)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    return median_of(run, repeats), macs
+
+
+def median_of(run, repeats: int) -> float:
+    for _ in range(3):
+        run()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
 
 
 def median_step(opts: list[torch.optim.Optimizer], device: torch.device, repeats: int) -> float:
@@ -63,20 +109,14 @@ def median_step(opts: list[torch.optim.Optimizer], device: torch.device, repeats
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    for _ in range(3):
-        step()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return median_of(step, repeats)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", choices=SIZES, default=None, help="default: gpu on CUDA, else cpu")
     p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--compile", action="store_true", help="modc's step through torch.compile")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -85,26 +125,46 @@ def main() -> None:
     hidden, other = parameters(width, depth, device)
     # Interleave the optimizers round by round, so that machine noise hits all alike.
     rounds: dict[str, list[float]] = {}
-    opts = optimizers(hidden, other)
+    opts = optimizers(hidden, other, args.compile)
     for _ in range(3):
         for name, group in opts.items():
             rounds.setdefault(name, []).append(median_step(group, device, args.repeats))
     t = {name: statistics.median(v) for name, v in rounds.items()}
     out = {
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-        "size": size, "width": width, "depth": depth, "ns_steps": steps_per_polar(),
+        "threads": torch.get_num_threads(),
+        "polar_dtype": str(fast_dtype(device)).removeprefix("torch."),
+        "size": size,
+        "width": width,
+        "depth": depth,
+        "ns_steps": steps_per_polar(),
+        "compile": args.compile,
         "seconds": t,
         "ratio_vs_torch_muon": t["modc dualized"] / t["torch Muon"],
         "ratio_vs_adamw": t["modc dualized"] / t["AdamW"],
     }
+    if device.type == "cuda":
+        seconds, macs = orthogonalization(hidden, device, args.repeats)
+        peak = next((f for name, f in PEAKS if name in out["device"]), None)
+        out["orthogonalization_tflops"] = 2 * macs / seconds / 1e12
+        out["fraction_of_bf16_peak"] = 2 * macs / seconds / peak if peak else None
     if args.json:
         print(json.dumps(out))
         return
-    print(f"device {out['device']}, width {width}, depth {depth}, {out['ns_steps']} iterations")
+    print(
+        f"device {out['device']} ({out['threads']} threads), width {width}, depth {depth}, "
+        f"{out['ns_steps']} iterations, polar in {out['polar_dtype']}"
+    )
     for name, sec in t.items():
         print(f"  {name:<14} {1e3 * sec:8.2f} ms/step (median)")
     print(f"  modc / torch Muon = {out['ratio_vs_torch_muon']:.2f}")
     print(f"  modc / AdamW      = {out['ratio_vs_adamw']:.2f}")
+    if "orthogonalization_tflops" in out:
+        fraction = out["fraction_of_bf16_peak"]
+        print(
+            f"  orthogonalisation {out['orthogonalization_tflops']:.1f} TFLOP/s"
+            + (f", {fraction:.0%} of bf16 dense peak" if fraction else "")
+        )
 
 
 if __name__ == "__main__":

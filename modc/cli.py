@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +16,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from modc.compiler import compile_spec
 
     out = compile_spec(args.spec, args.out, args.param)
-    print(f"wrote {out}/ (model.py, optimizer.py, certificate.py, train.py, spec.json)")
+    print(f"wrote {out}/ (model.py, optimizer.py, certificate.py, train.py, data.py, spec.json)")
     print(f"train it: python {out}/train.py")
     return 0
 
@@ -39,13 +40,19 @@ def cmd_bounds(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from modc.sweep import sweep
 
-    if args.param:
-        raise ModcError("sweep varies parameters with --vary; fix the others in the spec")
     train_args = ["--steps", str(args.steps)] + (["--data", args.data] if args.data else [])
     out = Path(args.out or Path("sweeps") / Path(args.spec).stem)
     optimizers = [o.strip() for o in args.optimizer.split(",") if o.strip()]
     text = sweep(
-        Path(args.spec), args.vary, args.lr, optimizers, out, train_args, args.jobs, args.seeds
+        Path(args.spec),
+        args.vary,
+        args.lr,
+        optimizers,
+        out,
+        train_args,
+        args.jobs,
+        args.seeds,
+        args.param,
     )
     print(text)
     print(f"wrote {out}/results.csv and {out}/transfer.png")
@@ -163,6 +170,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader went away (`modc bounds ... | head`): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

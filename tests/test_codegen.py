@@ -15,7 +15,7 @@ import modc
 from tests.conftest import SPECS
 from tests.conftest import modc as run_modc
 
-GENERATED = ("model.py", "optimizer.py", "certificate.py", "train.py", "spec.json")
+GENERATED = ("model.py", "optimizer.py", "certificate.py", "train.py", "data.py", "spec.json")
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ class Block(importlib.abc.MetaPathFinder):
             raise ImportError(f"generated code must not import {name}")
 sys.meta_path.insert(0, Block())
 sys.path.insert(0, sys.argv[1])
-import model, optimizer, certificate, train
+import model, optimizer, certificate, data, train
 net = model.build_model()
 opt = optimizer.make_optimizer(net, lr=0.1)
 print(certificate.lipschitz_upper(net))
@@ -77,7 +77,7 @@ def test_generated_files_import_with_only_torch(name, request):
 @pytest.mark.parametrize("name", ["mlp", "resmlp"])
 def test_generated_files_import_only_torch_and_the_standard_library(name, request):
     build = request.getfixturevalue(name)
-    allowed = set(sys.stdlib_module_names) | {"torch", "model", "optimizer", "certificate"}
+    allowed = set(sys.stdlib_module_names) | {"torch", "model", "optimizer", "certificate", "data"}
     for file in GENERATED:
         if not file.endswith(".py"):
             continue

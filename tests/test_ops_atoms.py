@@ -7,6 +7,7 @@ reach), and beats random updates of the same norm and small perturbations of U i
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import pytest
@@ -59,7 +60,7 @@ def test_dual_map_has_the_target_norm_and_is_steepest(name, values, shape, dual)
     gen = torch.Generator().manual_seed(0)
     shape_w = tuple(int(d) for d in op.weight_shape())
     g = torch.randn(shape_w, generator=gen)
-    u = dualize(g, TARGET)
+    u = dualize(g, TARGET, **float32(dualize))
     assert u.shape == g.shape and u.dtype == g.dtype
     assert norm(u) == pytest.approx(TARGET, rel=1e-4)
     best = TARGET * dual(g).item()
@@ -72,6 +73,26 @@ def test_dual_map_has_the_target_norm_and_is_steepest(name, values, shape, dual)
         w = u + 0.05 * TARGET * torch.randn(shape_w, generator=gen) / math.sqrt(g.numel())
         w = w * (TARGET / norm(w))
         assert (g.double() * w.double()).sum().item() <= reached * (1 + 1e-4)
+
+
+def float32(dualize) -> dict:
+    """Polar options for float32 matmuls, for the dual maps that call polar()."""
+    params = inspect.signature(dualize).parameters.values()
+    return {"dtype": torch.float32} if any(p.kind is p.VAR_KEYWORD for p in params) else {}
+
+
+@pytest.mark.parametrize(("name", "values", "shape", "dual"), ATOMS, ids=IDS)
+def test_a_bank_of_gradients_gives_each_its_own_update(name, values, shape, dual):
+    """The optimizer dualizes same-shape weights as a bank (k, *shape), targets (k, 1, ...)."""
+    op, dualize, norm = _atom(name, values, shape)
+    gen = torch.Generator().manual_seed(1)
+    grads = torch.randn(3, *(int(d) for d in op.weight_shape()), generator=gen)
+    targets = torch.tensor([0.5, 1.0, 2.0]).view(3, *[1] * (grads.dim() - 1))
+    bank = dualize(grads, targets, **float32(dualize))
+    for i in range(3):
+        alone = dualize(grads[i], float(targets[i]), **float32(dualize))
+        assert torch.allclose(bank[i], alone, atol=1e-5)
+        assert norm(bank[i]) == pytest.approx(float(targets[i]), rel=1e-4)
 
 
 @pytest.mark.parametrize(("name", "values", "shape", "dual"), ATOMS, ids=IDS)

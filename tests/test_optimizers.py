@@ -35,7 +35,7 @@ def linear_norm(w: torch.Tensor) -> float:
 
 
 def linear_dual(grad: torch.Tensor, target: float, **options) -> torch.Tensor:
-    fan_out, fan_in = grad.shape
+    fan_out, fan_in = grad.shape[-2:]
     return target * math.sqrt(fan_out / fan_in) * polar(grad, **options)
 
 

@@ -98,7 +98,7 @@ def test_gpt_targets_follow_modula_at_every_depth():
 def test_gpt_mass_and_shapes():
     network, analysis = load(SPECS / "gpt.modc", ["depth=96"])
     assert analysis.mass == 7
-    assert network.output_shape == (64, 65)
+    assert network.output_shape == (64, 128)
 
 
 def test_stdlib_mlp_matches_the_shipped_mlp(tmp_path: Path):

@@ -68,3 +68,20 @@ def test_sweep_writes_results_and_skips_finished_runs(tmp_path, write_spec):
     again = modc(*args)
     assert again.returncode == 0
     assert again.stderr.count("sweep 4/4") == 1 and "sweep 1/4" not in again.stderr
+
+
+def test_sweep_fixes_other_parameters_and_guards_its_directory(tmp_path, write_spec):
+    spec = write_spec(
+        "params:\n  width: 8\n  hidden: 4\ninput: 6\noutput: [3]\nnetwork:\n"
+        "  - Linear: width\n  - ReLU\n  - Linear: hidden\n  - ReLU\n  - Linear: 3\n"
+    )
+    common = [str(spec), "--vary", "width=8", "--lr", "0.1", "--data", "synthetic"]
+    out_dir = str(tmp_path / "sw")
+    ok = modc("sweep", *common, "-p", "hidden=5", "--steps", "5", "-o", out_dir)
+    assert ok.returncode == 0, ok.stderr
+    assert "Linear(8, 5)" in (tmp_path / "sw" / "builds" / "width=8" / "model.py").read_text()
+    both = modc("sweep", *common, "-p", "width=16", "--steps", "5", "-o", out_dir)
+    assert both.returncode == 2 and "width: set with both -p and --vary" in both.stderr
+    other = modc("sweep", *common, "-p", "hidden=7", "--steps", "5", "-o", out_dir)
+    assert other.returncode == 2 and "holds a sweep with other settings" in other.stderr
+    assert "Traceback" not in both.stderr + other.stderr

@@ -1,5 +1,5 @@
 """The training script that `modc compile` copies into every build (modc/codegen/templates/
-train.py), run as a user would run it, on a small hand-written build directory."""
+train.py and data.py), run as a user would run it, on a small hand-written build directory."""
 
 import json
 import os
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-TEMPLATE = Path(__file__).resolve().parents[1] / "modc" / "codegen" / "templates" / "train.py"
+TEMPLATES = Path(__file__).resolve().parents[1] / "modc" / "codegen" / "templates"
 
 MODEL = """\
 import os
@@ -91,7 +91,8 @@ def make_build(root: Path) -> Path:
         ("optimizer.py", OPTIMIZER),
         ("certificate.py", CERTIFICATE),
         ("spec.json", json.dumps(SPEC)),
-        ("train.py", TEMPLATE.read_text()),
+        ("train.py", (TEMPLATES / "train.py").read_text()),
+        ("data.py", (TEMPLATES / "data.py").read_text()),
     ]:
         (build / name).write_text(text)
     return build
@@ -206,7 +207,7 @@ def test_resume_after_sigkill_ends_with_the_weights_of_an_unbroken_run(tmp_path)
 
 def run_here(build: Path, *args: str) -> int:
     """train.py in this process, where torch is imported already: quicker than a child."""
-    siblings = ("model", "optimizer", "certificate")
+    siblings = ("model", "optimizer", "certificate", "data")
     saved = (
         sys.argv,
         list(sys.path),

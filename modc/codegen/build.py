@@ -16,7 +16,8 @@ from modc.graph.view import tree
 from modc.theory.analysis import Analysis
 from modc.theory.report import to_json
 
-DATASETS = {"mnist": "mnist_5k.csv.gz"}
+DATASETS = {"mnist": "mnist_5k.csv.gz", "shakespeare": "shakespeare.txt"}
+TEMPLATES = ("train.py", "data.py")  # copied verbatim
 
 
 def spec_json(network: ir.Network, analysis: Analysis) -> str:
@@ -53,9 +54,10 @@ def write_build(network: ir.Network, analysis: Analysis, out: str | Path) -> Pat
         "model.py": emit_model(network),
         "optimizer.py": emit_optimizer(network, analysis),
         "certificate.py": emit_certificate(network, analysis),
-        "train.py": resources.files("modc.codegen").joinpath("templates/train.py").read_text(),
         "spec.json": spec_json(network, analysis),
     }
+    templates = resources.files("modc.codegen") / "templates"
+    files.update({name: (templates / name).read_text("utf-8") for name in TEMPLATES})
     for name, text in files.items():
         write_atomic(out / name, text)
     for key in datasets_for(network):

@@ -24,6 +24,7 @@ def make_optimizer(
     eps: float = {eps},
     decay: float = {decay},
     adamw_lr: float | None = {adamw_lr},
+    compile: bool = False,
 ) -> torch.optim.Optimizer:
 """
 
@@ -41,6 +42,8 @@ BODY = '''
     muon                  torch.optim.Muon on the matrices (2-D weights of POLAR_ATOMS:
                           not embeddings), AdamW (lr adamw_lr, default lr) on the rest
     momentum None means 0.9 for normalized:adam, normalized:adafactor and adamw, else 0.95.
+    compile: dualized runs its step through torch.compile (a schedule's lr changes do not
+    recompile it).
     Weight decay is decoupled; in dualized and normalized:* an atom decays by
     lr × target × weight_decay per step (shared by mass). constraint "cap" (hard cap) or
     "normalize" (spectral normalisation) keeps each atom's Lipschitz bound at most ATOM_CAP
@@ -63,7 +66,9 @@ BODY = '''
     if kind == "dualized":
         for group in atoms:
             group["polar"] = POLAR[polar] if group["atom"] in POLAR_ATOMS else {}
-        optimizer = Dualized(atoms, DUAL_MAPS, lr, momentum, nesterov, weight_decay)
+        optimizer = Dualized(
+            atoms, DUAL_MAPS, lr, momentum, nesterov, weight_decay, compile=compile
+        )
     elif kind.startswith("normalized:"):
         base = kind.split(":")[1]
         optimizer = Normalized(

@@ -2,22 +2,52 @@
 
 from __future__ import annotations
 
+import ast
 import inspect
 import re
 import sys
 import textwrap
 import types
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import sympy
 
-# The only modules generated code may import, by the name it uses them under.
-IMPORTS = {
-    "math": "import math",
-    "torch": "import torch",
-    "nn": "from torch import nn",
-    "F": "import torch.nn.functional as F",
-}
+# The only imports generated code may have: the pattern that shows it uses one, its line,
+# and whether it is of the standard library (those come first, as isort orders them).
+IMPORTS = [
+    (r"\bmath\.", "import math", True),
+    (r"\bCallable\b", "from collections.abc import Callable", True),
+    (r"\btorch\.", "import torch", False),
+    (r"\bnn\.", "from torch import nn", False),
+    (r"\bF\.", "import torch.nn.functional as F", False),
+]
+
+
+PLAIN_DATA = (int, float, str, tuple, list, dict)
+
+
+@dataclass(frozen=True)
+class Constant:
+    """A module-level assignment of plain data (a coefficient table, say) in a modc module."""
+
+    module: str
+    name: str
+
+    def node(self) -> ast.stmt:
+        """The assignment statement in the module's source."""
+        tree = ast.parse(inspect.getsource(sys.modules[self.module]))
+        for stmt in tree.body:
+            targets = stmt.targets if isinstance(stmt, ast.Assign) else [getattr(stmt, "target", 0)]
+            if any(isinstance(t, ast.Name) and t.id == self.name for t in targets):
+                return stmt
+        raise LookupError(f"{self.name} is not assigned at the top level of {self.module}")
+
+    def source(self) -> str:
+        """The assignment's lines, trailing comment included."""
+        stmt = self.node()
+        lines = inspect.getsource(sys.modules[self.module]).splitlines()
+        return "\n".join(lines[stmt.lineno - 1 : stmt.end_lineno])
 
 
 def _code_names(code: types.CodeType) -> set[str]:
@@ -29,25 +59,33 @@ def _code_names(code: types.CodeType) -> set[str]:
 
 
 def _uses(obj: object) -> list[object]:
-    """The modc functions and classes that `obj`'s source refers to by global name."""
-    if isinstance(obj, type):
-        codes = [f.__code__ for f in vars(obj).values() if isinstance(f, types.FunctionType)]
+    """The modc functions, classes and constants that `obj`'s source refers to by name."""
+    if isinstance(obj, Constant):
+        names = {n.id for n in ast.walk(obj.node()) if isinstance(n, ast.Name)} - {obj.name}
+        module = obj.module
     else:
-        codes = [obj.__code__]
-    names = set().union(*(_code_names(c) for c in codes)) if codes else set()
-    scope = vars(sys.modules[obj.__module__])
-    found = []
+        if isinstance(obj, type):
+            methods = [inspect.unwrap(f) for f in vars(obj).values() if inspect.isfunction(f)]
+            codes = [f.__code__ for f in methods]  # unwrapped: decorators hide the body
+        else:
+            codes = [obj.__code__]
+        names = set().union(*(_code_names(c) for c in codes)) if codes else set()
+        module = obj.__module__
+    scope = vars(sys.modules[module])
+    found: list[object] = []
     for name in sorted(names):
         value = scope.get(name)
         if (inspect.isfunction(value) or inspect.isclass(value)) and getattr(
             value, "__module__", ""
         ).startswith("modc."):
             found.append(value)
+        elif isinstance(value, PLAIN_DATA) and module.startswith("modc.") and name.isupper():
+            found.append(Constant(module, name))
     return found
 
 
 def snippets(objs: Iterable[object]) -> str:
-    """Source of `objs` and everything of modc's they call, dependencies first, each once."""
+    """Source of `objs` and everything of modc's they use, dependencies first, each once."""
     ordered: list[object] = []
 
     def visit(obj: object) -> None:
@@ -60,18 +98,18 @@ def snippets(objs: Iterable[object]) -> str:
 
     for obj in objs:
         visit(obj)
-    return "\n\n\n".join(textwrap.dedent(inspect.getsource(o)).rstrip() for o in ordered)
+    return "\n\n\n".join(
+        o.source() if isinstance(o, Constant) else textwrap.dedent(inspect.getsource(o)).rstrip()
+        for o in ordered
+    )
 
 
 def imports_for(body: str) -> str:
-    """The import lines that `body` needs, in a fixed order."""
-    lines = [line for name, line in IMPORTS.items() if re.search(rf"\b{name}\.", body)]
-    std = [line for line in lines if line == "import math"]
-    return "\n".join(
-        std
-        + ([""] if std and len(lines) > len(std) else [])
-        + [line for line in lines if line not in std]
-    )
+    """The import lines that `body` needs: the standard library's, a blank line, torch's."""
+    used = [(line, std) for pattern, line, std in IMPORTS if re.search(pattern, body)]
+    std = [line for line, is_std in used if is_std]
+    rest = [line for line, is_std in used if not is_std]
+    return "\n".join(std + [""] + rest if std and rest else std + rest)
 
 
 def module(doc: str, body: str) -> str:

@@ -41,8 +41,8 @@ class Gain(nn.Module):
 
 def bias_dualize(grad: torch.Tensor, target: float) -> torch.Tensor:
     """Steepest-descent update of RMS `target`: the gradient rescaled, zero staying zero."""
-    size = grad.norm()
-    scale = target * math.sqrt(grad.numel()) / size.clamp_min(1e-30)
+    size = grad.norm(dim=-1, keepdim=True)  # a bias is a vector; a bank of them, a matrix
+    scale = target * math.sqrt(grad.shape[-1]) / size.clamp_min(1e-30)
     return grad * torch.where(size > 0, scale, torch.zeros_like(scale))
 
 

@@ -125,8 +125,10 @@ class Atom(Op):
 
     atom = True
     module: ClassVar[type]  # the nn.Module class copied into model.py
-    # (grad, target, **polar_options) -> update of norm target; optimizer.py. Options such
-    # as method="muon" go to polar(); a dual map without polar() may omit **polar_options.
+    # (grad, target, **polar_options) -> update of norm target; optimizer.py. grad may be a
+    # bank (k, *weight_shape) of k same-shape weights with target of shape (k, 1, ..., 1):
+    # each is dualized alone. Options such as method="muon" go to polar(); a dual map
+    # without polar() may omit **polar_options.
     dualize: ClassVar[Callable]
     norm: ClassVar[Callable]  # weight -> its norm in this atom's norm; certificate.py
     lipschitz: ClassVar[Callable]  # weight -> sound l2 Lipschitz upper bound; certificate.py

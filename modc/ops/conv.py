@@ -43,10 +43,10 @@ class Conv2D(nn.Module):
 
 def conv2d_dualize(grad: torch.Tensor, target: float, **polar_options) -> torch.Tensor:
     """Steepest-descent update of norm `target`: per tap, target/k²·√(out/in)·polar(G_tap)."""
-    fan_out, fan_in, k, _ = grad.shape
-    taps = polar(grad.permute(2, 3, 0, 1), **polar_options)  # (k, k, out, in), batched
+    fan_out, fan_in, k, _ = grad.shape[-4:]
+    taps = polar(grad.movedim((-2, -1), (-4, -3)), **polar_options)  # (..., k, k, out, in)
     scale = target * math.sqrt(fan_out / fan_in) / (k * k)
-    return (taps * scale).permute(2, 3, 0, 1).contiguous()
+    return taps.movedim((-2, -1), (-4, -3)).mul(scale).contiguous()
 
 
 def conv2d_norm(weight: torch.Tensor) -> float:

@@ -11,6 +11,7 @@ decays by lr · target_i · weight_decay per step, so heavier atoms (larger targ
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -37,6 +38,9 @@ class Dualized(torch.optim.Optimizer):
     `polar` options (e.g. {"method": "muon", "steps": 5}: Muon's Newton–Schulz iteration)
     reach every dual map. Momentum is an EMA of gradients (buf ← β·buf + (1 − β)·g), Nesterov
     optional; decoupled weight decay shared by mass: w ← (1 − lr·target·weight_decay)·w − update.
+    Same-shape weights of a group form a bank, dualized by one batched call (bank_step);
+    `compile=True` runs bank_step through torch.compile: the learning rate reaches it as a
+    tensor, so changing it (a schedule) never recompiles.
     """
 
     def __init__(
@@ -48,6 +52,7 @@ class Dualized(torch.optim.Optimizer):
         nesterov: bool = True,
         weight_decay: float = 0.0,
         polar: dict | None = None,
+        compile: bool = False,
     ) -> None:
         if lr < 0 or not 0 <= momentum < 1 or weight_decay < 0:
             raise ValueError(
@@ -63,6 +68,7 @@ class Dualized(torch.optim.Optimizer):
         super().__init__(groups, defaults)
         check_groups(self.param_groups, dual_maps, "dual map")
         self.dual_maps = dual_maps
+        self.bank_step = torch.compile(bank_step, dynamic=False) if compile else bank_step
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -72,21 +78,58 @@ class Dualized(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            dual_map = self.dual_maps[group["atom"]]
-            lr, beta = group["lr"], group["momentum"]
-            for p, target in zip(group["params"], group["targets"], strict=True):
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.zeros_like(p)
-                buf = state["momentum_buffer"]
-                buf.lerp_(p.grad, 1 - beta)
-                u = p.grad.lerp(buf, beta) if group["nesterov"] else buf
-                update = dual_map(u, lr * target, **group["polar"])
-                p.mul_(1 - lr * target * group["weight_decay"])
-                p.sub_(update)
+            for bank in banks(group["params"]):
+                params = [group["params"][i] for i in bank]
+                for p in params:
+                    if "momentum_buffer" not in self.state[p]:
+                        self.state[p]["momentum_buffer"] = torch.zeros_like(p)
+                scales = torch.tensor(
+                    [group["lr"] * group["targets"][i] for i in bank], device=params[0].device
+                )
+                self.bank_step(
+                    params,
+                    [p.grad for p in params],
+                    [self.state[p]["momentum_buffer"] for p in params],
+                    scales.view(-1, *[1] * params[0].dim()),
+                    self.dual_maps[group["atom"]],
+                    group["momentum"],
+                    group["nesterov"],
+                    group["weight_decay"],
+                    group["polar"],
+                )
         return loss
+
+
+def banks(params: list[torch.Tensor]) -> list[list[int]]:
+    """Indices of the params that have a gradient, grouped by shape, dtype and device."""
+    groups: dict[tuple, list[int]] = {}
+    for i, p in enumerate(params):
+        if p.grad is not None:
+            groups.setdefault((p.shape, p.dtype, p.device), []).append(i)
+    return list(groups.values())
+
+
+def bank_step(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    buffers: list[torch.Tensor],
+    scales: torch.Tensor,
+    dual_map: Callable,
+    beta: float,
+    nesterov: bool,
+    weight_decay: float,
+    polar: dict,
+) -> None:
+    """Momentum, the dual map and the update, for one bank of same-shape weights at once.
+
+    scales holds lr · target per weight, shaped (k, 1, ..., 1) to broadcast over the bank.
+    """
+    torch._foreach_lerp_(buffers, grads, 1 - beta)
+    directions = torch._foreach_lerp(grads, buffers, beta) if nesterov else buffers
+    updates = dual_map(torch.stack(directions), scales, **polar).to(params[0].dtype)
+    if weight_decay:
+        torch._foreach_mul_(params, list((1 - scales * weight_decay).flatten().unbind(0)))
+    torch._foreach_sub_(params, list(updates.unbind(0)))
 
 
 class Normalized(torch.optim.Optimizer):

@@ -4,56 +4,140 @@ from __future__ import annotations
 
 import torch
 
+# Polar Express degree-5 coefficients (a, b, c) of p(σ) = aσ + bσ³ + cσ⁵, one per step
+# (Amsel, Persson, Musco, Gower 2025, arXiv:2505.16932, Alg. 1), before the safety factor.
+POLAR_EXPRESS = [
+    (8.28721201814563, -23.595886519098837, 17.300387312530933),
+    (4.107059111542203, -2.9478499167379106, 0.5448431082926601),
+    (3.9486908534822946, -2.908902115962949, 0.5518191394370137),
+    (3.3184196573706015, -2.488488024314874, 0.51004894012372),
+    (2.300652019954817, -1.6689039845747493, 0.4188073119525673),
+    (1.891301407787398, -1.2679958271945868, 0.37680408948524835),
+    (1.8750014808534479, -1.2500016453999487, 0.3750001645474248),
+    (1.875, -1.25, 0.375),
+]
+MUON = [(3.4445, -4.7750, 2.0315)]  # Muon's fixed quintic (Jordan et al. 2024)
+# Safety factors f: every polynomial but the last is evaluated at σ/f, so σ that rounding
+# pushed up to f·(the design bound) still converge. Polar Express's own 1.01 suffices for
+# the standard iteration and for the Gram iteration in float32; in bfloat16 the Gram
+# iteration's R drifts further from the Gram of X, and 1.1 keeps it convergent (checked on
+# 1,500 random matrices by bench/polar_stress.py).
+SAFETY = 1.01
+GRAM_SAFETY_BF16 = 1.1
+GRAM_RESTARTS = (2, 4, 6)  # Gram steps that form X again first: bfloat16 drifts otherwise
 
-def polar(g: torch.Tensor, steps: int = 8, method: str = "polar_express") -> torch.Tensor:
-    """Approximate the polar factor U Vᵀ of g, shape (m, n) or a batch (..., m, n), by matmuls.
 
-    It is the spectral norm's dual map. Default: the Polar Express degree-5 coefficients with
-    their 1.01 safety factor (Amsel, Persson, Musco, Gower 2025, arXiv:2505.16932, Alg. 1);
-    "muon": Muon's fixed quintic and scaling (g / max(‖g‖_F, 1e-7)), exactly the iteration of
-    torch.optim.Muon but in float32 on CPU; it plateaus near, not at, 1 (about 0.7 to 1.2).
-    Polar Express: after the Frobenius scaling, g is rescaled by (Σσ⁴)^¼ ≥ σ_max, read off
-    the first Gram for free, to lift small σ.
-    Measured in float32 with 8 steps on Gaussian, condition-1e4 and rank-1..5 matrices
-    (784x256, 256x256, 10x256, 256x10, 1024x1024): σ_max within 1e-6 of 1 and every σ above
-    1e-3·σ_max(g) in [0.999, 1 + 1e-6]; worst seen, 3/4 of σ at σ_max and the rest down to
-    1e-4: 0.96 (256 wide), 0.87 (1024²). steps=10: [1 - 1e-6, 1 + 1e-6] on all of these.
-    In bfloat16 (used on CUDA; float32 on CPU) all of these are within 1% of 1. Zero g gives
-    zeros, never NaN. Returns g's dtype.
-    """
-    if method == "polar_express":
-        coeffs = [
-            (8.28721201814563, -23.595886519098837, 17.300387312530933),
-            (4.107059111542203, -2.9478499167379106, 0.5448431082926601),
-            (3.9486908534822946, -2.908902115962949, 0.5518191394370137),
-            (3.3184196573706015, -2.488488024314874, 0.51004894012372),
-            (2.300652019954817, -1.6689039845747493, 0.4188073119525673),
-            (1.891301407787398, -1.2679958271945868, 0.37680408948524835),
-            (1.8750014808534479, -1.2500016453999487, 0.3750001645474248),
-            (1.875, -1.25, 0.375),
-        ]
-        coeffs = [(a / 1.01, b / 1.01**3, c / 1.01**5) for a, b, c in coeffs[:-1]] + coeffs[-1:]
-    elif method == "muon":
-        coeffs = [(3.4445, -4.7750, 2.0315)]
-    else:
+def coefficients(method: str, steps: int, safety: float) -> list[tuple[float, float, float]]:
+    """(a, b, c) for each of `steps` steps; the last polynomial repeats past the list."""
+    if method == "muon":
+        return MUON * steps
+    if method != "polar_express":
         raise ValueError(f"unknown polar method {method!r}; expected 'polar_express' or 'muon'")
-    coeffs = (coeffs + coeffs[-1:] * steps)[:steps]  # the last polynomial repeats
-    x = g.to(torch.bfloat16 if g.is_cuda else torch.float32)
+    f = safety
+    scaled = [(a / f, b / f**3, c / f**5) for a, b, c in POLAR_EXPRESS[:-1]] + POLAR_EXPRESS[-1:]
+    return (scaled + scaled[-1:] * steps)[:steps]
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX): there, bfloat16
+    matmuls run about twice as fast as float32 ones (bench/optimizer_step.py)."""
+    cpu = getattr(torch.backends, "cpu", None)
+    capability = cpu.get_cpu_capability() if cpu is not None else ""
+    native = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    return capability.startswith("AVX512") and (native or amx)
+
+
+CPU_BF16 = cpu_has_bf16()  # asked once, at import: a compiled step cannot ask
+
+
+def fast_dtype(device: torch.device) -> torch.dtype:
+    """The dtype of polar()'s matmuls: bfloat16 on CUDA and CPUs with native bfloat16."""
+    if device.type == "cuda" or (device.type == "cpu" and CPU_BF16):
+        return torch.bfloat16
+    return torch.float32
+
+
+def polar(
+    g: torch.Tensor,
+    steps: int = 8,
+    method: str = "polar_express",
+    dtype: torch.dtype | None = None,
+    gram: bool | None = None,
+) -> torch.Tensor:
+    """Approximate the polar factor U Vᵀ of g, shape (m, n) or a bank (..., m, n), by matmuls.
+
+    It is the spectral norm's dual map. method "polar_express" (default): Polar Express, g
+    first scaled by ‖g‖_F and then by (Σσ⁴)^¼ ≥ σ_max, read off the first Gram, to lift
+    small σ; "muon": Muon's quintic and scaling (g / max(‖g‖_F, 1e-7)), which plateaus near,
+    not at, 1 (about 0.7 to 1.2). The last polynomial repeats past the list.
+    dtype: of the matmuls, default fast_dtype(g.device). gram: iterate on the Gram matrix of
+    the short side (Gram Newton–Schulz, Zhang, Amsel, Chen, Dao 2026), X formed again at
+    GRAM_RESTARTS; default: for Polar Express where it needs fewer multiply-adds (aspect
+    ratio above 1.5 at 8 steps). Bands reached, by dtype: tests/test_polar.py. Zero g gives
+    exact zeros, never NaN. Returns g's dtype; tall g is iterated through a transposed view.
+    """
+    x = g.to(dtype or fast_dtype(g.device))
     tall = x.size(-2) > x.size(-1)
-    if tall:  # iterate on the smaller Gram matrix
+    if tall:  # iterate with the short side first: X Xᵀ is then the small Gram
         x = x.mT
-    if method == "muon":  # Muon's own scaling: divide by ‖g‖_F, at least 1e-7
+    batch, (short, long) = x.shape[:-2], x.shape[-2:]
+    if gram is None:
+        cheaper = gram_flops(short, long, steps) < standard_flops(short, long, steps)
+        gram = method == "polar_express" and cheaper
+    low_precision = x.dtype in (torch.bfloat16, torch.float16)
+    coeffs = coefficients(method, steps, GRAM_SAFETY_BF16 if gram and low_precision else SAFETY)
+    x = x.reshape(-1, short, long)
+    if method == "muon":
         x = x / x.norm(dim=(-2, -1), keepdim=True).clamp_min(1e-7)
-        gram = x @ x.mT
+        r = x @ x.mT
     else:
         x = x / (x.norm(dim=(-2, -1), keepdim=True) + 1e-30)  # ‖x‖_F ≤ 1, 0 only if g is 0
-        gram = x @ x.mT
-        scale = gram.norm(dim=(-2, -1), keepdim=True).sqrt() * 1.01 + 1e-15
-        x, gram = x / scale, gram / scale**2
+        r = x @ x.mT
+        scale = r.norm(dim=(-2, -1), keepdim=True).sqrt() * 1.01 + 1e-15
+        x, r = x / scale, r / scale**2
+    x = (_gram_iteration if gram else _standard_iteration)(x, r, coeffs)
+    x = x.reshape(*batch, short, long)
+    return (x.mT if tall else x).to(g.dtype)
+
+
+def _standard_iteration(x: torch.Tensor, r: torch.Tensor, coeffs: list) -> torch.Tensor:
+    """X ← aX + (bR + cR²)X with R = X Xᵀ: 2·short²·long + short³ per step."""
     for i, (a, b, c) in enumerate(coeffs):
         if i > 0:
-            gram = x @ x.mT
-        x = a * x + (b * gram + c * gram @ gram) @ x  # a x + b x³ + c x⁵ on singular values
-    if tall:
-        x = x.mT
-    return x.to(g.dtype)
+            r = x @ x.mT
+        x = torch.baddbmm(x, torch.baddbmm(r, r, r, beta=b, alpha=c), x, beta=a)
+    return x
+
+
+def _gram_iteration(x: torch.Tensor, r: torch.Tensor, coeffs: list) -> torch.Tensor:
+    """The same polynomials on the Gram matrix: X_k = Q_k X, R_{k+1} = H R H with
+    H = aI + bR + cR², which all commute; X is formed only at restarts and at the end."""
+    eye = torch.eye(r.size(-1), dtype=r.dtype, device=r.device)
+    q = None
+    for i, (a, b, c) in enumerate(coeffs):
+        if i in GRAM_RESTARTS:
+            x, q = q @ x, None
+            r = x @ x.mT
+        h = torch.baddbmm(r, r, r, beta=b, alpha=c).add_(eye, alpha=a)
+        q = h if q is None else h @ q
+        if i + 1 < len(coeffs) and i + 1 not in GRAM_RESTARTS:
+            r = h @ r @ h
+    return q @ x
+
+
+def standard_flops(short: int, long: int, steps: int) -> int:
+    """Multiply-adds of the standard iteration on one short × long matrix."""
+    return steps * (2 * short * short * long + short**3)
+
+
+def gram_flops(short: int, long: int, steps: int) -> int:
+    """Multiply-adds of the Gram iteration on one short × long matrix, step by step as run."""
+    cube, slab = short**3, short * short * long
+    total = 2 * slab  # the first Gram, and forming X at the end
+    for i in range(steps):
+        restart = i in GRAM_RESTARTS
+        total += 2 * slab * restart + cube  # X ← Q X and its Gram; R²
+        total += cube * (i > 0 and not restart)  # Q ← H Q
+        total += 2 * cube * (i + 1 < steps and i + 1 not in GRAM_RESTARTS)  # R ← H R H
+    return total

@@ -23,6 +23,8 @@ Parse = Callable[[Path, "ast.Include"], ast.Spec]
 
 def locate(include: ast.Include, base: Path) -> Path:
     """The file an include names, seen from the file `base`."""
+    if "\0" in include.path:
+        raise ModcError("an include path cannot contain a NUL character", include.span)
     if include.path.startswith(STD):
         return STDLIB / include.path[len(STD) :]
     return base.parent / include.path

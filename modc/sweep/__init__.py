@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from modc.errors import ModcError
 from modc.fileio import write_atomic
 from modc.sweep.grid import parse_lrs, parse_vary, plan
 from modc.sweep.report import plot, summary, write_csv
@@ -19,14 +21,34 @@ def sweep(
     train_args: list[str],
     jobs: int = 1,
     seeds: int = 1,
+    fixed: list[str] = (),
 ) -> str:
-    """Run the grid and write results.csv and transfer.png into `out`; returns the summary."""
+    """Run the grid and write results.csv and transfer.png into `out`; returns the summary.
+
+    `fixed` ("name=value") holds the other parameters of every variant; a directory keeps
+    the fixed parameters and training arguments it was first swept with, so that finished
+    runs are only reused for the same grid.
+    """
     axes = [parse_vary(v) for v in vary]
+    if both := {f.split("=", 1)[0].strip() for f in fixed} & {name for name, _ in axes}:
+        raise ModcError(f"{', '.join(sorted(both))}: set with both -p and --vary")
     runs = plan(axes, optimizers, parse_lrs(lrs), seeds)
-    results = execute(Path(spec), runs, Path(out), train_args, jobs)
+    _same_setup(Path(out), {"fixed": list(fixed), "train": train_args})
+    results = execute(Path(spec), runs, Path(out), train_args, jobs, list(fixed))
     write_csv(results, Path(out) / "results.csv")
     names = " × ".join(name for name, _ in axes) or "lr"
     plot(results, Path(out) / "transfer.png", f"{Path(spec).name}: held-out loss, by {names}")
     text = summary(results)
     write_atomic(Path(out) / "summary.txt", text + "\n")
     return text
+
+
+def _same_setup(out: Path, setup: dict) -> None:
+    """Record the sweep's setup in out/setup.json; refuse a different one in the same out."""
+    path = out / "setup.json"
+    if path.exists() and json.loads(path.read_text()) != setup:
+        raise ModcError(
+            f"{out} holds a sweep with other settings ({path.read_text().strip()}); "
+            "use another -o, or the same -p and --steps/--data"
+        )
+    write_atomic(path, json.dumps(setup) + "\n")

@@ -65,14 +65,22 @@ def _train(build: Path, run: Run, out: Path, args: list[str], threads: int) -> R
 
 
 def execute(
-    spec: Path, runs: list[Run], out: Path, train_args: list[str], jobs: int, progress: bool = True
+    spec: Path,
+    runs: list[Run],
+    out: Path,
+    train_args: list[str],
+    jobs: int,
+    fixed: list[str] = (),
+    progress: bool = True,
 ) -> list[Result]:
-    """Compile each variant once into out/builds, then run the grid into out/runs."""
+    """Compile each variant (with the `fixed` parameters) once into out/builds, then run the
+    grid into out/runs."""
     builds: dict[str, Path] = {}
     for run in runs:
         if run.variant_id not in builds:
             where = out / "builds" / (run.variant_id or "default")
-            builds[run.variant_id] = compile_spec(spec, where, [f"{k}={v}" for k, v in run.variant])
+            params = [*fixed, *(f"{k}={v}" for k, v in run.variant)]
+            builds[run.variant_id] = compile_spec(spec, where, params)
     results: dict[Run, Result] = {}
     todo = []
     for run in runs:

@@ -6,6 +6,7 @@
     python train.py --out runs/mine --resume       # continue a stopped run exactly
     python train.py --optimizer adamw --lr 1e-3    # a baseline, from the same build
     python train.py --constraint cap               # keep the spec's Lipschitz bound
+    python train.py --device cuda --bf16 --compile # bf16 autocast, torch.compile
 
 Optimizers (--optimizer; default: the spec's optimizer: section, else dualized):
     dualized              momentum, then each layer's dual map: every step has modular norm lr
@@ -18,31 +19,36 @@ Lipschitz bound under the cap compiled from the spec's optimizer.lipschitz, afte
 step, so that the certificate's bound holds throughout training.
 
 Data (--data):
-    mnist      data/mnist_5k.csv.gz next to this script: 5,000 digits, pixels scaled to [0, 1]
-    synthetic  4,096 Gaussian inputs, labelled by a fixed random linear teacher
-    PATH       your own data: a .csv or .csv.gz file, one example per line, numbers only,
-               no header: "feature, ..., feature, label"; or a .pt file written by
-               torch.save({"x": float tensor (N, *INPUT_SHAPE), "y": long tensor (N,)}, PATH).
-               Each example has as many features as the model's input; labels are
-               integers in [0, classes).
-Inputs are standardised with the training split's mean and std. 10% of each class is held
-out by a fixed generator, not --seed, so held-out numbers compare across runs.
+    mnist        data/mnist_5k.csv.gz next to this script: 5,000 digits, pixels scaled to [0, 1]
+    synthetic    4,096 Gaussian inputs, labelled by a fixed random linear teacher; for a
+                 sequence model, 65,536 tokens of a fixed random bigram chain
+    shakespeare  data/shakespeare.txt next to this script: eight plays, 1.06 MB of ASCII
+    PATH         your own data: a .csv or .csv.gz file, one example per line, numbers only,
+                 no header: "feature, ..., feature, label"; or a .pt file written by
+                 torch.save({"x": float tensor (N, *INPUT_SHAPE), "y": long tensor (N,)}, PATH).
+                 Each example has as many features as the model's input; labels are
+                 integers in [0, classes). Or a .txt file: any text, read as bytes.
+Labelled data (mnist, synthetic, .csv, .pt): inputs are standardised with the training
+split's mean and std; 10% of each class is held out by a fixed generator, not --seed, so
+held-out numbers compare across runs.
+Text (shakespeare, .txt) trains a model from byte tokens, INPUT_SHAPE (context,), to
+next-byte logits, OUTPUT_SHAPE (context, vocab): each byte is a token, so every byte must be
+below vocab (128 for ASCII). The first 90% of the bytes trains, on windows at random offsets;
+up to 256 fixed, non-overlapping windows spread over the last 10% are held out, so eval_loss
+is the mean cross-entropy per token (nats) and eval_acc the next-byte accuracy.
 
 Output in --out (default runs/<name>):
     metrics.csv         step,loss,lr,eval_loss,eval_acc,lipschitz_upper: a row per step
     certificates.jsonl  the certificate's report every --certify-every steps, a JSON a line
     checkpoint.pt       model, optimizer, scheduler, step, args; --resume continues from it
                         with the same batches, and on CPU ends with the same weights
-    final.json          steps, train_loss, eval_loss, eval_acc, seconds
+    final.json          steps, train_loss, eval_loss, eval_acc, seconds; losses per token for text
     certificate.json    the Lipschitz certificate of the trained weights
 
 Imports torch and the Python standard library only.
 """
 
 import argparse
-import array
-import functools
-import gzip
 import json
 import math
 import os
@@ -62,10 +68,10 @@ from torch.optim.lr_scheduler import LambdaLR
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # the files modc generated next to this one
 from certificate import report  # noqa: E402
+from data import NAMES, DataError, Dataset, load  # noqa: E402
 from model import INPUT_SHAPE, OUTPUT_SHAPE, build_model  # noqa: E402
 from optimizer import make_optimizer  # noqa: E402
 
-FEATURES, CLASSES = math.prod(INPUT_SHAPE), OUTPUT_SHAPE[-1]
 FIELDS = ["step", "loss", "lr", "eval_loss", "eval_acc", "lipschitz_upper"]
 DEFAULTS = {
     "data": "synthetic",
@@ -97,87 +103,6 @@ def diverged(what: str) -> NoReturn:
     )
 
 
-# -- data: (x, y) with x of shape (N, *INPUT_SHAPE) and integer labels y -----------------
-
-
-def read_csv(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    with (gzip.open if path.suffix == ".gz" else open)(path, "rt") as f:
-        lines = [line for line in f.read().splitlines() if line.strip()]
-    if not lines:
-        fail(f"{path}: no rows")
-    for n, line in enumerate(lines, start=1):
-        if line.count(",") != FEATURES:
-            fail(
-                f"{path}, row {n}: {line.count(',')} features; the model takes {FEATURES} "
-                f"(INPUT_SHAPE {INPUT_SHAPE}), then the label"
-            )
-    try:  # one flat array of float64: much faster than a list of lists
-        flat = array.array("d", map(float, ",".join(lines).split(",")))
-    except ValueError as e:
-        fail(f"{path}: not a number: {str(e).split(': ', 1)[-1]}")
-    rows = torch.frombuffer(flat, dtype=torch.float64).view(-1, FEATURES + 1)
-    return rows[:, :-1], rows[:, -1]
-
-
-def read_pt(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-        x, y = obj["x"], obj["y"]
-        fits = len(x) == len(y) and x[0].numel() == FEATURES
-    except Exception:  # noqa: BLE001 (whatever torch.load or indexing raises, it does not fit)
-        fits = False
-    if not fits:
-        fail(f'{path}: expected {{"x": float tensor (N, *{INPUT_SHAPE}), "y": labels (N,)}}')
-    return x, y
-
-
-def load_data(data: str) -> tuple[torch.Tensor, torch.Tensor]:
-    if data == "synthetic":
-        g = torch.Generator().manual_seed(0)
-        x = torch.randn(4096, *INPUT_SHAPE, generator=g)
-        return x, (x.flatten(1) @ torch.randn(FEATURES, CLASSES, generator=g)).argmax(1)
-    path = HERE / "data" / "mnist_5k.csv.gz" if data == "mnist" else Path(data)
-    if not path.is_file():
-        fail(f"no such data file: {path}")
-    if not path.name.endswith((".csv", ".csv.gz", ".pt")):
-        fail(f"{path}: unknown format; expected .csv, .csv.gz or .pt")
-    x, y = read_pt(path) if path.suffix == ".pt" else read_csv(path)
-    if (y != y.round()).any() or y.min() < 0 or y.max() >= CLASSES:
-        fail(
-            f"{path}: labels must be integers in [0, {CLASSES}); found "
-            f"{y.min().item():g} to {y.max().item():g}"
-        )
-    if not x.isfinite().all():
-        fail(f"{path}: features must be finite numbers")
-    x = x / 255 if data == "mnist" else x
-    return x.reshape(len(x), *INPUT_SHAPE).float(), y.long()
-
-
-def held_out_split(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices (train, held): 10% of each class, the same on every run and for every seed."""
-    g = torch.Generator().manual_seed(0)
-    label = y.reshape(len(y), -1)[:, 0]
-    held = torch.zeros(len(y), dtype=torch.bool)
-    for c in label.unique():
-        members = (label == c).nonzero().flatten()
-        held[members[torch.randperm(len(members), generator=g)[: round(len(members) / 10)]]] = 1
-    if held.all() or not held.any():
-        fail(f"{len(y)} examples are too few to hold 10% of each class out")
-    return (~held).nonzero().flatten(), held.nonzero().flatten()
-
-
-@functools.lru_cache(maxsize=1)
-def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
-
-
-def batch_indices(step: int, n: int, batch_size: int, seed: int) -> torch.Tensor:
-    """The examples for `step` (0-based): a function of (seed, step) only, so a resumed
-    run sees exactly the batches of an unbroken one. Each epoch is a fresh shuffle."""
-    epoch, i = divmod(step, max(1, n // batch_size))
-    return epoch_order(n, seed, epoch)[i * batch_size : (i + 1) * batch_size]
-
-
 # -- model: loss, a training step, evaluation, learning-rate schedule --------------------
 
 
@@ -196,9 +121,13 @@ def train_step(
     x: torch.Tensor,
     y: torch.Tensor,
     step: int,
+    bf16: bool = False,
 ) -> tuple[float, float]:
-    """One update on the batch (x, y); returns its loss and the learning rate it used."""
-    loss = F.cross_entropy(*flat(model(x), y))
+    """One update on the batch (x, y); returns its loss and the learning rate it used.
+    With bf16 the forward pass runs under bfloat16 autocast (the loss in float32)."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        logits = model(x)
+    loss = F.cross_entropy(*flat(logits.float(), y))
     if not math.isfinite(loss.item()):
         diverged(f"the loss is {loss.item()} at step {step}")
     lr = optimizer.param_groups[0]["lr"]
@@ -210,11 +139,15 @@ def train_step(
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+def evaluate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, bf16: bool = False
+) -> tuple[float, float]:
     model.eval()
     loss = correct = count = 0.0
     for i in range(0, len(x), 1024):
-        logits, labels = flat(model(x[i : i + 1024]), y[i : i + 1024])
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = model(x[i : i + 1024])
+        logits, labels = flat(out, y[i : i + 1024])
         loss += F.cross_entropy(logits.float(), labels, reduction="sum").item()
         correct += (logits.argmax(1) == labels).sum().item()
         count += len(labels)
@@ -354,7 +287,9 @@ def parse_args() -> argparse.Namespace:
         pass
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=Help)
-    p.add_argument("--data", help="mnist, synthetic, or PATH to a .csv, .csv.gz or .pt file")
+    p.add_argument(
+        "--data", help="mnist, shakespeare, synthetic, or PATH to a .csv, .csv.gz, .pt or .txt file"
+    )
     p.add_argument("--steps", type=int, help="optimizer steps")
     p.add_argument("--batch-size", type=int, help="examples per step")
     p.add_argument("--lr", type=float, help="peak learning rate")
@@ -393,12 +328,18 @@ def parse_args() -> argparse.Namespace:
     )
     p.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt")
     p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.add_argument("--bf16", action="store_true", help="forward passes under bfloat16 autocast")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the model's forward pass and the dualized optimizer's step",
+    )
     p.set_defaults(**DEFAULTS)
     p.set_defaults(**{k: v for k, v in spec.get("train", {}).items() if k in DEFAULTS})
     args = p.parse_args()
     if args.steps < 1 or args.batch_size < 1:
         p.error("--steps and --batch-size must be at least 1")
-    if args.data not in ("mnist", "synthetic"):  # a path: absolute, for --resume
+    if args.data not in NAMES:  # a path: absolute, for --resume
         path = Path(args.data).expanduser()  # relative to the cwd, else to this directory
         path = HERE / path if not path.exists() and (HERE / path).exists() else path
         args.data = str(path.resolve())
@@ -406,8 +347,8 @@ def parse_args() -> argparse.Namespace:
 
 
 def resume_from(args: argparse.Namespace) -> dict | None:
-    """With --resume, the checkpoint in --out. Its arguments (all but --device, --out and
-    --quiet) replace the command line's, so the run continues as it started."""
+    """With --resume, the checkpoint in --out. Its arguments (all but --device, --out,
+    --quiet, --bf16 and --compile) replace the command line's: the run continues as it began."""
     path = Path(args.out) / "checkpoint.pt"
     if not (args.resume and path.exists()):
         if args.resume:
@@ -426,12 +367,12 @@ def resume_from(args: argparse.Namespace) -> dict | None:
     return ckpt
 
 
-def get_data(args: argparse.Namespace, device: torch.device) -> list[torch.Tensor]:
-    """x_train, y_train, x_held, y_held on `device`, standardised by the training split."""
-    x, y = load_data(args.data)
-    train, held = held_out_split(y)
-    x = (x - x[train].mean()) / x[train].std().clamp_min(1e-8)
-    return [t.to(device) for t in (x[train], y[train], x[held], y[held])]
+def get_data(data: str, device: torch.device) -> Dataset:
+    """The data set of --data for this model, on `device`; a clear error if it cannot be."""
+    try:
+        return load(data, INPUT_SHAPE, OUTPUT_SHAPE, device)
+    except DataError as e:
+        fail(str(e))
 
 
 def build(
@@ -446,6 +387,7 @@ def build(
         "constraint": args.constraint,
         "momentum": args.momentum,
         "weight_decay": args.weight_decay,
+        "compile": args.compile or None,
     }
     try:
         optimizer = make_optimizer(
@@ -472,7 +414,7 @@ def main() -> None:
     for stale in out.glob("*.tmp"):  # left by a run killed while writing
         stale.unlink()
     ckpt = resume_from(args)
-    x_train, y_train, x_held, y_held = get_data(args, device)
+    dataset = get_data(args.data, device)
     model, optimizer, scheduler = build(args, device, ckpt)
     start, loss, seconds = (ckpt["step"], ckpt["loss"], ckpt["seconds"]) if ckpt else (0, 0.0, 0.0)
 
@@ -484,14 +426,15 @@ def main() -> None:
     progress = Progress(start, args.steps, args.quiet)
     rng_devices = [device] if device.type == "cuda" else []
     t0 = time.time()
+    forward = torch.compile(model) if args.compile else model  # same weights as model
     model.train()
     for step in range(start + 1, args.steps + 1):  # `step` counts the updates made so far
-        idx = batch_indices(step - 1, len(x_train), args.batch_size, args.seed).to(device)
-        loss, lr = train_step(model, optimizer, scheduler, x_train[idx], y_train[idx], step)
+        x, y = dataset.batch(step - 1, args.batch_size, args.seed)
+        loss, lr = train_step(forward, optimizer, scheduler, x, y, step, args.bf16)
         row = {"step": step, "loss": loss, "lr": lr}
         with torch.random.fork_rng(rng_devices):  # measuring never changes the training run
             if due(step, args.eval_every):
-                row["eval_loss"], row["eval_acc"] = evaluate(model, x_held, y_held)
+                row["eval_loss"], row["eval_acc"] = evaluate(model, *dataset.held_out(), args.bf16)
             if due(step, args.certify_every):
                 row["lipschitz_upper"] = log_report(out / "certificates.jsonl", step, model)
         log_metrics(out / "metrics.csv", row)
@@ -509,7 +452,7 @@ def main() -> None:
         progress.update(step, loss)
     seconds += time.time() - t0
 
-    eval_loss, eval_acc = evaluate(model, x_held, y_held)
+    eval_loss, eval_acc = evaluate(model, *dataset.held_out(), args.bf16)
     print(
         f"held-out loss {eval_loss:.4f}, accuracy {eval_acc:.2%} "
         f"({args.steps} steps, {seconds:.1f} s) -> {out}"
