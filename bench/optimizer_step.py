@@ -13,6 +13,7 @@ Usage: python bench/optimizer_step.py [--size cpu|gpu] [--compile] [--json]
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import time
@@ -91,6 +92,31 @@ def orthogonalization(hidden: list, device: torch.device, repeats: int) -> tuple
     return median_of(run, repeats), macs
 
 
+def parts(hidden: list, device: torch.device, repeats: int) -> dict[str, tuple[float, float]]:
+    """Per bank shape: (seconds of modc's polar() on the bank, seconds of Muon's own
+    iteration over its matrices one by one), with the same number of steps."""
+    from torch.optim._muon import _zeropower_via_newtonschulz
+
+    ns, muon = steps_per_polar(), (3.4445, -4.775, 2.0315)
+
+    def synced(fn, *args) -> None:
+        fn(*args)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def each(bank: torch.Tensor) -> None:
+        for g in bank:
+            _zeropower_via_newtonschulz(g, muon, ns, 1e-7)
+
+    out = {}
+    for b in banks(hidden):
+        bank = torch.stack([hidden[i].grad for i in b])
+        ours = median_of(functools.partial(synced, polar, bank, ns), repeats)
+        theirs = median_of(functools.partial(synced, each, bank), repeats)
+        out[f"{len(b)} x {tuple(bank.shape[-2:])}"] = (ours, theirs)
+    return out
+
+
 def median_of(run, repeats: int) -> float:
     for _ in range(3):
         run()
@@ -117,6 +143,7 @@ def main() -> None:
     p.add_argument("--size", choices=SIZES, default=None, help="default: gpu on CUDA, else cpu")
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--compile", action="store_true", help="modc's step through torch.compile")
+    p.add_argument("--parts", action="store_true", help="also time each bank's polar alone")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -148,6 +175,11 @@ def main() -> None:
         peak = next((f for name, f in PEAKS if name in out["device"]), None)
         out["orthogonalization_tflops"] = 2 * macs / seconds / 1e12
         out["fraction_of_bf16_peak"] = 2 * macs / seconds / peak if peak else None
+    if args.parts:
+        out["parts_seconds"] = {
+            name: {"modc polar": a, "muon iteration": b}
+            for name, (a, b) in parts(hidden, device, args.repeats).items()
+        }
     if args.json:
         print(json.dumps(out))
         return
@@ -159,6 +191,9 @@ def main() -> None:
         print(f"  {name:<14} {1e3 * sec:8.2f} ms/step (median)")
     print(f"  modc / torch Muon = {out['ratio_vs_torch_muon']:.2f}")
     print(f"  modc / AdamW      = {out['ratio_vs_adamw']:.2f}")
+    for name, part in out.get("parts_seconds", {}).items():
+        a, b = part["modc polar"], part["muon iteration"]
+        print(f"  {name}: modc polar {1e3 * a:.1f} ms, Muon's iteration {1e3 * b:.1f} ms")
     if "orthogonalization_tflops" in out:
         fraction = out["fraction_of_bf16_peak"]
         print(

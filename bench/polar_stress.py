@@ -2,7 +2,7 @@
 
 Prints how many results were non-finite and the worst singular-value band, for the chosen
 dtype and iteration. Usage: python bench/polar_stress.py [--n 1500] [--dtype bfloat16]
-[--iteration gram|standard] [--seed 1]
+[--iteration gram|standard] [--seed 1] [--restarts 2,4,6]
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import random
 
 import torch
 
+import modc.runtime.polar
 from modc.runtime.polar import polar
 
 
@@ -46,7 +47,14 @@ def main() -> None:
     p.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16")
     p.add_argument("--iteration", choices=["gram", "standard"], default="gram")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--restarts",
+        default=None,
+        help="Gram steps that form X again, e.g. 3 or 2,4,6 (default: GRAM_RESTARTS)",
+    )
     args = p.parse_args()
+    if args.restarts is not None:
+        modc.runtime.polar.GRAM_RESTARTS = tuple(int(v) for v in args.restarts.split(","))
     rng, gen = random.Random(args.seed), torch.Generator().manual_seed(args.seed)
     dtype = getattr(torch, args.dtype)
     failed, low, high = 0, float("inf"), 0.0

@@ -98,7 +98,7 @@ def test_generated_code_passes_the_linter(name, request):
     build = request.getfixturevalue(name)
     files = [str(build.path / f) for f in GENERATED if f.endswith(".py")]
     out = subprocess.run(
-        ["ruff", "check", "--no-cache", "--select", "E,F,W", "--line-length", "100", *files],
+        ["ruff", "check", "--no-cache", "--select", "E,F,W,I,B,UP", "--line-length", "100", *files],
         capture_output=True,
         text=True,
     )

@@ -209,3 +209,59 @@ def test_lipschitz_lower_of_relu_net_is_below_product_of_norms():
     assert model.training and model[0].training and not model[4].training
     assert all(p.grad is None and p.dtype == torch.float32 for p in model.parameters())
     assert model[1].num_batches_tracked.item() == 0
+
+
+# --- banks and torch.compile --------------------------------------------------------------
+
+
+def bank_params(seed: int = 0) -> list[nn.Parameter]:
+    """Three 16 × 8 matrices (one bank) and one 8 × 8 (a bank of its own)."""
+    gen = torch.Generator().manual_seed(seed)
+    return [nn.Parameter(torch.randn(s, generator=gen)) for s in [(16, 8)] * 3 + [(8, 8)]]
+
+
+def grads_for(params: list[nn.Parameter], step: int) -> None:
+    gen = torch.Generator().manual_seed(100 + step)
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=gen)
+
+
+def test_a_bank_steps_each_weight_as_if_it_were_alone():
+    together = bank_params()
+    alone = bank_params()
+    targets = [0.5, 1.0, 2.0, 0.25]
+    opt = Dualized([{"params": together, "targets": targets, "atom": "L"}], {"L": linear_dual}, 0.1)
+    singles = [
+        Dualized([{"params": [p], "targets": [t], "atom": "L"}], {"L": linear_dual}, 0.1)
+        for p, t in zip(alone, targets, strict=True)
+    ]
+    for step in range(3):
+        grads_for(together, step)
+        grads_for(alone, step)
+        opt.step()
+        for single in singles:
+            single.step()
+    for a, b in zip(together, alone, strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_compiled_step_matches_eager_and_a_new_lr_does_not_recompile():
+    import torch._dynamo.utils as dynamo_utils
+
+    eager, compiled = bank_params(), bank_params()
+    group = {"targets": [0.5, 1.0, 2.0, 0.25], "atom": "L"}
+    opt_e = Dualized([{**group, "params": eager}], {"L": linear_dual}, 0.1, weight_decay=0.1)
+    opt_c = Dualized(
+        [{**group, "params": compiled}], {"L": linear_dual}, 0.1, weight_decay=0.1, compile=True
+    )
+    for step in range(4):
+        if step == 2:  # what a schedule does; the compiled step must not be traced again
+            opt_e.param_groups[0]["lr"] = opt_c.param_groups[0]["lr"] = 0.03
+            frames = dynamo_utils.counters["frames"]["total"]
+        grads_for(eager, step)
+        grads_for(compiled, step)
+        opt_e.step()
+        opt_c.step()
+    assert dynamo_utils.counters["frames"]["total"] == frames
+    for a, b in zip(eager, compiled, strict=True):
+        assert torch.allclose(a, b, atol=1e-4)

@@ -19,8 +19,8 @@ IMPORTS = [
     (r"\bmath\.", "import math", True),
     (r"\bCallable\b", "from collections.abc import Callable", True),
     (r"\btorch\.", "import torch", False),
-    (r"\bnn\.", "from torch import nn", False),
     (r"\bF\.", "import torch.nn.functional as F", False),
+    (r"\bnn\.", "from torch import nn", False),
 ]
 
 
@@ -44,10 +44,13 @@ class Constant:
         raise LookupError(f"{self.name} is not assigned at the top level of {self.module}")
 
     def source(self) -> str:
-        """The assignment's lines, trailing comment included."""
+        """The assignment's lines, with the comment lines right above it and its own."""
         stmt = self.node()
         lines = inspect.getsource(sys.modules[self.module]).splitlines()
-        return "\n".join(lines[stmt.lineno - 1 : stmt.end_lineno])
+        first = stmt.lineno - 1
+        while first > 0 and lines[first - 1].startswith("#"):
+            first -= 1
+        return "\n".join(lines[first : stmt.end_lineno])
 
 
 def _code_names(code: types.CodeType) -> set[str]:
@@ -85,23 +88,43 @@ def _uses(obj: object) -> list[object]:
 
 
 def snippets(objs: Iterable[object]) -> str:
-    """Source of `objs` and everything of modc's they use, dependencies first, each once."""
-    ordered: list[object] = []
+    """Source of `objs` and everything of modc's they use, each once: module by module,
+    dependencies' modules first, and within a module in its own order, so that the copy
+    reads like the original. (Functions may name globals defined below them; a constant
+    computed by a function follows that function in its module, so it follows it here.)"""
+    needed: list[object] = []
 
     def visit(obj: object) -> None:
-        if obj in ordered:
+        if obj in needed:
             return
         for dep in _uses(obj):
             if dep is not obj:
                 visit(dep)
-        ordered.append(obj)
+        needed.append(obj)
 
     for obj in objs:
         visit(obj)
-    return "\n\n\n".join(
-        o.source() if isinstance(o, Constant) else textwrap.dedent(inspect.getsource(o)).rstrip()
-        for o in ordered
-    )
+    modules = list(dict.fromkeys(_module(o) for o in needed))
+    ordered = sorted(needed, key=lambda o: (modules.index(_module(o)), _line(o)))
+    parts = []
+    for i, o in enumerate(ordered):
+        if i:  # constants of one module sit together, as in the source
+            both = isinstance(o, Constant) and isinstance(ordered[i - 1], Constant)
+            parts.append("\n" if both and _module(o) == _module(ordered[i - 1]) else "\n\n\n")
+        parts.append(o.source() if isinstance(o, Constant) else _source(o))
+    return "".join(parts)
+
+
+def _module(obj: object) -> str:
+    return obj.module if isinstance(obj, Constant) else obj.__module__
+
+
+def _line(obj: object) -> int:
+    return obj.node().lineno if isinstance(obj, Constant) else inspect.getsourcelines(obj)[1]
+
+
+def _source(obj: object) -> str:
+    return textwrap.dedent(inspect.getsource(obj)).rstrip()
 
 
 def imports_for(body: str) -> str:
@@ -114,7 +137,9 @@ def imports_for(body: str) -> str:
 
 def module(doc: str, body: str) -> str:
     """A whole generated file: docstring, the imports it needs, then the body."""
-    return f'"""{doc}"""\n\n{imports_for(body)}\n\n{body.strip()}\n'
+    body = body.strip()
+    gap = "\n\n\n" if body.startswith(("def ", "class ", "@")) else "\n\n"  # as isort
+    return f'"""{doc}"""\n\n{imports_for(body)}{gap}{body}\n'
 
 
 WIDTH = 100  # generated lines fit the project's line length
