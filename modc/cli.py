@@ -40,6 +40,8 @@ def cmd_bounds(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from modc.sweep import sweep
 
+    if min(args.jobs, args.seeds, args.steps) < 1:
+        raise ModcError("--jobs, --seeds and --steps must be at least 1")
     train_args = ["--steps", str(args.steps)] + (["--data", args.data] if args.data else [])
     out = Path(args.out or Path("sweeps") / Path(args.spec).stem)
     optimizers = [o.strip() for o in args.optimizer.split(",") if o.strip()]
@@ -146,7 +148,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=int, default=200, help="steps per run")
     s.add_argument("--optimizer", default="dualized", help="comma-separated optimizer kinds")
     s.add_argument("--data", help="mnist, shakespeare, synthetic or PATH (default: the spec's)")
-    s.add_argument("--jobs", type=int, default=1, help="runs in parallel")
+    s.add_argument(
+        "--jobs",
+        type=int,
+        default=min(os.cpu_count() or 1, 8),
+        help="runs in parallel, each with cores/jobs threads (default: one per core, at most 8)",
+    )
     s.add_argument("--seeds", type=int, default=1, help="seeds per grid point")
     s.add_argument("-o", "--out", help="sweep directory (default: sweeps/SPEC)")
 
