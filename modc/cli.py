@@ -39,7 +39,9 @@ def cmd_bounds(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from modc.sweep import sweep
+    from modc.sweep.runner import usable_cores
 
+    args.jobs = min(usable_cores(), 8) if args.jobs is None else args.jobs
     if min(args.jobs, args.seeds, args.steps) < 1:
         raise ModcError("--jobs, --seeds and --steps must be at least 1")
     train_args = ["--steps", str(args.steps)] + (["--data", args.data] if args.data else [])
@@ -151,7 +153,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--jobs",
         type=int,
-        default=min(os.cpu_count() or 1, 8),
+        default=None,
         help="runs in parallel, each with cores/jobs threads (default: one per core, at most 8)",
     )
     s.add_argument("--seeds", type=int, default=1, help="seeds per grid point")

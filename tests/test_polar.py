@@ -134,6 +134,9 @@ def test_keeps_the_input_dtype_and_rejects_unknown_methods():
     assert polar(g.bfloat16()).dtype == torch.bfloat16
     with pytest.raises(ValueError, match="unknown polar method"):
         polar(g, method="newton")
+    with pytest.raises(ValueError, match="float32, float64 or bfloat16"):
+        polar(g, dtype=torch.float16)
+    assert polar(g, steps=0, gram=True).isfinite().all()  # no step: g scaled, nothing else
 
 
 def test_fast_dtype_is_bfloat16_only_where_matmuls_are_native():

@@ -82,6 +82,10 @@ def test_sweep_fixes_other_parameters_and_guards_its_directory(tmp_path, write_s
     assert "Linear(8, 5)" in (tmp_path / "sw" / "builds" / "width=8" / "model.py").read_text()
     both = modc("sweep", *common, "-p", "width=16", "--steps", "5", "-o", out_dir)
     assert both.returncode == 2 and "width: set with both -p and --vary" in both.stderr
+    typo = modc("sweep", *common, "-p", "hiden=7", "--steps", "5", "-o", str(tmp_path / "t"))
+    assert typo.returncode == 2 and "did you mean 'hidden'" in typo.stderr
+    fixed = modc("sweep", *common, "-p", "hidden=7", "--steps", "5", "-o", str(tmp_path / "t"))
+    assert fixed.returncode == 0, fixed.stderr  # no run finished: the typo locked nothing
     other = modc("sweep", *common, "-p", "hidden=7", "--steps", "5", "-o", out_dir)
     assert other.returncode == 2 and "holds a sweep with other settings" in other.stderr
     assert "Traceback" not in both.stderr + other.stderr

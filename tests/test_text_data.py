@@ -95,6 +95,8 @@ def test_text_batches_are_a_function_of_seed_and_step(gpt):
     assert torch.equal(shakespeare.batch(3, 4, 5)[0], shakespeare.batch(3, 4, 5)[0])
     with pytest.raises(data.DataError, match="vocab is 65: set vocab ≥ 128$"):
         data.load("shakespeare", (16,), (16, 65), torch.device("cpu"))  # ASCII: 128 will do
+    for vocab in (256, 300):  # every byte fits (uint8 tokens must not wrap the comparison)
+        assert data.load("shakespeare", (16,), (16, vocab), torch.device("cpu")).held_out()
 
 
 def test_bad_text_exits_2_with_one_line_and_no_traceback(gpt, tmp_path, capsys):

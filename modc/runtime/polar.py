@@ -71,13 +71,17 @@ def polar(
     first scaled by ‖g‖_F and then by (Σσ⁴)^¼ ≥ σ_max, read off the first Gram, to lift
     small σ; "muon": Muon's quintic and scaling (g / max(‖g‖_F, 1e-7)), which plateaus near,
     not at, 1 (about 0.7 to 1.2). The last polynomial repeats past the list.
-    dtype: of the matmuls, default fast_dtype(g.device). gram: iterate on the Gram matrix of
-    the short side (Gram Newton–Schulz, Zhang, Amsel, Chen, Dao 2026), X formed again at
-    GRAM_RESTARTS; default: for Polar Express where it needs fewer multiply-adds (aspect
-    ratio above 1.5 at 8 steps). Bands reached, by dtype: tests/test_polar.py. Zero g gives
-    exact zeros, never NaN. Returns g's dtype; tall g is iterated through a transposed view.
+    dtype: of the matmuls (float32, float64 or bfloat16), default fast_dtype(g.device).
+    gram: iterate on the Gram matrix of the short side (Gram Newton–Schulz, Zhang, Amsel,
+    Chen, Dao 2026), X formed again at GRAM_RESTARTS; default: for Polar Express where it
+    needs fewer multiply-adds (aspect ratio above 1.5 at 8 steps). Bands reached, by dtype:
+    tests/test_polar.py. Zero g gives exact zeros, never NaN. Returns g's dtype; tall g is
+    iterated through a transposed view.
     """
-    x = g.to(dtype or fast_dtype(g.device))
+    dtype = dtype or fast_dtype(g.device)
+    if dtype not in (torch.float32, torch.float64, torch.bfloat16):
+        raise ValueError(f"polar() multiplies in float32, float64 or bfloat16, not {dtype}")
+    x = g.to(dtype)
     tall = x.size(-2) > x.size(-1)
     if tall:  # iterate with the short side first: X Xᵀ is then the small Gram
         x = x.mT
@@ -85,8 +89,8 @@ def polar(
     if gram is None:
         cheaper = gram_flops(short, long, steps) < standard_flops(short, long, steps)
         gram = method == "polar_express" and cheaper
-    low_precision = x.dtype in (torch.bfloat16, torch.float16)
-    coeffs = coefficients(method, steps, GRAM_SAFETY_BF16 if gram and low_precision else SAFETY)
+    bf16 = x.dtype == torch.bfloat16
+    coeffs = coefficients(method, steps, GRAM_SAFETY_BF16 if gram and bf16 else SAFETY)
     x = x.reshape(-1, short, long)
     if method == "muon":
         x = x / x.norm(dim=(-2, -1), keepdim=True).clamp_min(1e-7)
@@ -116,14 +120,14 @@ def _gram_iteration(x: torch.Tensor, r: torch.Tensor, coeffs: list) -> torch.Ten
     eye = torch.eye(r.size(-1), dtype=r.dtype, device=r.device)
     q = None
     for i, (a, b, c) in enumerate(coeffs):
-        if i in GRAM_RESTARTS:
+        if q is not None and i in GRAM_RESTARTS:
             x, q = q @ x, None
             r = x @ x.mT
         h = torch.baddbmm(r, r, r, beta=b, alpha=c).add_(eye, alpha=a)
         q = h if q is None else h @ q
         if i + 1 < len(coeffs) and i + 1 not in GRAM_RESTARTS:
             r = h @ r @ h
-    return q @ x
+    return x if q is None else q @ x
 
 
 def standard_flops(short: int, long: int, steps: int) -> int:

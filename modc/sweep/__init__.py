@@ -44,9 +44,11 @@ def sweep(
 
 
 def _same_setup(out: Path, setup: dict) -> None:
-    """Record the sweep's setup in out/setup.json; refuse a different one in the same out."""
+    """Record the sweep's setup in out/setup.json; refuse a different one while out holds
+    finished runs (they would be reused as if they belonged to the new grid)."""
     path = out / "setup.json"
-    if path.exists() and json.loads(path.read_text()) != setup:
+    finished = any((out / "runs").glob("*/final.json")) or any((out / "runs").glob("*/diverged"))
+    if finished and path.exists() and json.loads(path.read_text()) != setup:
         raise ModcError(
             f"{out} holds a sweep with other settings ({path.read_text().strip()}); "
             "use another -o, or the same -p and --steps/--data"

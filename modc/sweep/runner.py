@@ -90,7 +90,7 @@ def execute(
         else:
             todo.append(run)
     bar = Progress(len(runs), len(results), progress)
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    threads = max(1, usable_cores() // jobs)
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = [
             pool.submit(_train, builds[r.variant_id], r, out / "runs" / r.id, train_args, threads)
@@ -135,3 +135,10 @@ class Progress:
     def close(self) -> None:
         if self.show and sys.stderr.isatty():
             print(file=sys.stderr)
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity, where the OS tells it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1

@@ -191,7 +191,7 @@ def read_text(path: Path, vocab: int) -> torch.Tensor:
     if not raw:
         raise DataError(f"{path}: no text")
     tokens = torch.frombuffer(raw, dtype=torch.uint8)
-    high = (tokens >= vocab).nonzero()
+    high = (tokens.int() >= vocab).nonzero()  # as uint8, a vocab of 256 would wrap to 0
     if len(high):
         offset, ascii_only = high[0].item(), tokens.max().item() < 128
         raise DataError(
