@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -47,6 +48,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     train_args = ["--steps", str(args.steps)] + (["--data", args.data] if args.data else [])
     out = Path(args.out or Path("sweeps") / Path(args.spec).stem)
     optimizers = [o.strip() for o in args.optimizer.split(",") if o.strip()]
+    start = time.monotonic()
     text = sweep(
         Path(args.spec),
         args.vary,
@@ -58,8 +60,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         args.seeds,
         args.param,
     )
+    minutes, seconds = divmod(round(time.monotonic() - start), 60)
     print(text)
-    print(f"wrote {out}/results.csv and {out}/transfer.png")
+    print(
+        f"wrote {out}/results.csv and {out}/transfer.png "
+        f"({minutes} m {seconds:02d} s with --jobs {args.jobs})"
+    )
     return 0
 
 
