@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import inspect
 import re
 import sys
@@ -36,21 +37,34 @@ class Constant:
 
     def node(self) -> ast.stmt:
         """The assignment statement in the module's source."""
-        tree = ast.parse(inspect.getsource(sys.modules[self.module]))
-        for stmt in tree.body:
-            targets = stmt.targets if isinstance(stmt, ast.Assign) else [getattr(stmt, "target", 0)]
-            if any(isinstance(t, ast.Name) and t.id == self.name for t in targets):
-                return stmt
-        raise LookupError(f"{self.name} is not assigned at the top level of {self.module}")
+        stmt = _assignments(self.module).get(self.name)
+        if stmt is None:
+            raise LookupError(f"{self.name} is not assigned at the top level of {self.module}")
+        return stmt
 
     def source(self) -> str:
         """The assignment's lines, with the comment lines right above it and its own."""
         stmt = self.node()
-        lines = inspect.getsource(sys.modules[self.module]).splitlines()
+        lines = _module_source(self.module).splitlines()
         first = stmt.lineno - 1
         while first > 0 and lines[first - 1].startswith("#"):
             first -= 1
         return "\n".join(lines[first : stmt.end_lineno])
+
+
+@functools.cache
+def _module_source(module: str) -> str:
+    return inspect.getsource(sys.modules[module])
+
+
+@functools.cache
+def _assignments(module: str) -> dict[str, ast.stmt]:
+    """The module's top-level assignments to a plain name, by that name (read once)."""
+    found = {}
+    for stmt in ast.parse(_module_source(module)).body:
+        targets = stmt.targets if isinstance(stmt, ast.Assign) else [getattr(stmt, "target", 0)]
+        found.update((t.id, stmt) for t in targets if isinstance(t, ast.Name))
+    return found
 
 
 def _code_names(code: types.CodeType) -> set[str]:
