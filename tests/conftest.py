@@ -12,6 +12,29 @@ ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--slow", action="store_true", help="also run tests marked slow")
+    parser.addoption(
+        "--trials", type=int, default=None, help="trials of the randomised soundness searches"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked slow (long searches, sweeps) run only with --slow."""
+    if config.getoption("--slow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def trials(request: pytest.FixtureRequest) -> int | None:
+    """`--trials N` from the command line, or None for a test's own lean default."""
+    return request.config.getoption("--trials")
+
+
 def modc(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run `python -m modc ARGS` as a user would, capturing its output."""
     return subprocess.run(
