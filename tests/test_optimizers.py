@@ -513,3 +513,44 @@ def test_constrain_leaves_a_diverged_weight_to_the_training_loop():
     w = torch.full((3, 3), float("nan"))
     assert constrain(w, 1.0, spectral_norm_upper, spectral_cap) == float("inf")
     assert w.isnan().all()
+
+
+@pytest.mark.parametrize(
+    "network,heads",
+    [
+        ("  - Linear: 6\n  - ReLU\n  - Linear: 3\n", {"linear2"}),
+        # a residual block passes its input on: the Linear before it feeds the output too
+        (
+            "  - Linear: 6\n  - residual: 2\n    name: blocks\n    body: [Linear: 6]\n",
+            {"linear1", "blocks.0.linear1", "blocks.1.linear1"},
+        ),
+        (
+            "  - Linear: 6\n  - sum:\n    - [Linear: 6]\n    - [Linear: 6, ReLU, Linear: 6]\n",
+            {"linear2", "linear4"},
+        ),
+        (
+            "  - Linear: 6\n  - repeat: 2\n    name: blocks\n    body: [Linear: 6, ReLU]\n",
+            {"blocks.1.linear1"},
+        ),
+    ],
+)
+def test_the_head_is_every_atom_whose_output_is_the_networks(write_spec, network, heads):
+    from modc.codegen.optimizer import output_atoms
+
+    net, analysis = modc.load(write_spec("input: 6\nnetwork:\n" + network))
+    assert output_atoms(net.root)[0] == heads
+    assert heads <= {a.path for a in analysis.atoms}  # the analysis's names
+
+
+@pytest.mark.parametrize("spec", ["gpt_modula.modc", "resmlp.yaml"])
+def test_muon_takes_the_hidden_matrices_and_adamw_the_embedding_and_head(spec, tmp_path):
+    build = modc.build(SPECS / spec, {"width": 16, "depth": 2}, out=tmp_path / "b")
+    net = build.model.build_model()
+    opt = build.optimizer.make_optimizer(net, 0.02, kind="muon")
+    names = {p: n for n, p in net.named_parameters()}
+    muon, adamw = ([names[p] for p in g["params"]] for g in opt.param_groups)
+    assert "head.weight" in adamw and "head.weight" not in muon
+    assert ("embed.weight" in adamw) == (spec == "gpt_modula.modc")  # Embed, not a Linear
+    assert all(net.get_parameter(n).dim() == 2 for n in muon)
+    assert len(muon) == {"gpt_modula.modc": 12, "resmlp.yaml": 5}[spec]  # 6 or 2 per block
+    assert opt.param_groups[1]["lr"] == 3e-4 and opt.param_groups[1]["betas"] == (0.9, 0.999)

@@ -82,6 +82,7 @@ class SkipNonFinite(torch.optim.Optimizer):
 
 
 def check_lr(lr: float) -> None:
+    """A learning rate is a finite number ≥ 0 (NaN fails every comparison, so it fails)."""
     if not 0 <= lr < math.inf:
         raise ValueError(f"lr must be a finite number ≥ 0, got {lr}")
 
