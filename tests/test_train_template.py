@@ -455,10 +455,13 @@ def test_every_damaged_checkpoint_is_refused_with_one_line_and_left_as_it_is(tmp
     no_args = resealed({k: v for k, v in ckpt.items() if k != "args"}, digest)
     bad_lr = resealed({**ckpt, "args": {**ckpt["args"], "lr": "fast"}}, digest)
     unsealed = {k: v for k, v in ckpt.items() if k != "sha256"}
+    model = {k: v.clone() for k, v in ckpt["model"].items()}
+    next(iter(model.values())).view(-1)[0] += 1  # one weight changed, the checksum kept
     cases = {
         "truncated": (good[: len(good) // 2], "cannot be read as a checkpoint"),
         "random bytes": (bytes(torch.randint(0, 256, (len(good),)).tolist()), "cannot be read"),
         "64 flipped bytes": (bytes(flipped), ""),  # unreadable, or its checksum fails
+        "a changed weight": ({**ckpt, "model": model}, "is damaged: its contents do not match"),
         "another build's": (foreign.read_bytes(), "is for another network or optimizer"),
         "no args": (no_args, "has no args of type dict"),
         "mistyped args": (bad_lr, "has a bad args.lr: it must be a finite number ≥ 0, got 'fast'"),
@@ -608,3 +611,15 @@ def test_too_many_skipped_steps_in_a_row_stop_the_run(tmp_path):
     assert math.isfinite(float(loss)) and tail.startswith(
         "and were skipped; stopping, with the last"
     )
+
+
+def test_an_out_that_cannot_be_a_folder_exits_2_with_one_line(tmp_path, capsys):
+    build = make_build(tmp_path)
+    (tmp_path / "file").write_text("mine\n")
+    for out, reason in [
+        (tmp_path / "file", "File exists"),
+        (tmp_path / "file" / "x", "Not a directory"),
+    ]:
+        assert run_here(build, "--out", str(out)) == 2
+        assert capsys.readouterr().err == f"train.py: error: --out {out}: {reason}\n"
+    assert (tmp_path / "file").read_text() == "mine\n"

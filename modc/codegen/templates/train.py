@@ -61,6 +61,7 @@ Imports torch and the Python standard library only.
 import argparse
 import ctypes
 import hashlib
+import inspect
 import json
 import math
 import os
@@ -92,16 +93,22 @@ except ImportError:  # Windows
     fcntl = None
 
 FIELDS = ["step", "loss", "lr", "eval_loss", "eval_acc", "lipschitz_upper", "skipped"]
-# The optimizer's settings, passed to make_optimizer when given; None: the spec's.
+# The optimizer's settings, passed to make_optimizer; their defaults are its own, which are
+# the spec's (None: make_optimizer's default, or a setting that it does not take).
 SETTINGS = ["constraint", "momentum", "nesterov", "polar", "weight_decay"]
 SETTINGS += ["beta1", "beta2", "eps", "decay", "adamw_lr"]
+SPEC_OPTIMIZER = {
+    name: p.default
+    for name, p in inspect.signature(make_optimizer).parameters.items()
+    if p.default is not p.empty
+}
 DEFAULTS = {
     "data": "synthetic",
     "steps": 1000,
     "batch_size": 128,
     "lr": 0.1,
-    "optimizer": None,  # None: the default of optimizer.py, from the spec
-    **dict.fromkeys(SETTINGS),
+    "optimizer": SPEC_OPTIMIZER.get("kind"),
+    **{key: SPEC_OPTIMIZER.get(key) for key in SETTINGS},
     "schedule": "linear",
     "warmup": 0,
     "eval_every": 100,
@@ -435,14 +442,18 @@ def parse_args() -> argparse.Namespace:
     p.add_argument(
         "--optimizer",
         choices=getattr(sys.modules[make_optimizer.__module__], "KINDS", None),
-        help="optimizer kind (default: the spec's)",
+        help="optimizer kind",
     )
     p.add_argument(
         "--constraint",
         choices=["none", "cap", "normalize"],
-        help="Lipschitz constraint after each step (default: the spec's)",
+        help="Lipschitz constraint after each step",
     )
-    p.add_argument("--momentum", type=float, help="momentum (β1) of the optimizer")
+    p.add_argument(
+        "--momentum",
+        type=float,
+        help="momentum (β1) of the optimizer; None: 0.9 for the Adam family, else 0.95",
+    )
     p.add_argument("--nesterov", action=argparse.BooleanOptionalAction, help="Nesterov momentum")
     p.add_argument("--polar", choices=POLARS, help="dualized: how polar factors are computed")
     p.add_argument("--weight-decay", type=float, help="decoupled weight decay")
