@@ -510,7 +510,7 @@ def test_a_second_run_on_the_same_out_is_refused_while_the_first_runs(tmp_path, 
     assert code == 0, err
     steps = [int(r.split(",")[0]) for r in (run / "metrics.csv").read_text().splitlines()[1:]]
     assert steps == list(range(1, 41))
-    assert run_here(build, *flags) == 0  # the lock went with the first run
+    assert run_here(build, *flags, "--steps", "1") == 0  # the lock went with the first run
 
 
 def test_every_optimizer_setting_has_a_flag_recorded_in_the_runs_args(tmp_path, capsys, one_thread):

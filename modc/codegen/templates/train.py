@@ -143,7 +143,7 @@ def one_of(choices: list[str] | None) -> Callable:
 
 
 # What each of DEFAULTS must be, on the command line and in a checkpoint's args; None is
-# also fine for the optimizer's kind and settings (it means the spec's).
+# also fine for the optimizer's kind and settings (make_optimizer's own default then).
 RULES = {
     "data": ("a data set's name or a path", one_of(None)),
     "steps": ("an integer ≥ 1", integer(1)),
