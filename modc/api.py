@@ -12,7 +12,8 @@ arguments, `name=` and `mass=`). Networks combine as in the `.modc` language, wi
 same precedence: `a >> b` composes in data-flow order (the language's `a > b`), `a @ b`
 is Modula's order (b first), `a + b` sums branches, `0.5 * a` and `a / 2` scale, `a ** n`
 repeats; a Python tuple `(a, b)` is a tuple of branches wherever a network goes;
-`repeat`, `residual`, `tare` and `seq` are functions; `@define` makes a function a named
+`repeat`, `residual`, `tare`, `seq` and `group` (parentheses: `a >> b >> c` is one chain,
+as in the language) are functions; `@define` makes a function a named
 definition; `param` declares a spec parameter, numbers combine with + - * / // % **, and
 `sqrt`, `min`, `max`, `floor`, `ceil`. Python evaluates `1/3` to a float before modc
 sees it: write `Fraction(1, 3)` or `m.num(1) / 3` for the exact third.
@@ -51,6 +52,7 @@ __all__ = [
     "build",
     "compile",
     "define",
+    "group",
     "load",
     "num",
     "param",
@@ -316,6 +318,12 @@ def seq(*items: object) -> Net:
     return _joined(ast.Seq, tuple(n.node for n in nets), nets, _here(), chain=False)
 
 
+def group(network: object) -> Net:
+    """Parentheses: `group(a >> b) >> c` nests, where `a >> b >> c` is one chain of three."""
+    net = _net(network)
+    return Net(net.node, net.defs, net.params)
+
+
 def repeat(count: object, body: object, name: str | None = None) -> Net:
     """`count` composed copies of `body` with independent weights (`body ** count`)."""
     n, b = _expr(count), _net(body)
@@ -430,7 +438,8 @@ def spec(
     for e in [*sizes, *(outs or [])]:
         used.update(e.params)
     if params is None:
-        declared = sorted(used.values(), key=lambda p: (str(p.span), p.span.line, p.span.col))
+        at = [(p.span.source.name, p.span.line, p.span.col) for p in used.values()]
+        declared = [p for _, p in sorted(zip(at, used.values(), strict=True), key=lambda x: x[0])]
     else:
         declared = [_declared(p) for p in params]
         missing = sorted(set(used) - {p.name for p in declared})

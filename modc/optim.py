@@ -19,10 +19,11 @@ the sensitivity of every operation between them, residual paths. modc's targets 
 divide a part's share by the sensitivity of what follows it; here that is unknown, so the
 targets are those modc's rules give a chain or a sum of parts of sensitivity 1 (well-normed
 Linear layers, ReLU; not a branch scaled by 1/L, whose atoms modc gives L times more): atom
-i, of mass μ_i, gets target μ_i / μ, μ = Σ μ_i, and every step has modular norm lr. Masses are 1 per atom unless `masses` says otherwise: a
-parameter name sets that atom's mass, a module name tares its atoms (as `tare` in a spec:
-their masses are rescaled to total the given mass; inner names first). For targets that
-follow a network's real structure, write it as a spec (or with modc.api) and compile it.
+i, of mass μ_i, gets target μ_i / μ, μ = Σ μ_i, and every step has modular norm lr.
+Masses are 1 per atom unless `masses` says otherwise: a parameter name sets that atom's
+mass, a module name tares its atoms (as `tare` in a spec: their masses are rescaled to
+total the given mass; inner names first). For targets that follow a network's real
+structure, write it as a spec (or with modc.api) and compile it.
 """
 
 from __future__ import annotations
