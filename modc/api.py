@@ -8,15 +8,16 @@
     build = m.build(m.spec(net, name="mlp", input=(1, 28, 28), output=10))
 
 Every operation of the library is an attribute (`m.Linear`, `m.ReLU`; call it for
-arguments, `name=` and `mass=`). Networks combine as in the `.modc` language, with the
-same precedence: `a >> b` composes in data-flow order (the language's `a > b`), `a @ b`
-is Modula's order (b first), `a + b` sums branches, `0.5 * a` and `a / 2` scale, `a ** n`
-repeats; a Python tuple `(a, b)` is a tuple of branches wherever a network goes;
-`repeat`, `residual`, `tare`, `seq` and `group` (parentheses: `a >> b >> c` is one chain,
-as in the language) are functions; `@define` makes a function a named
-definition; `param` declares a spec parameter, numbers combine with + - * / // % **, and
-`sqrt`, `min`, `max`, `floor`, `ceil`. Python evaluates `1/3` to a float before modc
-sees it: write `Fraction(1, 3)` or `m.num(1) / 3` for the exact third.
+arguments, `name=` and `mass=`). Networks combine as in the `.modc` language: `a >> b`
+composes in data-flow order (the language's `a > b`, and as loose against `+`, `*` and
+`**`), `a @ b` in Modula's order (b first), `a + b` sums branches, `0.5 * a` and `a / 2`
+scale, `a ** n` repeats, and a Python tuple `(a, b)` is a tuple of branches wherever a
+network goes. `repeat`, `residual`, `tare` and `seq` are functions, `group` is
+parentheses (`a >> b >> c` is one chain of three, as in the language), `@define` makes a
+function a named definition, and `param` declares a spec parameter. Numbers combine with
++ - * / // % ** and `sqrt`, `min`, `max`, `floor`, `ceil` into modc's arithmetic, never
+evaluated here; Python computes `1/3` as a float before modc sees it, so write
+`Fraction(1, 3)` or `m.num(1) / 3` for the exact third.
 
 Each node carries a span at the Python line that made it, so elaboration errors point
 there, and `spec`, `compile`, `build` and `load` go through the same elaboration, theory
@@ -468,11 +469,20 @@ def _declared(p: Expr) -> ast.Param:
     return p.params[p.node.id]
 
 
-def _settings(values: Mapping[str, object] | None, span: Span) -> tuple[ast.Setting, ...]:
-    def plain(v: object) -> object:
-        return tuple(v) if isinstance(v, list) else v
+PLAIN = (str, int, float, bool, type(None))
 
-    return tuple(ast.Setting(k, plain(v), span) for k, v in (values or {}).items())
+
+def _settings(values: Mapping[str, object] | None, span: Span) -> tuple[ast.Setting, ...]:
+    """`train=` or `optimizer=` as the front ends give them: plain values or lists of them."""
+    out = []
+    for key, value in (values or {}).items():
+        items = value if isinstance(value, list | tuple) else [value]
+        if not (isinstance(key, str) and all(isinstance(v, PLAIN) for v in items)):
+            raise TypeError(f"a setting is a name and a plain value, got {key!r}: {value!r}")
+        if any(isinstance(v, float) and not math.isfinite(v) for v in items):
+            raise ValueError(f"setting {key!r} must be finite, got {value!r}")
+        out.append(ast.Setting(key, tuple(value) if isinstance(value, list) else value, span))
+    return tuple(out)
 
 
 def _as_spec(network: object, fields: dict) -> ast.Spec:
