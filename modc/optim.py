@@ -135,7 +135,7 @@ def dualized(
     momentum: float = 0.95,
     nesterov: bool = True,
     weight_decay: float = 0.0,
-    polar: str = "polar_express",
+    polar: str | Mapping[str, object] = "polar_express",
     compile: bool = False,
 ) -> torch.optim.Optimizer:
     """modc's dualized optimizer for `model`: every step has modular norm `lr`.
@@ -144,11 +144,14 @@ def dualized(
     decoupled weight decay shared by mass, as in a generated build (see `atoms` for the
     placement and targets). Parameters matching `extra` go to torch.optim.AdamW (learning
     rate `extra_lr`, betas (0.9, 0.999)); the two are then stepped, scheduled and saved as
-    one optimizer. Returns a `torch.optim.Optimizer`: param_groups carry `lr` (one group per
+    one optimizer. `polar`: how Linear and Conv2D compute polar factors: "polar_express",
+    "muon" (Muon's iteration), or polar()'s options ({"dtype": torch.float32, "steps": 10}).
+    Returns a `torch.optim.Optimizer`: param_groups carry `lr` (one group per
     atom kind, with a `targets` list), `state_dict()` round-trips, LR schedulers work.
     """
-    if polar not in POLAR:
+    if isinstance(polar, str) and polar not in POLAR:
         raise ValueError(f"unknown polar {polar!r}; expected one of {', '.join(POLAR)}")
+    options = POLAR[polar] if isinstance(polar, str) else dict(polar)
     placed = atoms(model, masses, kinds, extra)
     if not placed:
         raise PlacementError("the model has no trainable parameter to place as an atom")
@@ -158,7 +161,7 @@ def dualized(
         group["params"].append(a.param)
         group["targets"].append(a.target)
     for kind, group in groups.items():
-        group["polar"] = POLAR[polar] if kind in ("Linear", "Conv2D") else {}
+        group["polar"] = options if kind in ("Linear", "Conv2D") else {}
     dual_maps = {kind: OPS[kind].dualize for kind in groups}
     optimizer = Dualized(
         list(groups.values()), dual_maps, lr, momentum, nesterov, weight_decay, compile=compile

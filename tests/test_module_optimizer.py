@@ -119,12 +119,14 @@ def test_a_plain_torch_gpt_trains_with_the_documented_api(tied):
 
 
 def test_every_update_has_norm_lr_times_its_target():
-    """Each atom's update, measured in its own norm in float32, is lr · target: the step has
-    modular norm lr. The tied weight is a Linear atom; its Embed norm stays under the target."""
+    """Each atom's update, computed and measured in float32, has norm lr · target in its
+    own norm: the step has modular norm lr. The tied weight is a Linear atom, its Embed norm
+    under the target. (Polar Express in float32 puts every singular value within 1e-5 of 1
+    from above: tests/test_polar.py.)"""
     torch.manual_seed(1)
     model = GPT(tied=True, width=32, context=16)
     lr = 0.3
-    optimizer = modc.dualized(model, lr=lr)
+    optimizer = modc.dualized(model, lr=lr, polar={"dtype": torch.float32})
     placed = modc.atoms(model)
     kinds = {a.kind for a in placed}
     assert kinds == {"Linear", "Bias", "Embed", "Gain"}
@@ -139,9 +141,9 @@ def test_every_update_has_norm_lr_times_its_target():
         for a in placed:
             update = before[a.name] - a.param.detach()
             size = OPS[a.kind].norm(update)
-            assert size == pytest.approx(lr * a.target, rel=0.02), a
+            assert size == pytest.approx(lr * a.target, rel=1e-4), a
             ratios.append(size / a.target)
-        assert max(ratios) == pytest.approx(lr, rel=0.02)  # the modular norm of the step
+        assert max(ratios) == pytest.approx(lr, rel=1e-4)  # the modular norm of the step
         tied = before["tok.weight"] - model.tok.weight.detach()
         assert OPS["Embed"].norm(tied) <= lr * placed[0].target * (256**0.5 / 32) * 1.02
 
