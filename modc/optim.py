@@ -95,7 +95,7 @@ def atoms(
     for name, p in params:
         if any(fnmatch.fnmatchcase(name, pattern) for pattern in extra):
             continue
-        kind = kinds.get(name) or _kind(name, owners.get(id(p), []))
+        kind = kinds.get(name) or _kind(owners.get(id(p), []))
         if kind is None:
             unplaced.append(f"{name} {tuple(p.shape)}: {_why(owners.get(id(p), []))}")
             continue
@@ -192,7 +192,7 @@ def _atom_of(module: nn.Module, local: str) -> str | None:
     return None
 
 
-def _kind(name: str, owners: list[tuple[str, nn.Module, str]]) -> str | None:
+def _kind(owners: list[tuple[str, nn.Module, str]]) -> str | None:
     """One atom kind for a parameter from all its owners; a tied Embed/Linear is Linear."""
     found = {_atom_of(module, local) for _, module, local in owners}
     if None in found or not found:
