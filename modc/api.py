@@ -14,7 +14,8 @@ composes in data-flow order (the language's `a > b`, and as loose against `+`, `
 scale, `a ** n` repeats, and a Python tuple `(a, b)` is a tuple of branches wherever a
 network goes. `repeat`, `residual`, `tare` and `seq` are functions, `group` is
 parentheses (`a >> b >> c` is one chain of three, as in the language), `@define` makes a
-function a named definition, and `param` declares a spec parameter. Numbers combine with
+function a named definition, `include` brings in a spec file's definitions (the standard
+library's too), and `param` declares a spec parameter. Numbers combine with
 + - * / // % ** and `sqrt`, `min`, `max`, `floor`, `ceil` into modc's arithmetic, never
 evaluated here; Python computes `1/3` as a float before modc sees it, so write
 `Fraction(1, 3)` or `m.num(1) / 3` for the exact third.
@@ -41,8 +42,9 @@ from modc.errors import did_you_mean
 from modc.graph import ir
 from modc.ops import OPS
 from modc.source import Source, Span
-from modc.spec import ast
+from modc.spec import ast, parse_file
 from modc.spec.expr import FUNCTIONS
+from modc.spec.includes import locate, resolve
 from modc.theory.analysis import Analysis
 
 Number = int | float | Fraction
@@ -54,11 +56,13 @@ __all__ = [
     "compile",
     "define",
     "group",
+    "include",
     "load",
     "num",
     "param",
     "repeat",
     "residual",
+    "scale",
     "seq",
     "spec",
     "tare",
@@ -307,6 +311,39 @@ def define(fn: Callable[..., object]) -> Definition:
     `block(256)` into the spec, and the spec carries the definition.
     """
     return Definition(fn)
+
+
+class Library:
+    """The definitions of a spec file, callable from Python: `include("std/gpt.modc").gpt(...)`."""
+
+    def __init__(self, defs: dict[str, ast.Def]):
+        self._defs = defs
+
+    def __getattr__(self, definition: str) -> Callable[..., Net]:
+        if definition not in self._defs:
+            hint = did_you_mean(definition, self._defs)
+            note = f"; {hint}" if hint else ""
+            raise AttributeError(f"the library has no definition {definition!r}{note}")
+
+        def use(*args: object, name: str | None = None, **kwargs: object) -> Net:
+            return _call(definition, args, kwargs, name, self._defs)
+
+        use.__name__ = definition
+        return use
+
+    def __dir__(self) -> list[str]:
+        return sorted(self._defs)
+
+
+def include(path: str) -> Library:
+    """The definitions of a spec file (and of the files it includes), as `include "path"`
+    in a spec: `std/NAME.modc` is the standard library, other paths are relative to the
+    Python file that includes them. A spec that uses one carries all of them."""
+    base = Path(_here().source.name)
+    target = locate(ast.Include(path, _here()), base)
+    parsed = parse_file(target, library=True, include=ast.Include(path, _here()))
+    resolved = resolve(parsed, target, lambda p, inc: parse_file(p, library=True, include=inc))
+    return Library({d.name: d for d in resolved.defs})
 
 
 def seq(*items: object) -> Net:

@@ -23,14 +23,14 @@ from tests.language import SPECS, dsl, network_signature, yml
 # ---------------------------------------------------------------- the shipped specs in Python
 
 
-def mlp_spec(steps: int) -> ast.Spec:
+def mlp_spec() -> ast.Spec:
     width, depth = m.param("width", 256), m.param("depth", 3)
     net = (
         m.Flatten
         >> m.repeat(depth - 1, m.Linear(width) >> m.ReLU, name="hidden")
         >> m.Linear(out=10, name="head")
     )
-    train = {"data": "mnist", "steps": steps, "batch_size": 128, "lr": 0.05}
+    train = {"data": "mnist", "steps": 500, "batch_size": 128, "lr": 0.05}
     return m.spec(net, name="mlp", input=(1, 28, 28), output=10, train=train)
 
 
@@ -93,17 +93,28 @@ def gpt_spec() -> ast.Spec:
     return m.spec(net, name="gpt", input=context, train=train)
 
 
+def gpt_from_the_library() -> ast.Spec:
+    """The same GPT, from the standard library's definitions included in Python."""
+    std = m.include("std/gpt.modc")
+    vocab, width, depth = m.param("vocab", 128), m.param("width", 128), m.param("depth", 4)
+    heads, context = m.param("heads", 4), m.param("context", 64)
+    train = {"data": "shakespeare", "steps": 1000, "batch_size": 32, "lr": 0.05}
+    net = std.gpt(vocab, width, depth, heads)
+    return m.spec(net, name="gpt", input=context, train=train)
+
+
 SHIPPED = [
-    ("mlp.modc", lambda: mlp_spec(500)),
-    ("mlp.yaml", lambda: mlp_spec(500)),
+    ("mlp.modc", mlp_spec),
+    ("mlp.yaml", mlp_spec),
     ("resmlp.modc", resmlp_spec),
     ("resmlp.yaml", resmlp_spec),
     ("gpt.modc", gpt_spec),
     ("gpt.yaml", gpt_spec),
+    ("gpt.modc", gpt_from_the_library),
 ]
 
 
-@pytest.mark.parametrize("file, make", SHIPPED, ids=[f for f, _ in SHIPPED])
+@pytest.mark.parametrize("file, make", SHIPPED, ids=[f"{f}-{make.__name__}" for f, make in SHIPPED])
 def test_the_shipped_specs_written_in_python_equal_their_files(file, make):
     from_file = dataclasses.replace(load_spec(SPECS / file), includes=())  # defs resolved
     built = make()
@@ -272,6 +283,10 @@ def test_python_mistakes_are_python_errors():
         bool(m.param("w", 3))
     with pytest.raises(ValueError, match="finite"):
         m.Linear(float("inf"))
+    with pytest.raises(AttributeError, match="did you mean 'gpt'"):
+        m.include("std/gpt.modc").gtp  # noqa: B018
+    with pytest.raises(ModcError, match="cannot include 'std/nope.modc'"):
+        m.include("std/nope.modc")
     with pytest.raises(ValueError, match="leaves out width"):
         m.spec(m.Linear(m.param("width", 3)), input=4, params=[])
 
