@@ -217,6 +217,13 @@ def wrap(f):
     return m.Gain >> f
 
 
+def _other_blk(d):
+    return m.Linear(d)
+
+
+_other_blk.__name__ = "blk"  # another definition of the same name
+
+
 def _fold(op, items):
     out = items[0]
     for item in items[1:]:
@@ -287,6 +294,10 @@ def test_python_mistakes_are_python_errors():
         m.include("std/gpt.modc").gtp  # noqa: B018
     with pytest.raises(ModcError, match="cannot include 'std/nope.modc'"):
         m.include("std/nope.modc")
+    with pytest.raises(ValueError, match="two different definitions of 'width'"):
+        m.param("width", 256) + m.param("width", 128)
+    with pytest.raises(ValueError, match="two different definitions of 'blk'"):
+        blk(4) >> m.define(_other_blk)(4)
     with pytest.raises(ValueError, match="leaves out width"):
         m.spec(m.Linear(m.param("width", 3)), input=4, params=[])
 

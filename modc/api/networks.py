@@ -7,7 +7,7 @@ import inspect
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from modc.api.numbers import Expr, as_expr, here, source_of
+from modc.api.numbers import Expr, as_expr, here, merged, source_of
 from modc.errors import did_you_mean
 from modc.ops import OPS
 from modc.source import Span
@@ -124,7 +124,7 @@ class Definition:
         body = as_net(fn(*(Hole(n) for n in names)))
         span = Span(source_of(fn.__code__.co_filename), fn.__code__.co_firstlineno, 1)
         self.definition = ast.Def(self.name, tuple(names), body.node, span)
-        self.defs = {**body.defs, self.name: self.definition}
+        self.defs = merged([body.defs, {self.name: self.definition}])
         self.params = body.params
         functools.update_wrapper(self, fn)
 
@@ -239,13 +239,13 @@ def _chain(kind: type, left: Net, right: Net, span: Span) -> Net:
 
 def _joined(kind: type, items: tuple, parts: Iterable[Net], span: Span, chain: bool = True) -> Net:
     parts = list(parts)
-    defs = {k: v for p in parts for k, v in p.defs.items()}
-    params = {k: v for p in parts for k, v in p.params.items()}
+    defs = merged(p.defs for p in parts)
+    params = merged(p.params for p in parts)
     return Net(kind(items, span), defs, params, chain)
 
 
 def _wrap(node: ast.Term, body: Net, number: Expr) -> Net:
-    return Net(node, body.defs, {**number.params, **body.params})
+    return Net(node, body.defs, merged([number.params, body.params]))
 
 
 def _arg(value: object) -> tuple[ast.Arg, dict, dict]:
@@ -265,11 +265,9 @@ def _call(
         raise ValueError(f"name= must be an identifier, got {name!r}")
     values = [_arg(a) for a in args]
     named = [(k, _arg(v)) for k, v in kwargs.items()]
-    defs = {**defs}
-    params = dict(params or {})
-    for _, d, p in [*values, *(v for _, v in named)]:
-        defs.update(d)
-        params.update(p)
+    given = [*values, *(v for _, v in named)]
+    defs = merged([defs, *(d for _, d, _ in given)])
+    params = merged([params or {}, *(p for _, _, p in given)])
     node = ast.Call(
         op, tuple(v[0] for v in values), tuple((k, v[0]) for k, v in named), name, span
     )

@@ -7,7 +7,7 @@ import linecache
 import math
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from fractions import Fraction
 from types import FrameType
 
@@ -41,6 +41,19 @@ def here() -> Span:
                     width = c1 - c0 if end == start and c1 is not None else 1
                 break
     return Span(source_of(frame.f_code.co_filename), line, col, max(width, 1))
+
+
+def merged(tables: Iterable[dict]) -> dict:
+    """Definitions (or parameters) by name, from several parts; one name, one meaning."""
+    out: dict = {}
+    for table in tables:
+        for key, value in table.items():
+            if key in out and out[key] != value:
+                raise ValueError(
+                    f"two different definitions of '{key}', at {out[key].span} and {value.span}"
+                )
+            out[key] = value
+    return out
 
 
 def _inside(filename: str) -> bool:
@@ -77,7 +90,7 @@ def _arithmetic(op: str, reflected: bool) -> Callable[[Expr, object], Expr]:
         if not isinstance(other, Number | Expr):  # a network: a scalar multiple, say
             return NotImplemented
         a, b = (as_expr(other), self) if reflected else (self, as_expr(other))
-        return Expr(ast.BinOp(op, a.node, b.node, here()), {**a.params, **b.params})
+        return Expr(ast.BinOp(op, a.node, b.node, here()), merged([a.params, b.params]))
 
     return method
 
@@ -99,7 +112,7 @@ def param(name: str, default: Number | Expr) -> Expr:
         raise ValueError(f"a parameter name must be an identifier, got {name!r}")
     value = as_expr(default)
     declared = ast.Param(name, value.node, here())
-    return Expr(ast.Name(name, declared.span), {**value.params, name: declared})
+    return Expr(ast.Name(name, declared.span), merged([value.params, {name: declared}]))
 
 
 def as_expr(value: object) -> Expr:
@@ -123,7 +136,7 @@ def as_expr(value: object) -> Expr:
 def function(name: str) -> Callable[..., Expr]:
     def call(*args: Number | Expr) -> Expr:
         values = [as_expr(a) for a in args]
-        params = {k: v for e in values for k, v in e.params.items()}
+        params = merged(e.params for e in values)
         return Expr(ast.Func(name, tuple(e.node for e in values), here()), params)
 
     call.__name__ = call.__qualname__ = name

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from modc import compiler
 from modc.api.networks import as_net
-from modc.api.numbers import Expr, as_expr, here
+from modc.api.numbers import Expr, as_expr, here, merged
 from modc.graph import ir
 from modc.source import Span
 from modc.spec import ast
@@ -34,9 +34,7 @@ def spec(
     net = as_net(network)
     sizes = [as_expr(e) for e in _sizes(input)]
     outs = None if output is None else [as_expr(e) for e in _sizes(output)]
-    used = {**net.params}
-    for e in [*sizes, *(outs or [])]:
-        used.update(e.params)
+    used = merged([net.params, *(e.params for e in [*sizes, *(outs or [])])])
     if params is None:
         at = [(p.span.source.name, p.span.line, p.span.col) for p in used.values()]
         declared = [p for _, p in sorted(zip(at, used.values(), strict=True), key=lambda x: x[0])]
