@@ -12,6 +12,7 @@ from modc.errors import did_you_mean
 from modc.ops import OPS
 from modc.source import Span
 from modc.spec import ast, parse_file
+from modc.spec.dsl_terms import RESERVED
 from modc.spec.includes import locate, resolve
 
 
@@ -118,9 +119,10 @@ class Definition:
 
     def __init__(self, fn: Callable[..., object]):
         self.name = fn.__name__
-        if self.name in OPS:
-            raise ValueError(f"a definition cannot take the name of the operation {self.name}")
         names = list(inspect.signature(fn).parameters)
+        for taken in (self.name, *names):
+            if taken in OPS or taken in RESERVED or not taken.isidentifier():
+                raise ValueError(f"'{taken}' is an operation, a keyword or not a name in a spec")
         body = as_net(fn(*(Hole(n) for n in names)))
         span = Span(source_of(fn.__code__.co_filename), fn.__code__.co_firstlineno, 1)
         self.definition = ast.Def(self.name, tuple(names), body.node, span)
