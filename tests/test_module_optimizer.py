@@ -219,10 +219,13 @@ def test_a_parameter_it_cannot_place_is_named_with_the_ways_to_place_it():
         modc.atoms(grouped)
 
 
-def test_frozen_parameters_are_left_alone():
+def test_frozen_parameters_are_left_alone_and_shared_modules_are_one_atom():
     model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
     model[0].requires_grad_(False)
     assert [a.name for a in modc.atoms(model)] == ["1.weight", "1.bias"]
+    layer = nn.Linear(4, 4, bias=False)
+    shared = nn.Sequential(layer, nn.ReLU(), layer)
+    assert [(a.name, a.kind, a.target) for a in modc.atoms(shared)] == [("0.weight", "Linear", 1)]
 
 
 def test_state_dict_round_trips_and_schedulers_set_every_lr():
