@@ -298,6 +298,7 @@ def test_python_mistakes_are_python_errors():
         m.param("width", 256) + m.param("width", 128)
     with pytest.raises(ValueError, match="two different definitions of 'blk'"):
         blk(4) >> m.define(_other_blk)(4)
+
     def twice(repeat):
         return m.Linear(repeat) ** 2
 

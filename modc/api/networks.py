@@ -65,9 +65,7 @@ class Net:
         return repeat(count, self)
 
     def __gt__(self, other: object) -> bool:
-        raise TypeError(
-            "in Python, write a >> b to compose (the .modc language's a > b), or b @ a"
-        )
+        raise TypeError("in Python, write a >> b to compose (the .modc language's a > b), or b @ a")
 
     __lt__ = __ge__ = __le__ = __gt__
 
@@ -270,9 +268,5 @@ def _call(
     given = [*values, *(v for _, v in named)]
     defs = merged([defs, *(d for _, d, _ in given)])
     params = merged([params or {}, *(p for _, _, p in given)])
-    node = ast.Call(
-        op, tuple(v[0] for v in values), tuple((k, v[0]) for k, v in named), name, span
-    )
+    node = ast.Call(op, tuple(v[0] for v in values), tuple((k, v[0]) for k, v in named), name, span)
     return Net(node, defs, params)
-
-

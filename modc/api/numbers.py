@@ -142,5 +142,3 @@ def function(name: str) -> Callable[..., Expr]:
     call.__name__ = call.__qualname__ = name
     call.__doc__ = f"{name}(...) in a spec number (modc's arithmetic, never evaluated here)."
     return call
-
-

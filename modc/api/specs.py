@@ -105,5 +105,3 @@ def build(
 ) -> compiler.Build:
     """Compile and import a spec (or a network with `spec`'s fields), as `modc.build`."""
     return compiler.build(_as_spec(network, fields), params, out)
-
-
