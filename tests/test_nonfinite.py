@@ -158,3 +158,27 @@ def test_a_learning_rate_that_is_not_finite_and_non_negative_is_refused(build, l
             build.optimizer.make_optimizer(build.model.build_model(), lr, kind=kind)
     with pytest.raises(ValueError, match="adamw_lr must be a finite number"):
         build.optimizer.make_optimizer(build.model.build_model(), 0.1, kind="muon", adamw_lr=lr)
+
+
+def test_modc_dualized_on_any_module_skips_with_one_check(monkeypatch):
+    """modc.dualized with extra parameters on AdamW: one check for both parts, one skip."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.ReLU(), nn.Linear(8, 3))
+    opt = modc.dualized(model, lr=0.1, extra=["1.*"])
+    checks = []
+    monkeypatch.setattr(
+        "modc.runtime.optim.all_finite", lambda ts, f=all_finite: checks.append(1) or f(ts)
+    )
+    x = torch.randn(5, 4)
+    model(x).square().mean().backward()
+    model[1].weight.grad[0] = math.nan  # a gradient of the AdamW part
+    weights = [p.detach().clone() for p in model.parameters()]
+    opt.step()
+    assert opt.skipped == 1 and len(checks) == 1
+    assert all(torch.equal(w, p) for w, p in zip(weights, model.parameters(), strict=True))
+    opt.zero_grad()
+    model(x).square().mean().backward()
+    opt.step()
+    assert len(checks) == 2 and all(
+        not torch.equal(w, p) for w, p in zip(weights, model.parameters(), strict=True)
+    )

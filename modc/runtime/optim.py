@@ -322,9 +322,12 @@ class Combined(SkipNonFinite):
         super().__init__([g for part in self.parts for g in part.param_groups], {})
 
     def update(self) -> None:
-        """One step of every part."""
+        """One step of every part (a SkipNonFinite part's gradients are checked already)."""
         for part in self.parts:
-            part.step()
+            if isinstance(part, SkipNonFinite):
+                part.update()
+            else:
+                part.step()
 
     def state_dict(self) -> dict:
         return {"parts": [part.state_dict() for part in self.parts]}
