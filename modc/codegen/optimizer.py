@@ -7,7 +7,7 @@ import inspect
 from modc.codegen.settings import KINDS, OptimizerSettings, optimizer_settings
 from modc.codegen.source import literal, module, snippets
 from modc.graph import ir
-from modc.runtime.optim import Combined, Constrain, Dualized, Normalized
+from modc.runtime.optim import Adafactor, Combined, Constrain, Dualized, Normalized
 from modc.theory.analysis import Analysis
 
 SIGNATURE = """
@@ -23,6 +23,10 @@ def make_optimizer(
     beta2: float = {beta2},
     eps: float = {eps},
     decay: float = {decay},
+    clip: float | None = {clip},
+    clip_alpha: float | None = {clip_alpha},
+    eps1: float = {eps1},
+    eps2: float = {eps2},
     adamw_lr: float | None = {adamw_lr},
     compile: bool = False,
 ) -> torch.optim.Optimizer:
@@ -41,7 +45,11 @@ BODY = '''
     adamw                 torch.optim.AdamW on every weight (baseline)
     muon                  torch.optim.Muon on the matrices (2-D weights of POLAR_ATOMS:
                           not embeddings), AdamW (lr adamw_lr, default lr) on the rest
-    momentum None means 0.9 for normalized:adam, normalized:adafactor and adamw, else 0.95.
+    adafactor             Adafactor itself (Shazeer & Stern 2018): relative step min(lr, 1/√t)
+                          times max(eps2, RMS(W)), β2_t = 1 − t^(−decay), update clipping at
+                          the constant clip, at t^(decay/(2(clip_alpha − 1))), or none
+    momentum None means 0.9 for normalized:adam, normalized:adafactor and adamw, 0 (off)
+    for adafactor, else 0.95; decay, clip and clip_alpha apply to both Adafactors.
     compile: dualized runs its step through torch.compile (a schedule's lr changes do not
     recompile it).
     Weight decay is decoupled; in dualized and normalized:* an atom decays by
@@ -57,6 +65,7 @@ BODY = '''
         raise ValueError(f"unknown kind {kind!r}, constraint {constraint!r} or polar {polar!r}")
     if momentum is None:
         momentum = 0.9 if kind in ("normalized:adam", "normalized:adafactor", "adamw") else 0.95
+        momentum = 0.0 if kind == "adafactor" else momentum
     groups: dict[str, dict] = {}
     for name, (atom, target) in TARGETS.items():
         group = groups.setdefault(atom, {"params": [], "targets": [], "atom": atom})
@@ -72,7 +81,12 @@ BODY = '''
     elif kind.startswith("normalized:"):
         base = kind.split(":")[1]
         optimizer = Normalized(
-            atoms, NORMS, lr, base, momentum, nesterov, beta2, eps, decay, weight_decay
+            atoms, NORMS, lr, base, momentum, nesterov, beta2, eps, decay, weight_decay,
+            clip, clip_alpha,
+        )
+    elif kind == "adafactor":
+        optimizer = Adafactor(
+            params.values(), lr, decay, clip, clip_alpha, eps1, eps2, momentum, weight_decay
         )
     elif kind == "adamw":
         betas = (momentum, beta2)
@@ -119,6 +133,10 @@ def _make(s: OptimizerSettings) -> str:
         "beta2": repr(s.beta2),
         "eps": repr(s.eps),
         "decay": repr(s.decay),
+        "clip": repr(s.clip),
+        "clip_alpha": repr(s.clip_alpha),
+        "eps1": repr(s.eps1),
+        "eps2": repr(s.eps2),
         "adamw_lr": repr(s.adamw_lr),
     }
     return SIGNATURE.strip("\n").format(**values) + BODY.rstrip()
@@ -208,6 +226,7 @@ def emit_optimizer(network: ir.Network, analysis: Analysis) -> str:
         *(op.cap for op in kinds.values() if op.cap is not None),
         Dualized,
         Normalized,
+        Adafactor,
         Combined,
         Constrain,
     ]
