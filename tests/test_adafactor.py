@@ -16,7 +16,7 @@ import modc
 from modc.compiler import _import
 from modc.errors import ModcError
 from modc.runtime.optim import Adafactor, Normalized, clip_rms, threshold
-from tests.conftest import SPECS
+from tests.conftest import ROOT, SPECS
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -257,3 +257,24 @@ def test_bad_clip_settings_are_refused(write_spec, clip, message):
     )
     with pytest.raises(ModcError, match=message):
         modc.build(spec)
+
+
+def test_the_adafactor_example_runs_quick(tmp_path):
+    """`examples/adafactor/run.py --quick`: the experiment's whole pipeline at toy sizes."""
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "examples" / "adafactor" / "run.py"),
+            "--quick",
+            "--jobs",
+            "2",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    table = (tmp_path / "table.md").read_text()
+    assert table.count("\n| mlp |") == 9 and table.count("\n| gpt |") == 9
+    assert (tmp_path / "gradnorm.png").read_bytes()[:4] == b"\x89PNG"

@@ -14,6 +14,8 @@ Optimizers (--optimizer; default: the spec's optimizer: section, else dualized):
     normalized:adam       norm that dualized would give it
     normalized:adafactor
     adamw, muon           baselines: torch.optim.AdamW; torch.optim.Muon (matrices) + AdamW
+    adafactor             Adafactor (Shazeer & Stern): relative step min(--lr, 1/sqrt(t)) times
+                          each weight's RMS; try --lr 0.01
 --constraint cap (hard cap) or normalize (spectral normalisation) keeps every layer's
 Lipschitz bound under the cap compiled from the spec's optimizer.lipschitz, after every
 step, so that the certificate's bound holds throughout training.
