@@ -173,6 +173,8 @@ TINY = (
         (["--vary", "width=8", "--vary", "width=16"], "given twice"),
         (["--seeds", "5000"], "at most 4096"),
         (["--set", "decay=-1"], "optimizer.decay must be a positive number"),
+        (["-o", "/dev/null"], "cannot make the sweep folder"),
+        (["-o", "/proc/modc-sweep"], "cannot make the sweep folder"),
     ],
 )
 def test_sweep_misuse_ends_in_one_line(tmp_path, write_spec, extra, message):

@@ -5,6 +5,7 @@ counted."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from modc.errors import ModcError
@@ -37,6 +38,7 @@ def sweep(
     axes = [parse_vary(v) for v in vary]
     if both := {f.split("=", 1)[0].strip() for f in fixed} & {name for name, _ in axes}:
         raise ModcError(f"{', '.join(sorted(both))}: set with both -p and --vary")
+    _folder(Path(out))
     check_optimizers(optimizers)
     chosen = [parse_set(s) for s in settings]
     runs = plan(axes, optimizers, lr_grids(list(lrs), optimizers), seeds, chosen)
@@ -48,6 +50,16 @@ def sweep(
     text = summary(results)
     write_atomic(Path(out) / "summary.txt", text + "\n")
     return text
+
+
+def _folder(out: Path) -> None:
+    """Make the sweep's folder, or say in one line why it cannot be made or written."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ModcError(f"-o {out}: cannot make the sweep folder ({e.strerror})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ModcError(f"-o {out}: the sweep folder is not writable")
 
 
 def _same_setup(out: Path, setup: dict) -> None:
