@@ -139,17 +139,9 @@ def plot(results: list[Result], path: Path, title: str) -> None:
             lr = best(curve)
             if lr is None:
                 continue
-            if side := edge(curve):  # not an optimum: a hollow red marker, labelled
-                ax.plot([lr], [curve[lr]], "v", mfc="none", mec="red", ms=13, mew=1.6)
-                ax.annotate(
-                    f"edge ({side})",
-                    (lr, curve[lr]),
-                    textcoords="offset points",
-                    xytext=(0, 10),
-                    ha="center",
-                    fontsize=8,
-                    color="red",
-                )
+            if edge(curve):  # not an optimum: a hollow red triangle, named once in the legend
+                label = None if edges else "best lr on the grid's edge"
+                ax.plot([lr], [curve[lr]], "v", mfc="none", mec="red", ms=13, mew=1.6, label=label)
                 edges += 1
             else:
                 ax.plot([lr], [curve[lr]], "*", color=color, ms=14, mec="black", mew=0.6)
