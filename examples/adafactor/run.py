@@ -2,8 +2,8 @@
 
 Shazeer & Stern (2018) decay the second moment with β2,t = 1 − t^(−c), c = 0.8, and clip
 updates at RMS d = 1. The convergence analysis of Hong & Lin (2024) finds the optimal rate
-Õ(1/√T) for min_{t ≤ T} ‖∇f(x_t)‖² with c = 1 and no clipping, only Õ(T^(−(1−c)/2))… for
-c < 1, no benefit from clipping, and a time-varying threshold d_t = t^(c/(2(α−1))) that
+Õ(1/√T) for min_{t ≤ T} ‖∇f(x_t)‖² with c = 1 and no clipping, a slower rate for c < 1
+(Õ(T^(−0.3)) for c = 0.8), no benefit from clipping, and a time-varying threshold d_t = t^(c/(2(α−1))) that
 matches d = 1. This trains modc's `adafactor` kind (no momentum, as in the analysis) at
 c ∈ {0.5, 0.8, 1.0} × clipping {none, d = 1, time-varying} on two tasks:
 
