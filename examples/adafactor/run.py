@@ -3,9 +3,9 @@
 Shazeer & Stern (2018) decay the second moment with β2,t = 1 − t^(−c), c = 0.8, and clip
 updates at RMS d = 1. The convergence analysis of Hong & Lin (2024) finds the optimal rate
 Õ(1/√T) for min_{t ≤ T} ‖∇f(x_t)‖² with c = 1 and no clipping, a slower rate for c < 1
-(Õ(T^(−0.3)) for c = 0.8), no benefit from clipping, and a time-varying threshold d_t = t^(c/(2(α−1))) that
-matches d = 1. This trains modc's `adafactor` kind (no momentum, as in the analysis) at
-c ∈ {0.5, 0.8, 1.0} × clipping {none, d = 1, time-varying} on two tasks:
+(Õ(T^(−0.3)) for c = 0.8), no benefit from clipping, and a time-varying threshold
+d_t = t^(c/(2(α−1))) that matches d = 1. This trains modc's `adafactor` kind (no momentum,
+as in the analysis) at c ∈ {0.5, 0.8, 1.0} × clipping {none, d = 1, time-varying} on two tasks:
 
     mlp  specs/mlp.yaml (width 128, depth 3) on MNIST-5k, batch 128
     gpt  specs/gpt.yaml (width 32, depth 2, 2 heads, context 32) on Shakespeare, batch 16
@@ -15,7 +15,7 @@ loss) then runs on seeds 1 and 2. Reported: held-out loss at the best lr (mean �
 the 3 seeds), and min over t ≤ T of the squared gradient norm on a fixed training batch,
 measured at log-spaced steps, against T on log-log axes with the slope fitted over T ≥ 10.
 
-    python examples/adafactor/run.py            # everything (~25 min on 2 idle cores)
+    python examples/adafactor/run.py            # everything (30 min on 2 shared cores)
     python examples/adafactor/run.py --quick    # a smoke test of the pipeline, seconds
 
 Writes into --out (default runs/adafactor): runs.jsonl (one line per run), table.md, and
