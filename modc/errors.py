@@ -7,29 +7,50 @@ from collections.abc import Iterable
 
 from modc.source import Span
 
+#: Most call sites an error lists (the innermost and the outermost are kept).
+MAX_TRACE = 12
+
 
 class ModcError(Exception):
-    """An error in the user's input. The CLI prints it and exits with status 2."""
+    """An error in the user's input. The CLI prints it and exits with status 2.
+
+    `trace` lists where the text around the error was used, innermost first: each
+    definition whose expansion the error happened in, with the span of its call.
+    """
 
     def __init__(self, message: str, span: Span | None = None, hint: str | None = None):
         super().__init__(message)
         self.message = message
         self.span = span
         self.hint = hint
+        self.trace: list[tuple[str, Span]] = []
 
     def render(self) -> str:
         """The message as a compiler prints it."""
-        if self.span is None:
-            out = [f"modc: error: {self.message}"]
-        else:
-            out = [f"{self.span}: error: {self.message}"]
-            text = self.span.source.line(self.span.line)
-            if text:
-                caret = " " * (self.span.col - 1) + "^" + "~" * (self.span.width - 1)
-                out += ["  " + text.expandtabs(1), "  " + caret]
+        out = [f"{self.span or 'modc'}: error: {self.message}", *_quote(self.span, "  ")]
         if self.hint:
             out.append(f"  note: {self.hint}")
+        trace = self.trace
+        if len(trace) > MAX_TRACE:
+            half = MAX_TRACE // 2
+            skipped = ("", None)
+            trace = [*trace[:half], skipped, *trace[-half:]]
+        for what, span in trace:
+            if span is None:
+                out.append(f"  ... {len(self.trace) - MAX_TRACE} more calls")
+                continue
+            out.append(f"  in {what} called at {span}")
+            out += _quote(span, "    ")
         return "\n".join(out)
+
+
+def _quote(span: Span | None, indent: str) -> list[str]:
+    """The line of `span` and a caret under it, or nothing when the text is unknown."""
+    text = span.source.line(span.line) if span is not None else ""
+    if not text:
+        return []
+    caret = " " * (span.col - 1) + "^" + "~" * (span.width - 1)
+    return [indent + text.expandtabs(1), indent + caret]
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str | None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from modc.errors import ModcError
-from modc.source import Source
+from modc.source import MAX_SOURCE_BYTES, Source, TooLarge
 from modc.spec import ast
 from modc.spec.includes import STD, resolve
+from modc.spec.settings import check_settings
 
 __all__ = ["load_spec", "parse_file"]
 
@@ -17,7 +18,9 @@ SUFFIXES = (".yaml", ".yml", ".modc")
 def load_spec(path: str | Path) -> ast.Spec:
     """Read a spec with its includes resolved: the input of elaboration."""
     path = Path(path)
-    return resolve(parse_file(path), path, _parse_included)
+    spec = resolve(parse_file(path), path, _parse_included)
+    check_settings(spec)
+    return spec
 
 
 def parse_file(
@@ -48,6 +51,11 @@ def parse_file(
         raise ModcError(f"cannot include '{include.path}': no such file", at, hint) from None
     except UnicodeDecodeError:
         raise ModcError(f"cannot read '{path}': not UTF-8 text", at) from None
+    except TooLarge:
+        raise ModcError(
+            f"cannot read '{path}': a spec file may have at most {MAX_SOURCE_BYTES:,} bytes",
+            at,
+        ) from None
     except OSError as err:
         raise ModcError(f"cannot read '{path}': {err.strerror or err}", at) from None
     if suffix == ".modc":

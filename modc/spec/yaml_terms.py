@@ -58,13 +58,11 @@ class TermWalker:
 
     def span(self, node: Node) -> Span:
         """The span of a node: its first character, as wide as its text on that line."""
-        start, end = node.start_mark, node.end_mark
-        width = (
-            end.column - start.column
-            if isinstance(node, ScalarNode) and end.line == start.line
-            else 1
-        )
-        return Span(self.source, start.line + 1, start.column + 1, max(width, 1))
+        start = self.source.span_at(node.start_mark.index)
+        text = self.source.text[node.start_mark.index : node.end_mark.index]
+        if isinstance(node, ScalarNode) and "\n" not in text:
+            return start.shift(0, len(text))
+        return start
 
     def visit(self, node: Node) -> None:
         """Count a node, refusing specs that expand to too many (through aliases)."""
@@ -196,7 +194,7 @@ class TermWalker:
                 f"write {{{op}: {value}}}",
             )
         hint = None
-        if node.start_mark.line != node.end_mark.line:
+        if "\n" in self.source.text[node.start_mark.index : node.end_mark.index]:
             hint = "this text runs over several lines; is a '- ' item indented too far?"
         raise ModcError(f"expected an operation name or a mapping, got {text!r}", span, hint)
 
