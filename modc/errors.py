@@ -61,3 +61,12 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str | None:
         lower = {c.lower(): c for c in pool}
         close = [lower[name.lower()]] if name.lower() in lower else []
     return f"did you mean '{close[0]}'?" if close else None
+
+
+def unknown_argument(owner: str, key: str, allowed: Iterable[str], span: Span | None) -> ModcError:
+    """The error for an argument name that `owner` (an operation or definition) lacks."""
+    allowed = list(allowed)
+    hint = did_you_mean(key, allowed)
+    if hint is None:
+        hint = f"{owner} takes " + (", ".join(allowed) if allowed else "no arguments")
+    return ModcError(f"{owner} has no argument '{key}'", span, hint)

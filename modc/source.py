@@ -38,7 +38,7 @@ class Source:
             data = f.read(MAX_SOURCE_BYTES + 1)
         if len(data) > MAX_SOURCE_BYTES:
             raise TooLarge(f"larger than {MAX_SOURCE_BYTES // 1024} KiB, the limit for a spec")
-        return cls(str(path), data.decode("utf-8-sig"))
+        return cls(printable(str(path)), data.decode("utf-8-sig"))
 
     @functools.cached_property
     def _starts(self) -> list[int]:
@@ -57,6 +57,11 @@ class Source:
         """The span of the character at `offset` (0-based) in the text."""
         line = bisect.bisect_right(self._starts, offset)
         return Span(self, line, offset - self._starts[line - 1] + 1, max(width, 1))
+
+
+def printable(name: str) -> str:
+    """A file name as text: bytes that are not UTF-8 (surrogates in a str) become U+FFFD."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 @dataclass(frozen=True)

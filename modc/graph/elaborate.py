@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import sympy
 
-from modc.errors import ModcError, did_you_mean
+from modc.errors import ModcError, did_you_mean, unknown_argument
 from modc.graph import ir
 from modc.graph.budget import Operations
 from modc.graph.evaluate import evaluate, require_finite, require_size
@@ -96,7 +96,14 @@ class Context:
         return dataclasses.replace(self, **changes)
 
     def claim(self, wanted: str | None, kind: str, span: Span | None) -> str:
-        return self.scope.claim(wanted, kind, span, self.prefix)
+        try:
+            return self.scope.claim(wanted, kind, span, self.prefix)
+        except ModcError as err:
+            if self.stack:
+                err.hint = (
+                    "give each use of the definition its own name=: the names inside start with it"
+                )
+            raise
 
 
 @dataclass
@@ -405,16 +412,6 @@ def use_def(d: ast.Def, c: ast.Call, shape: Shape, ctx: Context) -> ir.Node:
     except ModcError as err:
         err.trace.append((f"definition '{d.name}'", c.span))
         raise
-
-
-def unknown_argument(
-    owner: str, key: str, allowed: Collection[str], span: Span | None
-) -> ModcError:
-    """The error for an argument name that `owner` (an operation or definition) lacks."""
-    hint = did_you_mean(key, allowed)
-    if hint is None:
-        hint = f"{owner} takes " + (", ".join(allowed) if allowed else "no arguments")
-    return ModcError(f"{owner} has no argument '{key}'", span, hint)
 
 
 def names_network(name: str, ctx: Context) -> bool:

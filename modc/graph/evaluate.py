@@ -7,8 +7,8 @@ the result may be symbolic. User text is never handed to sympy: the tree is buil
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
 import functools
+from collections.abc import Callable, Mapping
 from fractions import Fraction
 
 import sympy

@@ -52,8 +52,8 @@ def load_yaml(source: Source, library: bool = False) -> ast.Spec:
         root = yaml.compose(
             text.translate(str.maketrans(_BREAKS)) if hidden else text, Loader=yaml.SafeLoader
         )
-        if hidden:
-            _restore(root, str.maketrans({v: k for k, v in _BREAKS.items()}), set())
+        back = str.maketrans({v: k for k, v in _BREAKS.items()} if hidden else {})
+        _scalars(root, back, source, set())
     except yaml.MarkedYAMLError as err:
         raise _yaml_error(source, err) from None
     except yaml.reader.ReaderError as err:
@@ -66,20 +66,28 @@ def load_yaml(source: Source, library: bool = False) -> ast.Spec:
         raise ModcError("spec nested too deeply", Span(source, 1, 1)) from None
 
 
-def _restore(node: Node | None, table: dict, seen: set[int]) -> None:
-    """Put the characters that _BREAKS hid back into every scalar under `node`."""
+def _scalars(node: Node | None, back: dict, source: Source, seen: set[int]) -> None:
+    """Check every scalar under `node`: put back what _BREAKS hid (`back`), and refuse a
+    lone surrogate (a double-quoted "\udcff"), which no file or generated code can hold."""
     if node is None or id(node) in seen:
         return
     seen.add(id(node))
     if isinstance(node, ScalarNode):
-        node.value = node.value.translate(table)
+        node.value = node.value.translate(back)
+        bad = next((c for c in node.value if "\ud800" <= c <= "\udfff"), None)
+        if bad is not None:
+            raise ModcError(
+                f"a lone surrogate (U+{ord(bad):04X}) is not a character",
+                source.span_at(node.start_mark.index),
+                "write the character itself, or its code point as \\U followed by 8 hex digits",
+            )
     elif isinstance(node, SequenceNode):
         for child in node.value:
-            _restore(child, table, seen)
+            _scalars(child, back, source, seen)
     elif isinstance(node, MappingNode):
         for key, value in node.value:
-            _restore(key, table, seen)
-            _restore(value, table, seen)
+            _scalars(key, back, source, seen)
+            _scalars(value, back, source, seen)
 
 
 def _yaml_error(source: Source, err: yaml.MarkedYAMLError) -> ModcError:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from modc.errors import ModcError, did_you_mean
+from modc.errors import ModcError, did_you_mean, unknown_argument
 from modc.source import Source, Span
 from modc.spec import ast
 from modc.spec.dsl_terms import MAX_DEPTH
@@ -222,7 +222,10 @@ class TermWalker:
                 name = self.ident(e.value, "a module name")
             else:
                 self.check_ident(e.key, e.span, "an argument name")
-                kwargs[e.key] = self.arg(e.value)
+                try:
+                    kwargs[e.key] = self.arg(e.value)
+                except ModcError as err:
+                    raise _unknown_argument(entry.key, e) or err from None
         return ast.Call(entry.key, args, tuple(kwargs.items()), name, entry.span)
 
     def arg(self, node: Node) -> ast.Arg:
@@ -309,6 +312,16 @@ class TermWalker:
             offset = len(raw) - len(content) + len(quote)
             return node.value, start.shift(offset, len(node.value)), True
         return node.value, start.shift(len(quote)), False
+
+
+def _unknown_argument(op: str, e: _Entry) -> ModcError | None:
+    """The error for a keyword that the library operation `op` does not take, if it is one:
+    a wrong name is told as such, not as a wrong value."""
+    from modc.ops import OPS, argument_names
+
+    if op not in OPS or e.key in argument_names(OPS[op]):
+        return None
+    return unknown_argument(op, e.key, argument_names(OPS[op]), e.span)
 
 
 def _is_null(node: Node) -> bool:
