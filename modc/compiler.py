@@ -16,7 +16,7 @@ from modc.graph import ir
 from modc.graph.budget import check_budget
 from modc.graph.elaborate import elaborate
 from modc.graph.params import parse_override
-from modc.spec import load_spec
+from modc.spec import load_spec, read_source
 from modc.theory.analysis import Analysis, analyze
 
 
@@ -66,7 +66,8 @@ def build(
     """
     params = _texts(params)
     if out is None:
-        key = hashlib.sha256(repr((Path(path).resolve().read_bytes(), params)).encode())
+        text = read_source(path).text  # refuses what compile would, before reading it all
+        key = hashlib.sha256(repr((text, params)).encode())
         out = Path(tempfile.gettempdir()) / "modc-builds" / key.hexdigest()[:16]
     where = compile_spec(path, out, params)
     tag = hashlib.sha256(str(where.resolve()).encode()).hexdigest()[:12]

@@ -257,3 +257,10 @@ def test_tuple_output_is_refused_by_compile_too(tmp_path: Path):
     spec.write_text("input 3\nnetwork = (Linear(3), Linear(5))\n")
     with pytest.raises(modc.errors.ModcError, match="one tensor"):
         modc.compile_spec(spec, tmp_path / "build")
+
+
+def test_build_refuses_a_spec_that_never_ends(tmp_path: Path):
+    zero = tmp_path / "zero.modc"
+    zero.symlink_to("/dev/zero")
+    with pytest.raises(modc.errors.ModcError, match="at most 262,144 bytes"):
+        modc.build(zero, out=tmp_path / "build")

@@ -239,4 +239,3 @@ def test_operations_are_found_without_a_list(tmp_path: Path, monkeypatch):
     assert found["Twice"].__module__ == "modc.ops.twice_op"
     assert set(OPS) < set(found)
     assert "Twice" not in OPS  # the test's operation stays out of the library
-

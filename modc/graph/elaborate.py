@@ -96,6 +96,7 @@ class Context:
         return dataclasses.replace(self, **changes)
 
     def claim(self, wanted: str | None, kind: str, span: Span | None) -> str:
+        """An attribute name in this block, starting with `prefix`."""
         try:
             return self.scope.claim(wanted, kind, span, self.prefix)
         except ModcError as err:

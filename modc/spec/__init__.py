@@ -10,7 +10,7 @@ from modc.spec import ast
 from modc.spec.includes import STD, resolve
 from modc.spec.settings import check_settings
 
-__all__ = ["load_spec", "parse_file"]
+__all__ = ["load_spec", "parse_file", "read_source"]
 
 SUFFIXES = (".yaml", ".yml", ".modc")
 
@@ -32,13 +32,29 @@ def parse_file(
     statement that names this file: errors in finding it point there.
     """
     path = Path(path)
+    source = read_source(path, include)
+    if path.suffix.lower() == ".modc":
+        from modc.spec.dsl_front import load_dsl
+
+        return load_dsl(source, library)
+    from modc.spec.yaml_front import load_yaml
+
+    return load_yaml(source, library)
+
+
+def read_source(path: str | Path, include: ast.Include | None = None) -> Source:
+    """The text of a spec file, or a ModcError saying why it cannot be read.
+
+    The one place where modc reads a spec: a file longer than MAX_SOURCE_BYTES (or one
+    that never ends) is refused here.
+    """
+    path = Path(path)
     at = include.span if include is not None else None
-    suffix = path.suffix.lower()
-    if suffix not in SUFFIXES:
+    if path.suffix.lower() not in SUFFIXES:
         what = f"cannot include '{include.path}'" if include else f"cannot read '{path}'"
         raise ModcError(f"{what}: a spec file ends in " + ", ".join(SUFFIXES), at)
     try:
-        source = Source.read(path)
+        return Source.read(path)
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         if include is None:
             raise ModcError(f"no such file: {path}") from None
@@ -58,13 +74,6 @@ def parse_file(
         ) from None
     except OSError as err:
         raise ModcError(f"cannot read '{path}': {err.strerror or err}", at) from None
-    if suffix == ".modc":
-        from modc.spec.dsl_front import load_dsl
-
-        return load_dsl(source, library)
-    from modc.spec.yaml_front import load_yaml
-
-    return load_yaml(source, library)
 
 
 def _parse_included(path: Path, include: ast.Include) -> ast.Spec:

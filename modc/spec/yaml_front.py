@@ -68,7 +68,8 @@ def load_yaml(source: Source, library: bool = False) -> ast.Spec:
 
 def _scalars(node: Node | None, back: dict, source: Source, seen: set[int]) -> None:
     """Check every scalar under `node`: put back what _BREAKS hid (`back`), and refuse a
-    lone surrogate (a double-quoted "\udcff"), which no file or generated code can hold."""
+    lone surrogate (from a YAML escape such as \\udcff), which no file or generated code
+    can hold."""
     if node is None or id(node) in seen:
         return
     seen.add(id(node))
