@@ -7,6 +7,8 @@ from collections.abc import Iterable
 
 from modc.source import Span
 
+#: Longest source line an error quotes whole.
+MAX_QUOTE = 160
 #: Most call sites an error lists (the innermost and the outermost are kept).
 MAX_TRACE = 12
 
@@ -45,12 +47,20 @@ class ModcError(Exception):
 
 
 def _quote(span: Span | None, indent: str) -> list[str]:
-    """The line of `span` and a caret under it, or nothing when the text is unknown."""
-    text = span.source.line(span.line) if span is not None else ""
+    """The line of `span` and a caret under it, or nothing when the text is unknown.
+
+    A line longer than MAX_QUOTE is cut to the part around the caret, marked with '…'.
+    """
+    text = span.source.line(span.line).expandtabs(1) if span is not None else ""
     if not text:
         return []
-    caret = " " * (span.col - 1) + "^" + "~" * (span.width - 1)
-    return [indent + text.expandtabs(1), indent + caret]
+    col, width = span.col, min(span.width, MAX_QUOTE // 2)
+    if len(text) > MAX_QUOTE:
+        start = max(0, min(col - 1 - MAX_QUOTE // 4, len(text) - MAX_QUOTE))
+        head, tail = ("…" if start else ""), ("…" if start + MAX_QUOTE < len(text) else "")
+        text = head + text[start : start + MAX_QUOTE] + tail
+        col += len(head) - start
+    return [indent + text, indent + " " * (col - 1) + "^" + "~" * (width - 1)]
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str | None:
