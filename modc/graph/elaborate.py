@@ -24,6 +24,7 @@ from modc.ops import OPS, Op, Shape, ShapeError, argument_names, show
 from modc.ops.base import REQUIRED
 from modc.source import Span
 from modc.spec import ast
+from modc.spec.settings import check_settings
 
 # Attribute names that would shadow nn.Module's own members in generated code.
 _RESERVED = {
@@ -125,6 +126,7 @@ def elaborate(
     free: Collection[str] = (),
 ) -> ir.Network:
     """The module IR of `spec` with the given parameter overrides and free parameters."""
+    check_settings(spec)
     env = bind_params(spec, overrides, free)
     input_shape = tuple(require_size(evaluate(e, env), e.span, "an input size") for e in spec.input)
     ctx = Context(env, {}, {d.name: d for d in spec.defs}, Scope(), Operations())

@@ -8,7 +8,6 @@ from modc.errors import ModcError
 from modc.source import MAX_SOURCE_BYTES, Source, TooLarge
 from modc.spec import ast
 from modc.spec.includes import STD, resolve
-from modc.spec.settings import check_settings
 
 __all__ = ["load_spec", "parse_file", "read_source"]
 
@@ -18,9 +17,7 @@ SUFFIXES = (".yaml", ".yml", ".modc")
 def load_spec(path: str | Path) -> ast.Spec:
     """Read a spec with its includes resolved: the input of elaboration."""
     path = Path(path)
-    spec = resolve(parse_file(path), path, _parse_included)
-    check_settings(spec)
-    return spec
+    return resolve(parse_file(path), path, _parse_included)
 
 
 def parse_file(
