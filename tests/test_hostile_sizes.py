@@ -86,6 +86,14 @@ CASES = {
         "2:18",
         "min() takes at most 64 arguments, got 20,000",
     ),
+    "sqrt_of_a_long_number": (
+        "net.modc",
+        "input 4\nnetwork = Linear(floor(sqrt(10^4000 + 1)))\n",
+        [],
+        2,
+        "2:24",
+        "sqrt() takes numbers of at most 2,048 bits",
+    ),
     "size_1e4096": ("net.modc", "input 4\nnetwork = Linear(1e4096)\n", [], 2, "2:18", "2^62"),
     "softmax_1e400": (
         "net.yaml",

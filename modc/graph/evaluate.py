@@ -21,6 +21,8 @@ from modc.spec import ast
 MAX_EXPONENT = 4096
 #: Most bits in the numerator or denominator of an exact value (10^4096 has 13,607).
 MAX_BITS = 16_384
+#: Most bits of a number under sqrt(): sympy looks for factors of it, slowly when long.
+MAX_ROOT_BITS = 2048
 #: Largest size or count: shapes are int64 in torch.
 MAX_SIZE = 2**62
 #: Largest magnitude of a number that reaches generated code (a factor, a scale, a mass).
@@ -53,7 +55,13 @@ def evaluate(e: ast.Expr, env: Mapping[str, sympy.Expr]) -> sympy.Expr:
             raise ModcError(
                 f"unknown function '{e.name}'", e.span, did_you_mean(e.name, _FUNCTIONS)
             )
-        value = _FUNCTIONS[e.name](*(evaluate(a, env) for a in e.args))
+        args = [evaluate(a, env) for a in e.args]
+        if e.name == "sqrt" and args[0].is_Rational and _bits(args[0]) > MAX_ROOT_BITS:
+            raise ModcError(
+                f"sqrt() takes numbers of at most {MAX_ROOT_BITS:,} bits, got {brief(args[0])}",
+                e.span,
+            )
+        value = _FUNCTIONS[e.name](*args)
         return _checked(value, e, f"{e.name}() of these arguments")
     raise TypeError(f"not an expression: {e!r}")
 
