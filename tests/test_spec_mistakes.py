@@ -15,7 +15,7 @@ from modc.compiler import load
 from modc.errors import ModcError
 from modc.ops import OPS
 from modc.spec.includes import STDLIB
-from modc.spec.settings import train_options
+from modc.spec.settings import train_rules
 from tests.conftest import SPECS
 
 # name: (file name, text, line:col of the error, message, hint or None)
@@ -32,7 +32,7 @@ MISTAKES = {
         "input: 3\nnetwork: [Linear: 3]\ntrain:\n  loss: mse\n",
         "4:3",
         "unknown train setting 'loss'",
-        "the train settings are batch_size,",
+        "the train settings are adamw_lr, batch_size,",
     ),
     "train_fractional_steps": (
         "net.modc",
@@ -45,7 +45,7 @@ MISTAKES = {
         "net.yaml",
         "input: 3\nnetwork: [Linear: 3]\ntrain:\n  schedule: cosin\n",
         "4:3",
-        "train.schedule must be one of constant, cosine, linear",
+        "train.schedule must be constant, cosine or linear",
         "did you mean 'cosine'?",
     ),
     "train_lr_text": (
@@ -179,13 +179,14 @@ def test_compile_refuses_the_mistakes_as_check_does(tmp_path: Path, name: str):
     assert not (tmp_path / "build").exists()
 
 
-def test_train_settings_are_train_py_options():
-    """The keys are train.py's DEFAULTS, typed by its argument parser: one table."""
-    options = train_options()
-    assert {"steps", "batch_size", "lr", "data", "schedule", "seed"} <= set(options)
-    assert options["steps"].type is int and options["lr"].type is float
-    assert options["schedule"].choices == ("constant", "cosine", "linear")
-    assert "loss" not in options
+def test_train_settings_are_train_py_rules():
+    """The keys and checks are train.py's own table, RULES: one table."""
+    rules = train_rules()
+    assert {"steps", "batch_size", "lr", "data", "schedule", "seed"} <= set(rules)
+    assert "loss" not in rules
+    assert rules["steps"].check(10) and not rules["steps"].check(10.5)
+    assert rules["schedule"].choices == ("constant", "cosine", "linear")
+    assert rules["momentum"].optional and not rules["steps"].optional
 
 
 def test_every_shipped_train_section_is_valid():
