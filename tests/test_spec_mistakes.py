@@ -180,7 +180,7 @@ def test_compile_refuses_the_mistakes_as_check_does(tmp_path: Path, name: str):
 
 
 def test_train_settings_are_train_py_rules():
-    """The keys and checks are train.py's own table, RULES: one table."""
+    """The keys and checks are train.py's own table, options.rules(): one table."""
     rules = train_rules()
     assert {"steps", "batch_size", "lr", "data", "schedule", "seed"} <= set(rules)
     assert "loss" not in rules
