@@ -1,10 +1,42 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of one."""
+"""Files in and out: atomic writes (a reader sees the old file or the new one, never half of
+one), bounded reads of spec files, and the checks that keep a write where the user asked."""
 
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
+
+MAX_SPEC_BYTES = 1 << 20  # a spec file, or a file it includes, is at most 1 MiB
+
+
+def read_limited(path: str | Path, limit: int = MAX_SPEC_BYTES) -> bytes:
+    """The bytes of the regular file `path`. Raises OSError for anything else (a folder, a
+    FIFO, a device such as /dev/zero) and for a file over `limit` bytes, without blocking
+    on a FIFO and without reading past `limit`."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise OSError("a folder, not a file")
+        if not stat.S_ISREG(mode):
+            raise OSError("not a regular file")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read(limit + 1)
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise OSError(f"larger than {limit:,} bytes, the limit for a spec file")
+    return data
+
+
+def reason(e: OSError) -> str:
+    """Why the system refused a file, in a few words: its message, or for a folder that
+    could not be made because a file has its name, that."""
+    if isinstance(e, FileExistsError) and e.filename:
+        return f"'{e.filename}' is a file, not a folder"
+    return e.strerror or str(e)
 
 
 def write_atomic(path: str | Path, data: str | bytes) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from modc.fileio import read_limited
+
 
 @dataclass(frozen=True, eq=False)
 class Source:
@@ -15,7 +17,9 @@ class Source:
 
     @classmethod
     def read(cls, path: str | Path) -> Source:
-        return cls(str(path), Path(path).read_text(encoding="utf-8"))
+        """A spec file's UTF-8 text, newlines made \\n; bounded (see fileio.read_limited)."""
+        text = read_limited(path).decode("utf-8")
+        return cls(str(path), text.replace("\r\n", "\n").replace("\r", "\n"))
 
     def line(self, lineno: int) -> str:
         """The text of 1-based line `lineno`, without its newline ("" past the end)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 
 from modc.codegen.settings import KINDS, OptimizerSettings, optimizer_settings
-from modc.codegen.source import literal, module, snippets
+from modc.codegen.source import literal, module, plain, quote, snippets
 from modc.graph import ir
 from modc.runtime.optim import Combined, Constrain, Dualized, Normalized
 from modc.theory.analysis import Analysis
@@ -112,10 +112,10 @@ def _make(s: OptimizerSettings) -> str:
     values = {
         "momentum": repr(s.momentum),
         "nesterov": repr(s.nesterov),
-        "polar": f'"{s.polar}"',
+        "polar": quote(s.polar),
         "weight_decay": repr(s.weight_decay),
-        "kind": f'"{s.kind}"',  # one of KINDS, checked
-        "constraint": f'"{s.constraint}"',
+        "kind": quote(s.kind),  # one of KINDS, checked
+        "constraint": quote(s.constraint),
         "beta2": repr(s.beta2),
         "eps": repr(s.eps),
         "decay": repr(s.decay),
@@ -157,7 +157,7 @@ def _takes_polar(dualize: object) -> bool:
 
 def _tuple_items(names: list[str]) -> str:
     """The inside of a tuple literal of strings: "", "a",  or "a", "b"."""
-    quoted = [f'"{n}"' for n in names]
+    quoted = [quote(n) for n in names]
     return quoted[0] + "," if len(quoted) == 1 else ", ".join(quoted)
 
 
@@ -169,7 +169,7 @@ def emit_optimizer(network: ir.Network, analysis: Analysis) -> str:
     def table(attr: str) -> str:
         """`"Linear": linear_norm, ...`: each kind's runtime function `attr`, if it has one."""
         functions = [(k, getattr(op, attr)) for k, op in kinds.items()]
-        return ", ".join(f'"{k}": {f.__name__}' for k, f in functions if f is not None)
+        return ", ".join(f"{quote(k)}: {f.__name__}" for k, f in functions if f is not None)
 
     if settings.atom_cap is None:
         constraint = (
@@ -188,7 +188,8 @@ def emit_optimizer(network: ir.Network, analysis: Analysis) -> str:
         )
     tables = TABLES.strip().format(
         rows="\n".join(
-            f'    "{a.path}.weight": ("{a.kind}", {literal(a.target)}),  # {a.target}'
+            f"    {quote(a.path + '.weight')}: ({quote(a.kind)}, {literal(a.target)}),"
+            f"  # {plain(str(a.target))}"
             for a in analysis.atoms
         ),
         dual_maps=table("dualize"),
@@ -196,7 +197,7 @@ def emit_optimizer(network: ir.Network, analysis: Analysis) -> str:
         lipschitz=table("lipschitz"),
         caps=table("cap"),
         polar_atoms=_tuple_items([k for k, op in kinds.items() if _takes_polar(op.dualize)]),
-        kinds="\n".join(f'    "{k}",' for k in KINDS),
+        kinds="\n".join(f"    {quote(k)}," for k in KINDS),
         constraint=constraint,
         atom_cap=settings.atom_cap,
         bound=settings.bound_at_cap,

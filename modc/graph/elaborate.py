@@ -7,12 +7,12 @@ and library operations.
 
 from __future__ import annotations
 
-import keyword
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 import sympy
 
+from modc.codegen.source import attribute
 from modc.errors import ModcError, did_you_mean
 from modc.graph import ir
 from modc.graph.evaluate import evaluate, require_size
@@ -22,31 +22,6 @@ from modc.ops.base import REQUIRED
 from modc.source import Span
 from modc.spec import ast
 
-# Attribute names that would shadow nn.Module's own members in generated code.
-_RESERVED = {
-    "forward",
-    "training",
-    "train",
-    "eval",
-    "to",
-    "cuda",
-    "cpu",
-    "float",
-    "double",
-    "half",
-    "parameters",
-    "modules",
-    "children",
-    "apply",
-    "state_dict",
-    "type",
-    "register_buffer",
-    "zero_grad",
-    "requires_grad_",
-    "self",
-    "x",
-}
-
 
 @dataclass
 class Scope:
@@ -54,6 +29,7 @@ class Scope:
 
     used: set[str] = field(default_factory=set)
     counts: dict[str, int] = field(default_factory=dict)
+    attributes: set[str] = field(default_factory=set)
 
     def claim(self, wanted: str | None, kind: str, span: Span | None) -> str:
         if wanted is None:
@@ -64,8 +40,12 @@ class Scope:
             wanted = f"{kind}{n}"
         elif wanted in self.used:
             raise ModcError(f"the name '{wanted}' is used twice in the same block", span)
-        name = wanted + "_" if keyword.iskeyword(wanted) or wanted in _RESERVED else wanted
+        try:  # the attribute in generated code: the name, or renamed clear of nn.Module's
+            name = attribute(wanted, self.attributes)
+        except ValueError as e:
+            raise ModcError(str(e), span) from None
         self.used.add(wanted)
+        self.attributes.add(name)
         return name
 
 
