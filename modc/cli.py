@@ -104,6 +104,8 @@ def _emit(text: str, out: str | None, force: bool) -> int:
     try:
         if Path(out).is_dir():
             raise ModcError(f"'{out}' is a folder; -o takes a file name")
+        if Path(out).exists() and not Path(out).is_file():  # never replace /dev/null
+            raise ModcError(f"'{out}' is not a regular file; leave out -o to print")
         if Path(out).exists() and not force:
             raise ModcError(f"'{out}' exists; pass --force to replace it")
         write_atomic(out, text)

@@ -18,18 +18,28 @@ class ModcError(Exception):
         self.hint = hint
 
     def render(self) -> str:
-        """The message as a compiler prints it."""
+        """The message as a compiler prints it. What the terminal would not show as text (a
+        newline in a file name, an escape sequence in a spec) is shown escaped."""
         if self.span is None:
-            out = [f"modc: error: {self.message}"]
+            out = [f"modc: error: {shown(self.message)}"]
         else:
-            out = [f"{self.span}: error: {self.message}"]
+            out = [f"{shown(str(self.span))}: error: {shown(self.message)}"]
             text = self.span.source.line(self.span.line)
             if text:
-                caret = " " * (self.span.col - 1) + "^" + "~" * (self.span.width - 1)
-                out += ["  " + text.expandtabs(1), "  " + caret]
+                line = text.expandtabs(1)
+                before = len(shown(line[: self.span.col - 1]))
+                caret = " " * before + "^" + "~" * (self.span.width - 1)
+                out += ["  " + shown(line), "  " + caret]
         if self.hint:
-            out.append(f"  note: {self.hint}")
+            out.append(f"  note: {shown(self.hint)}")
         return "\n".join(out)
+
+
+def shown(text: str) -> str:
+    """`text` with every character that is not printable written as repr writes it."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str | None:

@@ -32,10 +32,12 @@ def read_limited(path: str | Path, limit: int = MAX_SPEC_BYTES) -> bytes:
 
 
 def reason(e: OSError) -> str:
-    """Why the system refused a file, in a few words: its message, or for a folder that
-    could not be made because a file has its name, that."""
-    if isinstance(e, FileExistsError) and e.filename:
-        return f"'{e.filename}' is a file, not a folder"
+    """Why the system refused a file, in a few words: its message, or, when a folder could
+    not be made because a file stands on the way, which file."""
+    if isinstance(e, (FileExistsError, NotADirectoryError)) and e.filename:
+        for path in (Path(e.filename), *Path(e.filename).parents):
+            if path.exists() and not path.is_dir():
+                return f"'{path}' is a file, not a folder"
     return e.strerror or str(e)
 
 

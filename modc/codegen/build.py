@@ -12,7 +12,7 @@ from modc.codegen.certificate import emit_certificate
 from modc.codegen.model import emit_model
 from modc.codegen.optimizer import emit_optimizer
 from modc.errors import ModcError
-from modc.fileio import reason, write_atomic
+from modc.fileio import read_limited, reason, write_atomic
 from modc.graph import ir
 from modc.graph.view import tree
 from modc.theory.analysis import Analysis
@@ -67,8 +67,8 @@ def check_target(out: Path, name: str, force: bool) -> None:
     if force or not out.is_dir() or not any(out.iterdir()):
         return
     try:
-        doc = json.loads((out / "spec.json").read_text("utf-8"))
-    except (OSError, ValueError):
+        doc = json.loads(read_limited(out / "spec.json"))
+    except (OSError, ValueError, RecursionError):
         doc = None
     if not (isinstance(doc, dict) and doc.get("compiler") == MARK["compiler"]):
         raise ModcError(
