@@ -95,10 +95,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _emit(text: str, out: str | None, force: bool) -> int:
-    """Print `text`, or write it to the file `out`, which must not exist unless `force`."""
+    """Print `text` (no `out`, or `-`), or write it to the file `out`, which must not exist
+    unless `force`."""
     from modc.fileio import reason, write_atomic
 
-    if not out:
+    if not out or out == "-":
         sys.stdout.write(text)
         return 0
     try:
@@ -182,11 +183,11 @@ def _parser() -> argparse.ArgumentParser:
     command("check", cmd_check, "validate a spec and print its modules, shapes and theory")
     g = command("graph", cmd_graph, "export the module graph as Graphviz DOT or networkx JSON")
     g.add_argument("--format", choices=("dot", "json"), default="dot")
-    g.add_argument("-o", "--out", help="write to this file (default: print it)")
+    g.add_argument("-o", "--out", help="write to this file (default, or -: print it)")
     g.add_argument("--force", action="store_true", help="replace OUT if it exists")
     v = command("convert", cmd_convert, "write a spec in the other form (YAML ↔ .modc)")
     v.add_argument("--to", choices=("yaml", "modc"), required=True)
-    v.add_argument("-o", "--out", help="write to this file (default: print it)")
+    v.add_argument("-o", "--out", help="write to this file (default, or -: print it)")
     v.add_argument("--force", action="store_true", help="replace OUT if it exists")
     return p
 

@@ -38,6 +38,8 @@ def reason(e: OSError) -> str:
         for path in (Path(e.filename), *Path(e.filename).parents):
             if path.exists() and not path.is_dir():
                 return f"'{path}' is a file, not a folder"
+    if isinstance(e, IsADirectoryError) and e.filename2:  # renaming a file over a folder
+        return f"'{e.filename2}' is a folder, not a file"
     return e.strerror or str(e)
 
 

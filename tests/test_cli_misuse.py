@@ -169,3 +169,18 @@ def test_convert_and_graph_out_that_is_no_file(work):
 
 def test_a_name_the_terminal_cannot_show_is_escaped_on_one_line(work):
     refused(work, "check", "a\nb\x1b[31m.yaml", says="no such file: a\\nb\\x1b[31m.yaml")
+
+
+def test_a_build_folder_with_a_folder_where_a_file_goes(work):
+    assert run(work, "compile", "tiny.yaml", "-o", "out")[0] == 0
+    (work / "out" / "model.py").unlink()
+    (work / "out" / "model.py").mkdir()
+    refused(
+        work, "compile", "tiny.yaml", "-o", "out", says="'out/model.py' is a folder, not a file"
+    )
+
+
+def test_dash_prints(work):
+    code, out, _ = run(work, "convert", "tiny.yaml", "--to", "modc", "-o", "-")
+    assert code == 0 and 'name "tiny"' in out
+    assert not (work / "-").exists()
