@@ -20,27 +20,29 @@ from modc.graph import ir
 from modc.graph.budget import check_budget
 from modc.graph.elaborate import elaborate
 from modc.graph.params import parse_override
-from modc.spec import load_spec
+from modc.spec import ast, load_spec
 from modc.theory.analysis import Analysis, analyze
 
 
 def load(
-    path: str | Path,
+    path: str | Path | ast.Spec,
     params: Iterable[str] | Mapping[str, object] = (),
     free: Collection[str] = (),
 ) -> tuple[ir.Network, Analysis]:
-    """Parse, elaborate and analyse a spec. `params` holds `name=value` overrides."""
+    """Parse, elaborate and analyse a spec (a file, or an AST such as modc.api builds).
+    `params` holds `name=value` overrides."""
     overrides = {}
     for text in _texts(params):
         name, expr, span = parse_override(text)
         overrides[name] = (expr, span)
-    network = elaborate(load_spec(path), overrides, free)
+    spec = path if isinstance(path, ast.Spec) else load_spec(path)
+    network = elaborate(spec, overrides, free)
     check_budget(network)  # before the analysis, whose work grows with the copies
     return network, analyze(network)
 
 
 def compile_spec(
-    path: str | Path,
+    path: str | Path | ast.Spec,
     out: str | Path | None = None,
     params: Iterable[str] | Mapping[str, object] = (),
     force: bool = False,
@@ -66,7 +68,7 @@ class Build:
 
 
 def build(
-    path: str | Path,
+    path: str | Path | ast.Spec,
     params: Iterable[str] | Mapping[str, object] = (),
     out: str | Path | None = None,
 ) -> Build:
@@ -78,7 +80,8 @@ def build(
     params = _texts(params)
     if out is None:
         network, analysis = load(path, params)
-        key = hashlib.sha256(repr((read_limited(path), params)).encode()).hexdigest()[:16]
+        text = repr(path) if isinstance(path, ast.Spec) else read_limited(path)
+        key = hashlib.sha256(repr((text, params)).encode()).hexdigest()[:16]
         where = write_build(network, analysis, _cache() / key)
     else:
         where = compile_spec(path, out, params)
