@@ -47,6 +47,7 @@ TEXTS = [
     "esc\x1b[31m",
     "bidi\u202eevil\u2066x\u2069\u200f",
     "bom\ufeff",
+    "lone\ud800surrogate",
     "# -*- coding: latin-1 -*-",
     "{f}{{}}{0!r}",
     "#x",
@@ -189,8 +190,12 @@ IDENT_PLACES = ["yaml_atom", "modc_atom", "yaml_repeat", "modc_repeat", "yaml_de
 FILE_PLACES = {"yaml_file", "modc_file", "yaml_include", "modc_include"}
 
 
+def surrogate(n: str) -> bool:
+    return any("\ud800" <= c <= "\udfff" for c in n)
+
+
 def can_name_a_file(n: str) -> bool:
-    return "/" not in n and "\x00" not in n and len(n.encode()) < 200
+    return "/" not in n and "\x00" not in n and not surrogate(n) and len(n.encode()) < 200
 
 
 CASES = [
@@ -335,8 +340,8 @@ def check_refusal(e: ModcError) -> None:
 
 def must_compile(place: str, n: str) -> bool | None:
     """Whether the case must compile (True), must be refused (False), or may do either."""
-    if place in TEXT_PLACES:
-        return True
+    if place in TEXT_PLACES:  # the .modc language has no lone surrogates
+        return None if place.startswith("modc") and surrogate(n) else True
     if place.endswith("_def"):
         return None  # keywords and builtins are refused as definition names, others pass
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", n):

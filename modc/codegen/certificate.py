@@ -6,6 +6,7 @@ import textwrap
 
 from modc.codegen.settings import optimizer_settings
 from modc.codegen.source import WIDTH, docstring, literal, module, plain, quote, snippets
+from modc.errors import shown
 from modc.graph import ir
 from modc.ops.base import exact
 from modc.runtime.certify import lipschitz_lower
@@ -230,7 +231,7 @@ def emit_certificate(network: ir.Network, analysis: Analysis) -> str:
         ]
     )
     return module(
-        f"A Lipschitz certificate for {network.name}, compiled by modc: checked on "
+        f"A Lipschitz certificate for {shown(network.name)}, compiled by modc: checked on "
         "the live weights.\n",
         body,
     )

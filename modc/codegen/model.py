@@ -15,6 +15,7 @@ from modc.codegen.source import (
     module,
     snippets,
 )
+from modc.errors import shown
 from modc.graph import ir
 
 # The globals of model.py besides the runtime's and the classes of repeated bodies.
@@ -26,7 +27,7 @@ def location(node: ir.Node) -> str:
     if node.span is None:
         return ""
     name = node.span.source.name.replace("\\", "/").rsplit("/", 1)[-1]
-    return f"{name}:{node.span.line}:{node.span.col}"
+    return f"{shown(name)}:{node.span.line}:{node.span.col}"
 
 
 @dataclass
@@ -151,7 +152,7 @@ def emit_model(network: ir.Network) -> str:
     e = ModelEmitter(network)
     params = ", ".join(f"{k}={v}" for k, v in network.params.items())
     root = e.scope(
-        network.root, "Network", f"The network of {network.name}; see the module docstring."
+        network.root, "Network", f"The network of {shown(network.name)}; see the module docstring."
     )
     shapes = (
         f"INPUT_SHAPE = {tuple(int(d) for d in network.input_shape)!r}\n"
@@ -173,7 +174,7 @@ def emit_model(network: ir.Network) -> str:
     )
     source = network.source_name.replace("\\", "/").rsplit("/", 1)[-1]
     doc = (
-        f"{network.name}: the network, compiled by modc from {source}.\n\n"
+        f"{shown(network.name)}: the network, compiled by modc from {shown(source)}.\n\n"
         + textwrap.fill(f"Parameters: {params or 'none'}.", 92)
         + "\nRegenerate with `modc compile` rather than edit.\n"
     )

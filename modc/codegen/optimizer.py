@@ -6,6 +6,7 @@ import inspect
 
 from modc.codegen.settings import KINDS, OptimizerSettings, optimizer_settings
 from modc.codegen.source import literal, module, plain, quote, snippets
+from modc.errors import shown
 from modc.graph import ir
 from modc.runtime.optim import Combined, Constrain, Dualized, Normalized
 from modc.theory.analysis import Analysis
@@ -213,7 +214,7 @@ def emit_optimizer(network: ir.Network, analysis: Analysis) -> str:
         Constrain,
     ]
     return module(
-        f"The optimizer for {network.name}, compiled by modc: dualized steps "
+        f"The optimizer for {shown(network.name)}, compiled by modc: dualized steps "
         "whose size each atom\nreceives by its place in the network; normalized and "
         "baseline optimizers from the same build.\n",
         "\n\n\n".join([snippets(runtime), tables, _make(settings)]),

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import sympy
 
+from modc.errors import shown
+
 # The only imports generated code may have: the name that shows it uses one, its line, and
 # whether it is of the standard library (those come first, as isort orders them).
 IMPORTS = [
@@ -254,9 +256,12 @@ def quote(text: str) -> str:
 
 
 def docstring(text: str, indent: int = 0) -> str:
-    """`text` as a triple-quoted docstring at `indent`, each of its lines made `plain`."""
+    """A triple-quoted docstring at `indent` whose value is `text`, each of its lines made
+    printable (`shown`: no control character or lone surrogate gets in; Python refuses a
+    class whose docstring holds one). Spec text put in `text` as `shown(name)` stays on
+    its line: its own line breaks show as \\n."""
     pad = " " * indent
-    first, *rest = (plain(line) for line in text.split("\n"))
+    first, *rest = (plain(shown(line)) for line in text.split("\n"))
     inner = [pad + line if line or i == len(rest) - 1 else "" for i, line in enumerate(rest)]
     return pad + '"""' + "\n".join([first, *inner]) + '"""'
 
