@@ -16,7 +16,7 @@ from modc.errors import ModcError
 def cmd_compile(args: argparse.Namespace) -> int:
     from modc.compiler import compile_spec
 
-    out = compile_spec(args.spec, args.out, args.param)
+    out = compile_spec(args.spec, args.out, args.param, args.force)
     print(f"wrote {out}/ (model.py, optimizer.py, certificate.py, train.py, data.py, spec.json)")
     print(f"train it: python {out}/train.py")
     return 0
@@ -86,7 +86,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
     network, _ = load(args.spec, args.param)
     text = to_dot(network) if args.format == "dot" else json.dumps(to_graph_json(network))
-    return _emit(text if text.endswith("\n") else text + "\n", args.out)
+    return _emit(text if text.endswith("\n") else text + "\n", args.out, args.force)
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -94,17 +94,27 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
     if args.param:
         raise ModcError("convert writes the spec as it is; -p does not apply")
-    return _emit(convert(args.spec, args.to), args.out)
+    return _emit(convert(args.spec, args.to), args.out, args.force)
 
 
-def _emit(text: str, out: str | None) -> int:
-    """Print `text`, or write it to the file `out`."""
-    from modc.fileio import write_atomic
+def _emit(text: str, out: str | None, force: bool) -> int:
+    """Print `text` (no `out`, or `-`), or write it to the file `out`, which must not exist
+    unless `force`."""
+    from modc.fileio import reason, write_atomic
 
-    if out:
-        write_atomic(out, text)
-    else:
+    if not out or out == "-":
         sys.stdout.write(text)
+        return 0
+    try:
+        if Path(out).is_dir():
+            raise ModcError(f"'{out}' is a folder; -o takes a file name")
+        if Path(out).exists() and not Path(out).is_file():  # never replace /dev/null
+            raise ModcError(f"'{out}' is not a regular file; leave out -o to print")
+        if Path(out).exists() and not force:
+            raise ModcError(f"'{out}' exists; pass --force to replace it")
+        write_atomic(out, text)
+    except OSError as e:
+        raise ModcError(f"cannot write '{out}': {reason(e)}") from None
     return 0
 
 
@@ -132,6 +142,11 @@ def _parser() -> argparse.ArgumentParser:
         "compile", cmd_compile, "generate model.py, optimizer.py, certificate.py and train.py"
     )
     c.add_argument("-o", "--out", help="build directory (default: build/NAME)")
+    c.add_argument(
+        "--force",
+        action="store_true",
+        help="write into OUT even if it holds files that are not a build of this spec",
+    )
 
     b = command(
         "bounds",
@@ -183,15 +198,20 @@ def _parser() -> argparse.ArgumentParser:
     command("check", cmd_check, "validate a spec and print its modules, shapes and theory")
     g = command("graph", cmd_graph, "export the module graph as Graphviz DOT or networkx JSON")
     g.add_argument("--format", choices=("dot", "json"), default="dot")
-    g.add_argument("-o", "--out", help="write to this file (default: print it)")
+    g.add_argument("-o", "--out", help="write to this file (default, or -: print it)")
+    g.add_argument("--force", action="store_true", help="replace OUT if it exists")
     v = command("convert", cmd_convert, "write a spec in the other form (YAML ↔ .modc)")
     v.add_argument("--to", choices=("yaml", "modc"), required=True)
-    v.add_argument("-o", "--out", help="write to this file (default: print it)")
+    v.add_argument("-o", "--out", help="write to this file (default, or -: print it)")
+    v.add_argument("--force", action="store_true", help="replace OUT if it exists")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: user errors print `file:line:col: error: ...` and exit with status 2."""
+    for stream in (sys.stdout, sys.stderr):  # a name no terminal can show is escaped
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
         return args.run(args)
@@ -203,6 +223,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # the reader went away (`modc bounds ... | head`): not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as e:  # a file the system refused that no command foresaw
+        where = f" '{e.filename}'" if e.filename else ""
+        print(f"modc: error: cannot use{where}: {e.strerror or e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
+import stat
 import sys
 import tempfile
 from collections.abc import Collection, Iterable, Mapping
@@ -11,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from modc.codegen.build import write_build
+from modc.codegen.build import folder_name, write_build
+from modc.errors import ModcError
 from modc.graph import ir
 from modc.graph.budget import check_budget
 from modc.graph.elaborate import elaborate
@@ -41,10 +44,16 @@ def compile_spec(
     path: str | Path | ast.Spec,
     out: str | Path | None = None,
     params: Iterable[str] | Mapping[str, object] = (),
+    force: bool = False,
 ) -> Path:
-    """`modc compile`: write the build of a spec; returns the build directory."""
+    """`modc compile`: write the build of a spec; returns the build directory.
+
+    Without `out`, the build goes to build/NAME, NAME the spec's name made a safe folder
+    name. A folder that holds anything but a build of this spec is refused unless `force`.
+    """
     network, analysis = load(path, params)
-    return write_build(network, analysis, out or Path("build") / network.name)
+    out = Path("build") / folder_name(network.name) if out is None else out
+    return write_build(network, analysis, out, force)
 
 
 @dataclass
@@ -64,21 +73,34 @@ def build(
 ) -> Build:
     """Compile a spec and import the generated files: one source of truth with `modc compile`.
 
-    Without `out`, the build goes to a cache directory keyed by the spec and parameters.
+    Without `out`, the build goes to this user's private cache, keyed by the spec and the
+    parameters.
     """
     params = _texts(params)
     if out is None:
-        # a file is read as compile reads it: refused if too long, before reading it all
+        network, analysis = load(path, params)
         text = repr(path) if isinstance(path, ast.Spec) else read_source(path).text
-        key = hashlib.sha256(repr((text, params)).encode())
-        out = Path(tempfile.gettempdir()) / "modc-builds" / key.hexdigest()[:16]
-    where = compile_spec(path, out, params)
+        key = hashlib.sha256(repr((text, params)).encode()).hexdigest()[:16]
+        where = write_build(network, analysis, _cache() / key)
+    else:
+        where = compile_spec(path, out, params)
     tag = hashlib.sha256(str(where.resolve()).encode()).hexdigest()[:12]
     modules = [
         _import(where / f"{name}.py", f"modc_build_{tag}_{name}")
         for name in ("model", "optimizer", "certificate")
     ]
     return Build(where, *modules)
+
+
+def _cache() -> Path:
+    """This user's folder of cached builds: private (0700, owned by the user), since what is
+    written there is imported, and the temporary folder is shared with other users."""
+    root = Path(tempfile.gettempdir()) / f"modc-builds-{os.getuid()}"
+    root.mkdir(mode=0o700, exist_ok=True)
+    info = root.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise ModcError(f"{root} is not a private folder of this user; remove it or pass out=")
+    return root
 
 
 def _texts(params: Iterable[str] | Mapping[str, object]) -> list[str]:

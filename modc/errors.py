@@ -28,10 +28,12 @@ class ModcError(Exception):
         self.trace: list[tuple[str, Span]] = []
 
     def render(self) -> str:
-        """The message as a compiler prints it."""
-        out = [f"{self.span or 'modc'}: error: {self.message}", *_quote(self.span, "  ")]
+        """The message as a compiler prints it. What the terminal would not show as text (a
+        newline in a file name, an escape sequence in a spec) is shown escaped."""
+        where = shown(str(self.span)) if self.span is not None else "modc"
+        out = [f"{where}: error: {shown(self.message)}", *_quote(self.span, "  ")]
         if self.hint:
-            out.append(f"  note: {self.hint}")
+            out.append(f"  note: {shown(self.hint)}")
         trace = self.trace
         if len(trace) > MAX_TRACE:
             half = MAX_TRACE // 2
@@ -41,7 +43,7 @@ class ModcError(Exception):
             if span is None:
                 out.append(f"  ... {len(self.trace) - MAX_TRACE} more calls")
                 continue
-            out.append(f"  in {what} called at {span}")
+            out.append(f"  in {shown(what)} called at {shown(str(span))}")
             out += _quote(span, "    ")
         return "\n".join(out)
 
@@ -60,7 +62,15 @@ def _quote(span: Span | None, indent: str) -> list[str]:
         head, tail = ("…" if start else ""), ("…" if start + MAX_QUOTE < len(text) else "")
         text = head + text[start : start + MAX_QUOTE] + tail
         col += len(head) - start
-    return [indent + text, indent + " " * (col - 1) + "^" + "~" * (width - 1)]
+    before = len(shown(text[: col - 1]))
+    return [indent + shown(text), indent + " " * before + "^" + "~" * (width - 1)]
+
+
+def shown(text: str) -> str:
+    """`text` with every character that is not printable written as repr writes it."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str | None:

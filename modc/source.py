@@ -12,12 +12,7 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
-#: Largest spec file modc reads, in bytes; longer files are refused before they are parsed.
-MAX_SOURCE_BYTES = 256 * 1024
-
-
-class TooLarge(OSError):
-    """A file is larger than MAX_SOURCE_BYTES (or never ends, like /dev/zero)."""
+from modc.fileio import read_limited
 
 
 @dataclass(frozen=True, eq=False)
@@ -29,15 +24,12 @@ class Source:
 
     @classmethod
     def read(cls, path: str | Path) -> Source:
-        """The text of the file at `path`: UTF-8, at most MAX_SOURCE_BYTES.
+        """The text of the regular file at `path`: UTF-8, at most MAX_SPEC_BYTES.
 
-        Raises TooLarge for a longer file, UnicodeDecodeError for one that is not UTF-8,
-        and OSError when it cannot be read.
+        Raises TooLarge for a longer file (or one that never ends), UnicodeDecodeError for
+        one that is not UTF-8, and OSError when it cannot be read (see fileio.read_limited).
         """
-        with open(path, "rb") as f:
-            data = f.read(MAX_SOURCE_BYTES + 1)
-        if len(data) > MAX_SOURCE_BYTES:
-            raise TooLarge(f"larger than {MAX_SOURCE_BYTES // 1024} KiB, the limit for a spec")
+        data = read_limited(path)
         return cls(printable(str(path)), data.decode("utf-8-sig"))
 
     @functools.cached_property

@@ -35,13 +35,14 @@ def trials(request: pytest.FixtureRequest) -> int | None:
     return request.config.getoption("--trials")
 
 
-def modc(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Run `python -m modc ARGS` as a user would, capturing its output."""
+def modc(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run `python -m modc ARGS` as a user would, capturing its output; a hang fails."""
     return subprocess.run(
         [sys.executable, "-m", "modc", *args],
         capture_output=True,
         text=True,
         cwd=cwd or ROOT,
+        timeout=timeout,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from importlib import resources
 from pathlib import Path
@@ -10,7 +11,8 @@ from pathlib import Path
 from modc.codegen.certificate import emit_certificate
 from modc.codegen.model import emit_model
 from modc.codegen.optimizer import emit_optimizer
-from modc.fileio import write_atomic
+from modc.errors import ModcError
+from modc.fileio import read_limited, reason, write_atomic
 from modc.graph import ir
 from modc.graph.view import tree
 from modc.theory.analysis import Analysis
@@ -18,12 +20,14 @@ from modc.theory.report import to_json
 
 DATASETS = {"mnist": "mnist_5k.csv.gz", "shakespeare": "shakespeare.txt"}
 TEMPLATES = ("train.py", "data.py", "options.py")  # copied verbatim
+MARK = {"compiler": "modc"}  # the first key of spec.json: how a folder is known as a build
 
 
 def spec_json(network: ir.Network, analysis: Analysis) -> str:
     """The elaborated spec: parameters, shapes, training defaults, IR and analysis."""
     source = network.source_name.replace("\\", "/").rsplit("/", 1)[-1]
     doc = {
+        **MARK,
         "name": network.name,
         "source": source,
         "train": network.train,
@@ -47,8 +51,44 @@ def datasets_for(network: ir.Network) -> list[str]:
     return wanted
 
 
-def write_build(network: ir.Network, analysis: Analysis, out: str | Path) -> Path:
-    """Generate every file of the build into `out` (created if needed); returns its path."""
+def folder_name(name: str) -> str:
+    """The spec name as one safe folder name, for the default build/NAME: letters, digits,
+    `_`, `-` and `.` kept, every other run of characters made `_`, no leading `.` or `-`
+    (so no `..`, no hidden folder, no option), at most 64 characters."""
+    safe = re.sub(r"[^\w.-]+", "_", name).lstrip(".-")[:64]
+    return safe or "spec"
+
+
+def check_target(out: Path, name: str, force: bool) -> None:
+    """Refuse to write a build into `out` when it is a file, or a folder that holds something
+    other than a build of the spec called `name` (unless `force`)."""
+    if out.exists() and not out.is_dir():
+        raise ModcError(f"cannot write the build to '{out}': it is a file, not a folder")
+    if force or not out.is_dir() or not any(out.iterdir()):
+        return
+    try:
+        doc = json.loads(read_limited(out / "spec.json"))
+    except (OSError, ValueError, RecursionError):
+        doc = None
+    if not (isinstance(doc, dict) and doc.get("compiler") == MARK["compiler"]):
+        raise ModcError(
+            f"'{out}' is not empty and holds no modc build; pass --force to write into it"
+        )
+    if doc.get("name") != name:
+        raise ModcError(
+            f"'{out}' holds the build of another spec, {doc.get('name')!r}; pass --force "
+            "to replace it"
+        )
+
+
+def write_build(
+    network: ir.Network, analysis: Analysis, out: str | Path, force: bool = False
+) -> Path:
+    """Generate every file of the build into `out` (created if needed); returns its path.
+
+    `out` must be empty, missing, or hold an earlier build of the same spec (by name),
+    unless `force`: a user's own model.py is never replaced by mistake.
+    """
     out = Path(out)
     files = {
         "model.py": emit_model(network),
@@ -58,14 +98,23 @@ def write_build(network: ir.Network, analysis: Analysis, out: str | Path) -> Pat
     }
     templates = resources.files("modc.codegen") / "templates"
     files.update({name: (templates / name).read_text("utf-8") for name in TEMPLATES})
-    for name, text in files.items():
-        write_atomic(out / name, text)
-    for key in datasets_for(network):
-        target = out / "data" / DATASETS[key]
-        if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with resources.as_file(resources.files("modc.data") / DATASETS[key]) as src:
-                tmp = target.with_suffix(".tmp")
-                shutil.copyfile(src, tmp)
-                tmp.replace(target)
+    try:
+        check_target(out, network.name, force)
+        for name, text in files.items():
+            write_atomic(out / name, text)
+        for key in datasets_for(network):
+            _ship(DATASETS[key], out / "data")
+    except OSError as e:
+        raise ModcError(f"cannot write the build to '{out}': {reason(e)}") from None
     return out
+
+
+def _ship(dataset: str, folder: Path) -> None:
+    """Copy a shipped data set into the build's data/ folder, unless it is there already."""
+    target = folder / dataset
+    if not target.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        with resources.as_file(resources.files("modc.data") / dataset) as src:
+            tmp = target.with_suffix(".tmp")
+            shutil.copyfile(src, tmp)
+            tmp.replace(target)

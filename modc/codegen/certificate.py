@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import textwrap
 
 from modc.codegen.settings import optimizer_settings
-from modc.codegen.source import WIDTH, literal, module, snippets
+from modc.codegen.source import WIDTH, docstring, literal, module, plain, quote, snippets
+from modc.errors import shown
 from modc.graph import ir
 from modc.ops.base import exact
 from modc.runtime.certify import lipschitz_lower
@@ -112,7 +112,7 @@ class BoundEmitter:
             term: Term = ("+", [self.bound(b, "m") for b in core.branches])
         else:
             term = product(self.factors(node, "m"))
-        lines = [f"def {name}(m: nn.Module) -> float:", f'    """{doc}"""']
+        lines = [f"def {name}(m: nn.Module) -> float:", docstring(doc, 4)]
         lines += ["    " + line for line in layout(term, 4, "return ")]
         self.functions.append("\n".join(lines))
         return name
@@ -174,7 +174,7 @@ def _string_lines(text: str, indent: int) -> str:
     chunks = textwrap.wrap(text, WIDTH - indent - 3, drop_whitespace=False) or [""]
     if "".join(chunks) != text:  # whitespace textwrap would change: keep one literal
         chunks = [text]
-    quoted = [json.dumps(chunk, ensure_ascii=False) for chunk in chunks]
+    quoted = [quote(chunk) for chunk in chunks]
     return "".join(
         f"{' ' * indent}{q}{',' * (i == len(quoted) - 1)}\n" for i, q in enumerate(quoted)
     )
@@ -186,12 +186,13 @@ def emit_certificate(network: ir.Network, analysis: Analysis) -> str:
     b = BoundEmitter()
     b.scope(network.root, "bound_network", "Bound for the whole network.")
     kinds = {a.kind: type(a.node.op) for a in analysis.atoms}
-    atoms = "\n".join(f'    "{a.path}.weight": "{a.kind}",' for a in analysis.atoms)
+    atoms = "\n".join(f"    {quote(a.path + '.weight')}: {quote(a.kind)}," for a in analysis.atoms)
     targets = "\n".join(
-        f'    "{a.path}.weight": {literal(a.target)},  # {a.target}' for a in analysis.atoms
+        f"    {quote(a.path + '.weight')}: {literal(a.target)},  # {plain(str(a.target))}"
+        for a in analysis.atoms
     )
-    norms = ", ".join(f'"{k}": {op.norm.__name__}' for k, op in kinds.items())
-    lipschitz = ", ".join(f'"{k}": {op.lipschitz.__name__}' for k, op in kinds.items())
+    norms = ", ".join(f"{quote(k)}: {op.norm.__name__}" for k, op in kinds.items())
+    lipschitz = ", ".join(f"{quote(k)}: {op.lipschitz.__name__}" for k, op in kinds.items())
     conditions = dict.fromkeys(
         c
         for node in ir.walk(network.root)
@@ -230,7 +231,7 @@ def emit_certificate(network: ir.Network, analysis: Analysis) -> str:
         ]
     )
     return module(
-        f"A Lipschitz certificate for {network.name}, compiled by modc: checked on "
+        f"A Lipschitz certificate for {shown(network.name)}, compiled by modc: checked on "
         "the live weights.\n",
         body,
     )

@@ -5,8 +5,21 @@ from __future__ import annotations
 import textwrap
 from dataclasses import dataclass, field
 
-from modc.codegen.source import camel, commented, module, snippets
+from modc.codegen.source import (
+    camel,
+    commented,
+    defined_names,
+    docstring,
+    fresh,
+    imported_names,
+    module,
+    snippets,
+)
+from modc.errors import shown
 from modc.graph import ir
+
+# The globals of model.py besides the runtime's and the classes of repeated bodies.
+GLOBALS = ("INPUT_SHAPE", "OUTPUT_SHAPE", "Network", "build_model")
 
 
 def location(node: ir.Node) -> str:
@@ -14,7 +27,7 @@ def location(node: ir.Node) -> str:
     if node.span is None:
         return ""
     name = node.span.source.name.replace("\\", "/").rsplit("/", 1)[-1]
-    return f"{name}:{node.span.line}:{node.span.col}"
+    return f"{shown(name)}:{node.span.line}:{node.span.col}"
 
 
 @dataclass
@@ -34,7 +47,7 @@ class ClassSource:
     def text(self) -> str:
         lines = [
             f"class {self.name}(nn.Module):",
-            f'    """{self.doc}"""',
+            docstring(self.doc, 4),
             "",
             "    def __init__(self) -> None:",
             "        super().__init__()",
@@ -51,16 +64,12 @@ class ModelEmitter:
     def __init__(self, network: ir.Network):
         self.network = network
         self.classes: list[ClassSource] = []
-        self.class_names: set[str] = {"Network"}
         self.runtime: list[object] = []
-
-    def class_name(self, wanted: str) -> str:
-        name, n = wanted, 1
-        while name in self.class_names:
-            n += 1
-            name = f"{wanted}{n}"
-        self.class_names.add(name)
-        return name
+        # Every global name model.py will have, so that no class of a repeat takes one:
+        # a repeat `linear` gets `Linear2` beside the runtime's Linear, `f` gets `F2`.
+        leaves = [n for n in ir.walk(network.root) if isinstance(n, ir.Leaf)]
+        runtime = dict.fromkeys(o for leaf in leaves for o in _runtime(leaf))
+        self.globals = {*GLOBALS, *imported_names(), *defined_names(snippets(runtime))}
 
     def scope(self, node: ir.Node, name: str, doc: str) -> ClassSource:
         cls = ClassSource(name, doc)
@@ -78,10 +87,7 @@ class ModelEmitter:
     def flow(self, node: ir.Node, ins: list[str], var: str, cls: ClassSource) -> list[str]:
         """Expressions for `node`'s outputs; statements that compute them go into `cls`."""
         if isinstance(node, ir.Leaf):
-            self.runtime += [
-                *node.op.runtime,
-                *([node.op.module] if node.is_atom else []),
-            ]
+            self.runtime += _runtime(node)
             if node.is_atom:
                 cls.init += commented(
                     f"self.{node.name} = {node.op.constructor()}",
@@ -115,7 +121,7 @@ class ModelEmitter:
         base = camel(node.name)
         rest = self.scope(
             node.rest,
-            self.class_name(base),
+            fresh(base, self.globals),
             f"One copy of '{node.name}' ({location(node)}), {node.count} in all.",
         )
         if node.first is node.rest:
@@ -123,7 +129,7 @@ class ModelEmitter:
         else:
             first = self.scope(
                 node.first,
-                self.class_name(base + "First"),
+                fresh(base + "First", self.globals),
                 f"The first copy of '{node.name}' ({location(node)}).",
             )
             copies = (
@@ -136,12 +142,17 @@ class ModelEmitter:
         return [var]
 
 
+def _runtime(leaf: ir.Leaf) -> list[object]:
+    """What model.py copies from modc for `leaf`: its helpers, and an atom's nn.Module."""
+    return [*leaf.op.runtime, *([leaf.op.module] if leaf.is_atom else [])]
+
+
 def emit_model(network: ir.Network) -> str:
     """The text of model.py."""
     e = ModelEmitter(network)
     params = ", ".join(f"{k}={v}" for k, v in network.params.items())
     root = e.scope(
-        network.root, "Network", f"The network of {network.name}; see the module docstring."
+        network.root, "Network", f"The network of {shown(network.name)}; see the module docstring."
     )
     shapes = (
         f"INPUT_SHAPE = {tuple(int(d) for d in network.input_shape)!r}\n"
@@ -163,7 +174,7 @@ def emit_model(network: ir.Network) -> str:
     )
     source = network.source_name.replace("\\", "/").rsplit("/", 1)[-1]
     doc = (
-        f"{network.name}: the network, compiled by modc from {source}.\n\n"
+        f"{shown(network.name)}: the network, compiled by modc from {shown(source)}.\n\n"
         + textwrap.fill(f"Parameters: {params or 'none'}.", 92)
         + "\nRegenerate with `modc compile` rather than edit.\n"
     )

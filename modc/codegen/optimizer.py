@@ -5,7 +5,8 @@ from __future__ import annotations
 import inspect
 
 from modc.codegen.settings import KINDS, OptimizerSettings, optimizer_settings
-from modc.codegen.source import literal, module, snippets
+from modc.codegen.source import literal, module, plain, quote, snippets
+from modc.errors import shown
 from modc.graph import ir
 from modc.runtime.optim import (
     Adafactor,
@@ -138,10 +139,10 @@ def _make(s: OptimizerSettings) -> str:
     values = {
         "momentum": repr(s.momentum),
         "nesterov": repr(s.nesterov),
-        "polar": f'"{s.polar}"',
+        "polar": quote(s.polar),
         "weight_decay": repr(s.weight_decay),
-        "kind": f'"{s.kind}"',  # one of KINDS, checked
-        "constraint": f'"{s.constraint}"',
+        "kind": quote(s.kind),  # one of KINDS, checked
+        "constraint": quote(s.constraint),
         "beta2": repr(s.beta2),
         "eps": repr(s.eps),
         "decay": repr(s.decay),
@@ -191,7 +192,7 @@ def _takes_polar(dualize: object) -> bool:
 
 def _tuple_items(names: list[str]) -> str:
     """The inside of a tuple literal of strings: "", "a",  or "a", "b"."""
-    quoted = [f'"{n}"' for n in names]
+    quoted = [quote(n) for n in names]
     return quoted[0] + "," if len(quoted) == 1 else ", ".join(quoted)
 
 
@@ -230,7 +231,7 @@ def emit_optimizer(network: ir.Network, analysis: Analysis) -> str:
     def table(attr: str) -> str:
         """`"Linear": linear_norm, ...`: each kind's runtime function `attr`, if it has one."""
         functions = [(k, getattr(op, attr)) for k, op in kinds.items()]
-        return ", ".join(f'"{k}": {f.__name__}' for k, f in functions if f is not None)
+        return ", ".join(f"{quote(k)}: {f.__name__}" for k, f in functions if f is not None)
 
     if settings.atom_cap is None:
         constraint = (
@@ -250,13 +251,14 @@ def emit_optimizer(network: ir.Network, analysis: Analysis) -> str:
     polar_atoms = [k for k, op in kinds.items() if _takes_polar(op.dualize)]
     heads = output_atoms(network.root)[0]
     hidden = "\n".join(
-        f'    "{a.path}.weight",'
+        f"    {quote(a.path + '.weight')},"
         for a in analysis.atoms
         if a.kind in polar_atoms and len(a.shape) == 2 and a.path not in heads
     )
     tables = TABLES.strip().format(
         rows="\n".join(
-            f'    "{a.path}.weight": ("{a.kind}", {literal(a.target)}),  # {a.target}'
+            f"    {quote(a.path + '.weight')}: ({quote(a.kind)}, {literal(a.target)}),"
+            f"  # {plain(str(a.target))}"
             for a in analysis.atoms
         ),
         dual_maps=table("dualize"),
@@ -265,7 +267,7 @@ def emit_optimizer(network: ir.Network, analysis: Analysis) -> str:
         caps=table("cap"),
         polar_atoms=_tuple_items(polar_atoms),
         hidden=f"(\n{hidden}\n)" if hidden else "()",
-        kinds="\n".join(f'    "{k}",' for k in KINDS),
+        kinds="\n".join(f"    {quote(k)}," for k in KINDS),
         constraint=constraint,
         atom_cap=settings.atom_cap,
         bound=settings.bound_at_cap,
@@ -283,7 +285,7 @@ def emit_optimizer(network: ir.Network, analysis: Analysis) -> str:
         Constrain,
     ]
     return module(
-        f"The optimizer for {network.name}, compiled by modc: dualized steps "
+        f"The optimizer for {shown(network.name)}, compiled by modc: dualized steps "
         "whose size each atom\nreceives by its place in the network; normalized and "
         "baseline optimizers from the same build.\n",
         "\n\n\n".join([snippets(runtime), tables, _make(settings)]),

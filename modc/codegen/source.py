@@ -1,27 +1,38 @@
-"""Pieces of Python source shared by the emitters: runtime snippets, imports, literals."""
+"""Pieces of Python source shared by the emitters: runtime snippets, imports, literals, and
+the one way that text from a spec enters generated code.
+
+A spec is untrusted input. Its text (the spec's name, the names of its file and of included
+files, module names, numbers shown in comments) reaches a generated file only through
+`quote` (a string literal), `plain` (through `commented` and `docstring`: comments and
+docstrings) or `attribute` and `fresh` (identifiers), so that no name can end a string or
+a comment, or shadow a name that generated code relies on.
+"""
 
 from __future__ import annotations
 
 import ast
+import builtins
 import functools
 import inspect
-import re
+import keyword
 import sys
 import textwrap
 import types
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 import sympy
 
-# The only imports generated code may have: the pattern that shows it uses one, its line,
-# and whether it is of the standard library (those come first, as isort orders them).
+from modc.errors import shown
+
+# The only imports generated code may have: the name that shows it uses one, its line, and
+# whether it is of the standard library (those come first, as isort orders them).
 IMPORTS = [
-    (r"\bmath\.", "import math", True),
-    (r"\bCallable\b", "from collections.abc import Callable", True),
-    (r"\btorch\.", "import torch", False),
-    (r"\bF\.", "import torch.nn.functional as F", False),
-    (r"\bnn\.", "from torch import nn", False),
+    ("math", "import math", True),
+    ("Callable", "from collections.abc import Callable", True),
+    ("torch", "import torch", False),
+    ("F", "import torch.nn.functional as F", False),
+    ("nn", "from torch import nn", False),
 ]
 
 
@@ -133,27 +144,59 @@ def _module(obj: object) -> str:
     return obj.module if isinstance(obj, Constant) else obj.__module__
 
 
+@functools.cache
 def _line(obj: object) -> int:
     return obj.node().lineno if isinstance(obj, Constant) else inspect.getsourcelines(obj)[1]
 
 
+@functools.cache
 def _source(obj: object) -> str:
     return textwrap.dedent(inspect.getsource(obj)).rstrip()
 
 
 def imports_for(body: str) -> str:
-    """The import lines that `body` needs: the standard library's, a blank line, torch's."""
-    used = [(line, std) for pattern, line, std in IMPORTS if re.search(pattern, body)]
+    """The import lines that `body` needs: the standard library's, a blank line, torch's.
+    A name is needed where `body` reads it as a variable (`F.relu`), not where it is an
+    attribute or text (`m.F.weight`, `"F.weight"`, for a module a spec calls F)."""
+    try:  # top-level pieces one by one, so that the runtime's are read once
+        names = set().union(*(_variables(piece) for piece in body.split("\n\n\n")))
+    except SyntaxError:
+        names = _variables(body)
+    used = [(line, std) for name, line, std in IMPORTS if name in names]
     std = [line for line, is_std in used if is_std]
     rest = [line for line, is_std in used if not is_std]
     return "\n".join(std + [""] + rest if std and rest else std + rest)
+
+
+@functools.lru_cache(maxsize=1024)
+def _variables(code: str) -> frozenset[str]:
+    return frozenset(n.id for n in ast.walk(ast.parse(code)) if isinstance(n, ast.Name))
+
+
+def imported_names() -> set[str]:
+    """The names that the import lines of generated code bind (`math`, `F`, `nn`, ...)."""
+    return defined_names("\n".join(line for _, line, _ in IMPORTS))
+
+
+def defined_names(code: str) -> set[str]:
+    """The names that the top level of `code` binds: functions, classes, assignments, imports."""
+    names = set()
+    for stmt in ast.parse(code).body:
+        if isinstance(stmt, (ast.FunctionDef, ast.ClassDef)):
+            names.add(stmt.name)
+        elif isinstance(stmt, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in stmt.names)
+        else:
+            targets = stmt.targets if isinstance(stmt, ast.Assign) else [getattr(stmt, "target", 0)]
+            names.update(t.id for t in targets if isinstance(t, ast.Name))
+    return names
 
 
 def module(doc: str, body: str) -> str:
     """A whole generated file: docstring, the imports it needs, then the body."""
     body = body.strip()
     gap = "\n\n\n" if body.startswith(("def ", "class ", "@")) else "\n\n"  # as isort
-    return f'"""{doc}"""\n\n{imports_for(body)}{gap}{body}\n'
+    return f"{docstring(doc)}\n\n{imports_for(body)}{gap}{body}\n"
 
 
 WIDTH = 100  # generated lines fit the project's line length
@@ -163,6 +206,7 @@ def commented(code: str, comment: str, indent: int) -> list[str]:
     """`code  # comment` if it fits in WIDTH at `indent`, else the comment on the line above."""
     if not comment:
         return [code]
+    comment = plain(comment)
     if indent + len(code) + 3 + len(comment) <= WIDTH:
         return [f"{code}  # {comment}"]
     return [f"# {comment}", code]
@@ -188,5 +232,80 @@ def literal(e: sympy.Expr) -> str:
 
 
 def camel(name: str) -> str:
-    """hidden_layers → HiddenLayers, for class names."""
+    """hidden_layers → HiddenLayers, for class names (pass the result to `fresh`)."""
     return "".join(part[:1].upper() + part[1:] for part in name.split("_") if part) or "Block"
+
+
+# ---------------------------------------------------------------- text from a spec
+
+
+def plain(text: str) -> str:
+    """`text` as one printable line that cannot end a comment or a string: printable
+    characters stay; a backslash, a double quote and whatever str.isprintable() refuses
+    (newline, CR, NUL, U+2028, bidi controls, lone surrogates) become repr's escapes."""
+    return "".join(c if c.isprintable() and c not in '\\"' else _escape(c) for c in text)
+
+
+def _escape(c: str) -> str:
+    return "\\" + c if c in '\\"' else repr(c)[1:-1]
+
+
+def quote(text: str) -> str:
+    """`text` as a double-quoted Python string literal whose value is `text`."""
+    return f'"{plain(text)}"'
+
+
+def docstring(text: str, indent: int = 0) -> str:
+    """A triple-quoted docstring at `indent` whose value is `text`, each of its lines made
+    printable (`shown`: no control character or lone surrogate gets in; Python refuses a
+    class whose docstring holds one). Spec text put in `text` as `shown(name)` stays on
+    its line: its own line breaks show as \\n."""
+    pad = " " * indent
+    first, *rest = (plain(shown(line)) for line in text.split("\n"))
+    inner = [pad + line if line or i == len(rest) - 1 else "" for i, line in enumerate(rest)]
+    return pad + '"""' + "\n".join([first, *inner]) + '"""'
+
+
+@functools.cache
+def _module_members() -> frozenset[str]:
+    """nn.Module's own attributes: its methods and properties, and what its __init__ sets."""
+    from torch import nn
+
+    return frozenset(dir(nn.Module)) | frozenset(vars(nn.Module()))
+
+
+def attribute(wanted: str, taken: Collection[str] = ()) -> str:
+    """The attribute that holds the module a spec names `wanted` in a generated nn.Module.
+
+    `wanted` itself, with `_` appended while it is a Python keyword (`class`, `None`), a
+    member of nn.Module (`forward`, `training`, `named_parameters`, `to`, ...) or `taken`:
+    deterministic, so state_dict keys are stable, and the generated line's `# file:line:col`
+    comment leads back to the spec. Raises ValueError for a name that is not an ASCII
+    identifier, or that starts with `_`: Python keeps `__x` for itself (it is mangled inside
+    a class), and nn.Module keeps `_x` (`_parameters`, `_modules`, ... and more in each
+    torch release), so no rename of such a name could be trusted to stay clear of them.
+    """
+    if not (wanted.isascii() and wanted.isidentifier()):
+        raise ValueError(
+            f"a module name must be an identifier (letters, digits and _), got {wanted!r}"
+        )
+    if wanted.startswith("_"):
+        raise ValueError(
+            f"a module name must not start with '_', got '{wanted}': Python and nn.Module "
+            "keep such names for themselves"
+        )
+    name = wanted
+    while keyword.iskeyword(name) or name in _module_members() or name in taken:
+        name += "_"
+    return name
+
+
+def fresh(wanted: str, taken: set[str]) -> str:
+    """A global name for generated code: `wanted`, or `wanted2`, `wanted3`, ..., the first
+    that is neither in `taken` (which it joins) nor a keyword or a builtin."""
+    name, n = wanted, 1
+    while name in taken or keyword.iskeyword(name) or hasattr(builtins, name):
+        n += 1
+        name = f"{wanted}{n}"
+    taken.add(name)
+    return name

@@ -10,12 +10,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
-import keyword
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import sympy
 
+from modc.codegen.source import attribute
 from modc.errors import ModcError, did_you_mean, unknown_argument
 from modc.graph import ir
 from modc.graph.budget import Operations
@@ -28,31 +28,6 @@ from modc.source import Span
 from modc.spec import ast
 from modc.spec.settings import check_settings
 
-# Attribute names that would shadow nn.Module's own members in generated code.
-_RESERVED = {
-    "forward",
-    "training",
-    "train",
-    "eval",
-    "to",
-    "cuda",
-    "cpu",
-    "float",
-    "double",
-    "half",
-    "parameters",
-    "modules",
-    "children",
-    "apply",
-    "state_dict",
-    "type",
-    "register_buffer",
-    "zero_grad",
-    "requires_grad_",
-    "self",
-    "x",
-}
-
 
 @dataclass
 class Scope:
@@ -60,6 +35,7 @@ class Scope:
 
     used: set[str] = field(default_factory=set)
     counts: dict[str, int] = field(default_factory=dict)
+    attributes: set[str] = field(default_factory=set)
 
     def claim(self, wanted: str | None, kind: str, span: Span | None, prefix: str = "") -> str:
         """A fresh attribute name: `prefix` + the name the spec gives, or kind + a number."""
@@ -72,8 +48,12 @@ class Scope:
         wanted = prefix + wanted
         if wanted in self.used:
             raise ModcError(f"the name '{wanted}' is used twice in the same block", span)
-        name = wanted + "_" if keyword.iskeyword(wanted) or wanted in _RESERVED else wanted
+        try:  # the attribute in generated code: the name, or renamed clear of nn.Module's
+            name = attribute(wanted, self.attributes)
+        except ValueError as e:
+            raise ModcError(str(e), span) from None
         self.used.add(wanted)
+        self.attributes.add(name)
         return name
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from modc.errors import ModcError
-from modc.source import MAX_SOURCE_BYTES, Source, TooLarge
+from modc.fileio import TooLarge
+from modc.source import Source
 from modc.spec import ast
 from modc.spec.includes import STD, resolve
 
@@ -42,7 +43,7 @@ def parse_file(
 def read_source(path: str | Path, include: ast.Include | None = None) -> Source:
     """The text of a spec file, or a ModcError saying why it cannot be read.
 
-    The one place where modc reads a spec: a file longer than MAX_SOURCE_BYTES (or one
+    The one place where modc reads a spec: a file over fileio.MAX_SPEC_BYTES (or one
     that never ends) is refused here.
     """
     path = Path(path)
@@ -64,11 +65,8 @@ def read_source(path: str | Path, include: ast.Include | None = None) -> Source:
         raise ModcError(f"cannot include '{include.path}': no such file", at, hint) from None
     except UnicodeDecodeError:
         raise ModcError(f"cannot read '{path}': not UTF-8 text", at) from None
-    except TooLarge:
-        raise ModcError(
-            f"cannot read '{path}': a spec file may have at most {MAX_SOURCE_BYTES:,} bytes",
-            at,
-        ) from None
+    except TooLarge as err:
+        raise ModcError(f"cannot read '{path}': {err}", at) from None
     except OSError as err:
         raise ModcError(f"cannot read '{path}': {err.strerror or err}", at) from None
 
