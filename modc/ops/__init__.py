@@ -14,7 +14,7 @@ from modc.ops.base import Arg, Atom, Bond, Op, Shape, ShapeError, show
 from modc.ops.conv import Conv2DOp
 from modc.ops.embed import EmbedOp
 from modc.ops.linear import LinearOp
-from modc.ops.normalize import LayerNorm, MeanSubtract, RMSDivide
+from modc.ops.normalize import LayerNorm, MeanSubtract, RMSClip, RMSDivide
 from modc.ops.pool import AvgPool, Mean
 from modc.ops.rope import RoPE
 from modc.ops.structure import Add, Flatten, Identity, Mul
@@ -31,6 +31,7 @@ BONDS: tuple[type[Op], ...] = (
     MeanSubtract,
     RMSDivide,
     LayerNorm,
+    RMSClip,
     Mean,
     AvgPool,
     SplitHeads,

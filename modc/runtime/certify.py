@@ -1,9 +1,104 @@
-"""Operator-norm bounds: a sound upper bound per weight, an empirical lower bound per model."""
+"""Operator-norm bounds: a sound upper bound per weight, an empirical lower bound per model,
+and the measures by which the certificate checks its conditions on data."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+
+def _vector_rms(x: torch.Tensor) -> torch.Tensor:
+    """RMS over the last axis, in float64; batch first."""
+    return x.detach().double().pow(2).mean(-1).sqrt().flatten(1)
+
+
+def smallest_rms(x: torch.Tensor) -> torch.Tensor:
+    """Per example, the smallest RMS of a feature vector (last axis)."""
+    return _vector_rms(x).amin(1)
+
+
+def largest_rms(x: torch.Tensor) -> torch.Tensor:
+    """Per example, the largest RMS of a feature vector (last axis)."""
+    return _vector_rms(x).amax(1)
+
+
+def smallest_centred_rms(x: torch.Tensor) -> torch.Tensor:
+    """Per example, the smallest standard deviation of a feature vector (last axis)."""
+    x = x.detach().double()
+    return smallest_rms(x - x.mean(-1, keepdim=True))
+
+
+def largest_row_l1(scores: torch.Tensor) -> torch.Tensor:
+    """Per example, the largest ℓ1 norm of a row (last axis), less the rounding of a softmax
+    in the tensor's dtype (one unit in the last place per entry): exact softmax rows sum
+    to 1."""
+    rounding = scores.shape[-1] * torch.finfo(scores.dtype).eps
+    return (scores.detach().double().abs().sum(-1) - rounding).flatten(1).amax(1)
+
+
+def check_conditions(
+    model: nn.Module, x: torch.Tensor, checks: dict
+) -> tuple[dict[int, dict], torch.Tensor]:
+    """Run `model` on `x` and evaluate each condition on the inputs its operation receives.
+
+    `checks` maps the name of a runtime function of the model's module (rms_divide,
+    attention_qk, ...) to (condition index, measure, input number, limit, at_least) rows.
+    For one forward pass in eval mode (1024 examples at a time) each such function is wrapped, and forward hooks on
+    every submodule track which one is running, so each condition gets its worst value over
+    examples and calls and where that was: the submodule and the call's number in it.
+    Also returns, per example, whether every condition held on it.
+    """
+    namespace = model.forward.__globals__  # the generated model.py
+    running: list[str] = []
+    calls: dict[tuple[str, str], int] = {}
+    worst: dict[int, dict] = {}
+    each = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+    start = [0]  # the first example of the chunk running
+
+    def watched(name: str, fn):
+        def call(*args):
+            owner = running[-1] if running else "network"
+            n = calls[owner, name] = calls.get((owner, name), 0) + 1
+            for index, measure, arg, limit, at_least in checks[name]:
+                values = measure(args[arg])
+                each[start[0] : start[0] + len(values)].logical_and_(values >= limit if at_least else values <= limit)
+                value = (values.min() if at_least else values.max()).item()
+                seen = worst.get(index)
+                if seen is None or (value < seen["worst"] if at_least else value > seen["worst"]):
+                    worst[index] = {
+                        "held": value >= limit if at_least else value <= limit,
+                        "worst": value,
+                        "where": f"{name} call {n} in {owner}",
+                    }
+            return fn(*args)
+
+        return call
+
+    def enter(name: str):
+        return lambda module, inputs: running.append(name)
+
+    def leave(module, inputs, output) -> None:
+        running.pop()
+
+    originals = {name: namespace[name] for name in checks if name in namespace}
+    modes = [(module, module.training) for module in model.modules()]
+    hooks = []
+    try:
+        for name, module in model.named_modules():
+            hooks.append(module.register_forward_pre_hook(enter(name or "network")))
+            hooks.append(module.register_forward_hook(leave))
+        namespace.update({name: watched(name, fn) for name, fn in originals.items()})
+        model.eval()
+        with torch.no_grad():
+            for start[0] in range(0, len(x), 1024):
+                model(x[start[0] : start[0] + 1024])
+    finally:
+        namespace.update(originals)
+        for hook in hooks:
+            hook.remove()
+        for module, training in modes:
+            module.train(training)
+    return worst, each
 
 
 def spectral_norm_upper(w: torch.Tensor) -> float:
@@ -44,7 +139,7 @@ def constrain(weight: torch.Tensor, cap: float, lipschitz, project=None) -> floa
     if not bool(weight.detach().isfinite().all()):
         return float("inf")
     bound = lipschitz(weight)
-    if bound <= cap:
+    if bound <= cap or lipschitz(torch.zeros_like(weight)) >= bound:
         return bound
     with torch.no_grad():
         if project is not None:
@@ -57,7 +152,9 @@ def constrain(weight: torch.Tensor, cap: float, lipschitz, project=None) -> floa
     return bound
 
 
-def lipschitz_lower(model: nn.Module, x: torch.Tensor, iters: int = 30, ascent: int = 8) -> float:
+def lipschitz_lower(
+    model: nn.Module, x: torch.Tensor, iters: int = 30, ascent: int = 8, inside=None
+) -> float:
     """Empirical lower bound on the ℓ2 Lipschitz constant of model (per example, flattened).
 
     Valid because every candidate is attained: ‖J(x)v‖/‖v‖ after power iteration on each
@@ -66,7 +163,10 @@ def lipschitz_lower(model: nn.Module, x: torch.Tensor, iters: int = 30, ascent: 
     of normalised gradient ascent (adversarial pairs). Runs a float64 copy of the weights,
     so rounding (≤ 100 ulps, taken off) cannot lift it above a true upper bound. Examples
     must be independent through the model (eval mode is used); the model's weights, grads
-    and train/eval modes are left as they were. Inputs must be floating point.
+    and train/eval modes are left as they were. Inputs must be floating point. `inside`,
+    when given, maps inputs to a per-example bool (a certificate's conditions held): only
+    Jacobians at such points and secants between two such points count, a lower bound on
+    the constant over that domain.
     """
     if not x.is_floating_point():
         raise TypeError("lipschitz_lower needs floating-point inputs")
@@ -91,8 +191,14 @@ def lipschitz_lower(model: nn.Module, x: torch.Tensor, iters: int = 30, ascent: 
         def secant(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
             return size(f(a) - f(b)) / size(a - b).clamp_min(1e-300)
 
-        def best_of(ratios: torch.Tensor) -> float:
-            ratios = ratios.detach()[ratios.detach().isfinite()]
+        def valid(*points: torch.Tensor) -> torch.Tensor:
+            ok = torch.ones(points[0].shape[0], dtype=torch.bool, device=x.device)
+            for p in points if inside is not None else ():
+                ok &= inside(p.detach()).to(x.device)
+            return ok
+
+        def best_of(ratios: torch.Tensor, ok: torch.Tensor) -> float:
+            ratios = ratios.detach()[ok & ratios.detach().isfinite()]
             return ratios.max().item() if ratios.numel() else 0.0
 
         def climb(a: torch.Tensor, b: torch.Tensor, steps: int) -> float:
@@ -101,7 +207,7 @@ def lipschitz_lower(model: nn.Module, x: torch.Tensor, iters: int = 30, ascent: 
             for k in range(steps + 1):
                 a, b = a.detach().requires_grad_(True), b.detach().requires_grad_(True)
                 ratio = secant(a, b)
-                best = max(best, best_of(ratio))
+                best = max(best, best_of(ratio, valid(a, b)))
                 if k == steps or not ratio.requires_grad:
                     break
                 ga, gb = torch.autograd.grad(ratio.log().sum(), (a, b), allow_unused=True)
@@ -127,7 +233,7 @@ def lipschitz_lower(model: nn.Module, x: torch.Tensor, iters: int = 30, ascent: 
                     for _ in range(iters):
                         (v,) = torch.autograd.grad(y, xr, jvp(v), retain_graph=True)
                         v = unit(v.detach())  # JᵀJ v, normalised
-                    best = best_of(size(jvp(v)) / size(v).clamp_min(1e-300))
+                    best = best_of(size(jvp(v)) / size(v).clamp_min(1e-300), valid(x))
             scale = size(x).clamp_min(1.0).view(shape)
             noise = unit(torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype))
             for direction in (v, noise):

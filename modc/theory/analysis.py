@@ -1,4 +1,4 @@
-"""Mass, sensitivity and per-atom targets by the composition rules of DESIGN §2, and the
+"""Mass, sensitivity and per-atom targets by the composition rules of docs/theory.md §3, and the
 analysis that builds on them: the modular norm, the Lipschitz bound, sharpness, conditions.
 
 Masses and sensitivities are computed bottom-up once per node; targets flow top-down from
@@ -17,7 +17,8 @@ import sympy
 from modc.graph import ir
 from modc.source import Span
 from modc.theory.conditions import Condition, collect_conditions
-from modc.theory.lipschitz import lipschitz
+from modc.ops.base import ACTIVATION, L2
+from modc.theory.lipschitz import Symbolic, lipschitz
 from modc.theory.sharpness import Sharpness, network_sharpness
 
 ONE = sympy.Integer(1)
@@ -56,8 +57,9 @@ class Analysis:
     norms: dict[str, sympy.Symbol] = field(default_factory=dict)  # site → ‖site‖
     site_targets: dict[str, sympy.Expr] = field(default_factory=dict)  # smallest per site
     modular_norm: sympy.Expr = ONE
-    lipschitz: sympy.Expr = ONE
+    lipschitz: sympy.Expr = ONE  # in the activation norm
     lipschitz_well_normed: sympy.Expr = ONE
+    lipschitz_l2: sympy.Expr = ONE  # in ℓ2 per example, in the same norm symbols
     sharpness: Sharpness | None = None
     conditions: list[Condition] = field(default_factory=list)
     notes: list[Condition] = field(default_factory=list)
@@ -235,7 +237,7 @@ def analyze(network: ir.Network) -> Analysis:
     site_targets = smallest_targets(atoms)
     terms = (a.sites[s] / t for s, t in site_targets.items())
     modular = sympy.Max(*terms, evaluate=False) if len(site_targets) > 1 else sympy.Add(*terms)
-    bound = lipschitz(network.root, a.norms)
+    bound = lipschitz(network.root, Symbolic(a.norms), ACTIVATION)
     well_normed = bound.xreplace({s: ONE for s in a.sites.values()})
     conditions, notes = collect_conditions(network.root)
     return Analysis(
@@ -248,6 +250,7 @@ def analyze(network: ir.Network) -> Analysis:
         modular_norm=modular,
         lipschitz=bound,
         lipschitz_well_normed=well_normed,
+        lipschitz_l2=lipschitz(network.root, Symbolic(a.norms), L2),
         sharpness=network_sharpness(network.root, a),
         conditions=conditions,
         notes=notes,

@@ -39,8 +39,8 @@ def collect_conditions(root: ir.Node) -> tuple[list[Condition], list[Condition]]
         if not isinstance(node, ir.Leaf):
             continue
         op = node.op
-        for text in op.conditions():
-            _add(conditions.setdefault(text, Condition(op.name, text)), place(node))
+        for c in op.conditions():
+            _add(conditions.setdefault(c.text, Condition(op.name, c.text)), place(node))
         if not op.atom and op.lipschitz_bound() != op.sensitivity():
             text = (
                 f"{op.describe()}: sensitivity {op.sensitivity()} is the modular-norm "
