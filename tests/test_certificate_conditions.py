@@ -119,17 +119,20 @@ def test_clipped_attention_needs_no_condition(write_spec, tmp_path):
     """RMSClip before the heads: a transformer layer certified for every input."""
     build = modc.build(write_spec(CLIPPED_ATTENTION, "clipped.modc"), out=tmp_path / "b")
     _, analysis = modc.load(tmp_path / "clipped.modc")
-    assert build.certificate.CONDITIONS != () or analysis.conditions
+    assert build.certificate.CONDITIONS == () and analysis.conditions == []
     torch.manual_seed(0)
-    model = build.model.build_model()
-    rep = build.certificate.report(model, 10 * torch.randn(32, 8, 16))
+    model = build.model.build_model().double()
+    x = 10 * torch.randn(8, 8, 16, dtype=torch.float64)
+    rep = build.certificate.report(model, x)
     assert rep["conditions_held"] and rep["within"]
+    assert build.certificate.lipschitz_lower(model, x) <= rep["lipschitz_upper"]
 
 
 def test_a_bias_under_a_cap_below_one_is_left_alone(write_spec, tmp_path):
     """A translation's bound is 1 whatever its weight: the cap leaves it, at once."""
     spec = "input: 8\noptimizer: {max_norm: 0.5}\nnetwork: [Linear: 8, Bias, ReLU, Linear: 4]\n"
     build = modc.build(write_spec(spec), out=tmp_path / "b")
+    build.optimizer.make_optimizer(build.model.build_model(), 0.1)  # torch's first-call setup
     model = build.model.build_model()
     with torch.no_grad():
         model.bias1.weight.fill_(3.0)

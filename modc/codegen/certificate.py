@@ -17,6 +17,7 @@ from modc.graph import ir
 from modc.ops.base import ACTIVATION, L2, exact
 from modc.runtime.certify import check_conditions, lipschitz_lower
 from modc.theory.analysis import Analysis
+from modc.theory.conditions import open_conditions
 from modc.theory.lipschitz import Domain, lipschitz
 
 TAIL = '''
@@ -194,9 +195,8 @@ class Source(Domain[Term]):
         if count == 1:
             return f"{first}(m.{node.name}[0])"
         rest = self.scope(node.rest, node.name, doc, count - 1)
-        return self.product(
-            [f"{first}(m.{node.name}[0])", f"math.prod({rest}(block) for block in m.{node.name}[1:])"]
-        )
+        copies = f"math.prod({rest}(block) for block in m.{node.name}[1:])"
+        return self.product([f"{first}(m.{node.name}[0])", copies])
 
 
 def _is(term: Term, op: str) -> bool:
@@ -226,17 +226,14 @@ def _conditions(network: ir.Network) -> tuple[list, dict[str, list]]:
     texts: dict[str, int] = {}
     checks: dict[str, list] = {}
     conditions = []
-    for node in ir.walk(network.root):
-        if not isinstance(node, ir.Leaf):
-            continue
-        for c in node.op.conditions():
-            if c.text not in texts:
-                texts[c.text] = len(conditions)
-                conditions.append(c)
-            row = (texts[c.text], c.measure, c.input, c.limit, c.at_least)
-            fn = node.op.runtime[0].__name__
-            if row not in checks.setdefault(fn, []):
-                checks[fn].append(row)
+    for node, c in open_conditions(network.root):
+        if c.text not in texts:
+            texts[c.text] = len(conditions)
+            conditions.append(c)
+        row = (texts[c.text], c.measure, c.input, c.limit, c.at_least)
+        fn = node.op.runtime[0].__name__
+        if row not in checks.setdefault(fn, []):
+            checks[fn].append(row)
     return conditions, checks
 
 

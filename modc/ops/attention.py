@@ -26,6 +26,8 @@ import torch
 from modc.ops.base import (
     ACTIVATION,
     ONE,
+    RMS_AT_MOST_1,
+    ROWS_L1_AT_MOST_1,
     ZERO,
     Arg,
     Bond,
@@ -110,6 +112,9 @@ class MergeHeads(Bond):
     name = "MergeHeads"
     runtime = (merge_heads,)
 
+    def facts(self, inputs: Sequence[frozenset[str]]) -> frozenset[str]:
+        return inputs[0] & {RMS_AT_MOST_1}
+
     def shape(self, x: Shape) -> Shape:
         if len(x) != 3:
             raise ShapeError(f"MergeHeads needs (heads, positions, features), got {show(x)}")
@@ -144,8 +149,8 @@ class AttentionQK(Bond):
             "has RMS norm at most 1"
         )
         return (
-            Condition(text.format("query"), largest_rms, 0, 1.0, False),
-            Condition(text.format("key"), largest_rms, 1, 1.0, False),
+            Condition(text.format("query"), largest_rms, 0, 1.0, False, RMS_AT_MOST_1),
+            Condition(text.format("key"), largest_rms, 1, 1.0, False, RMS_AT_MOST_1),
         )
 
     def lipschitz_bound(self, norm: sympy.Expr = ONE, space: str = ACTIVATION) -> sympy.Expr:
@@ -189,6 +194,9 @@ class Softmax(Bond):
     args = (Arg("scale", "number", sympy.Integer(1)),)
     runtime = (scaled_softmax,)
 
+    def facts(self, inputs: Sequence[frozenset[str]]) -> frozenset[str]:
+        return frozenset({ROWS_L1_AT_MOST_1})
+
     def shape(self, x: Shape) -> Shape:
         if not x:
             raise ShapeError("Softmax needs an input with at least one axis")
@@ -219,6 +227,11 @@ class ApplyScores(Bond):
     arity = 0
     runtime = (apply_scores,)
 
+    def facts(self, inputs: Sequence[frozenset[str]]) -> frozenset[str]:
+        """Rows of ℓ1 ≤ 1 take convex-like combinations: values of RMS ≤ 1 stay so."""
+        both = RMS_AT_MOST_1 in inputs[0] and ROWS_L1_AT_MOST_1 in inputs[1]
+        return frozenset({RMS_AT_MOST_1}) if both else frozenset()
+
     def shape(self, *inputs: Shape) -> Shape:
         if len(inputs) != 2:
             raise ShapeError(f"ApplyScores takes (values, scores), got {len(inputs)} inputs")
@@ -236,6 +249,7 @@ class ApplyScores(Bond):
                 0,
                 1.0,
                 False,
+                RMS_AT_MOST_1,
             ),
             Condition(
                 "ApplyScores: its constants hold where every row of scores has ℓ1 norm at "
@@ -244,6 +258,7 @@ class ApplyScores(Bond):
                 1,
                 1.0,
                 False,
+                ROWS_L1_AT_MOST_1,
             ),
         )
 

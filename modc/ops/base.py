@@ -41,6 +41,12 @@ class Condition:
     input: int
     limit: float
     at_least: bool
+    fact: str | None = None  # an input known to have this fact meets the condition
+
+
+#: Facts about an operation's output that conditions can rest on (docs/theory.md §7).
+RMS_AT_MOST_1 = "every feature vector has RMS at most 1"
+ROWS_L1_AT_MOST_1 = "every row has ℓ1 norm at most 1"
 
 
 class ShapeError(Exception):
@@ -128,6 +134,12 @@ class Op:
         its own). An atom's depends on the norm of its weight, `norm`; a bond ignores it.
         """
         return self.sensitivity()
+
+    def facts(self, inputs: Sequence[frozenset[str]]) -> frozenset[str]:
+        """What holds of every output, for every input, given what holds of the inputs:
+        the facts (RMS_AT_MOST_1, ...) that meet later operations' conditions. None by
+        default; an operation that keeps or makes one says so."""
+        return frozenset()
 
     def sharpness(self) -> tuple[sympy.Expr, sympy.Expr, sympy.Expr | None]:
         """(α, β, γ): bounds on the second derivative of f(x, w) in weight-weight,

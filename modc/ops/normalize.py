@@ -20,7 +20,17 @@ import sympy
 import torch
 import torch.nn.functional as F
 
-from modc.ops.base import ACTIVATION, ONE, ZERO, Bond, Condition, Shape, ShapeError, primary
+from modc.ops.base import (
+    ACTIVATION,
+    ONE,
+    RMS_AT_MOST_1,
+    ZERO,
+    Bond,
+    Condition,
+    Shape,
+    ShapeError,
+    primary,
+)
 from modc.runtime.certify import smallest_centred_rms, smallest_rms
 
 RMS_CURVATURE = 2 / sympy.sqrt(3)
@@ -68,6 +78,9 @@ class RMSDivide(Bond):
     name = "RMSDivide"
     runtime = (rms_divide,)
 
+    def facts(self, inputs: Sequence[frozenset[str]]) -> frozenset[str]:
+        return frozenset({RMS_AT_MOST_1})  # RMS √(r²/(r² + ε)) < 1
+
     def shape(self, x: Shape) -> Shape:
         _needs_axis(self.name, x)
         return x
@@ -99,6 +112,9 @@ class LayerNorm(Bond):
 
     name = "LayerNorm"
     runtime = (layer_norm,)
+
+    def facts(self, inputs: Sequence[frozenset[str]]) -> frozenset[str]:
+        return frozenset({RMS_AT_MOST_1})
 
     def shape(self, x: Shape) -> Shape:
         _needs_axis(self.name, x)
@@ -138,6 +154,9 @@ class RMSClip(Bond):
 
     name = "RMSClip"
     runtime = (rms_clip,)
+
+    def facts(self, inputs: Sequence[frozenset[str]]) -> frozenset[str]:
+        return frozenset({RMS_AT_MOST_1})
 
     def shape(self, x: Shape) -> Shape:
         _needs_axis(self.name, x)

@@ -9,7 +9,7 @@ from torch import nn
 
 def _vector_rms(x: torch.Tensor) -> torch.Tensor:
     """RMS over the last axis, in float64; batch first."""
-    return x.detach().double().pow(2).mean(-1).sqrt().flatten(1)
+    return x.detach().double().pow(2).mean(-1).sqrt().reshape(len(x), -1)
 
 
 def smallest_rms(x: torch.Tensor) -> torch.Tensor:
@@ -18,8 +18,11 @@ def smallest_rms(x: torch.Tensor) -> torch.Tensor:
 
 
 def largest_rms(x: torch.Tensor) -> torch.Tensor:
-    """Per example, the largest RMS of a feature vector (last axis)."""
-    return _vector_rms(x).amax(1)
+    """Per example, the largest RMS of a feature vector (last axis), less the rounding of
+    making it (one unit in the last place per feature): an exact RMS of 1 may be stored a
+    hair above (after RMSClip, say)."""
+    rounding = 1 - x.shape[-1] * torch.finfo(x.dtype).eps
+    return _vector_rms(x).amax(1) * rounding
 
 
 def smallest_centred_rms(x: torch.Tensor) -> torch.Tensor:
@@ -33,7 +36,7 @@ def largest_row_l1(scores: torch.Tensor) -> torch.Tensor:
     in the tensor's dtype (one unit in the last place per entry): exact softmax rows sum
     to 1."""
     rounding = scores.shape[-1] * torch.finfo(scores.dtype).eps
-    return (scores.detach().double().abs().sum(-1) - rounding).flatten(1).amax(1)
+    return (scores.detach().double().abs().sum(-1) - rounding).reshape(len(scores), -1).amax(1)
 
 
 def check_conditions(
@@ -43,10 +46,11 @@ def check_conditions(
 
     `checks` maps the name of a runtime function of the model's module (rms_divide,
     attention_qk, ...) to (condition index, measure, input number, limit, at_least) rows.
-    For one forward pass in eval mode (1024 examples at a time) each such function is wrapped, and forward hooks on
-    every submodule track which one is running, so each condition gets its worst value over
-    examples and calls and where that was: the submodule and the call's number in it.
-    Also returns, per example, whether every condition held on it.
+    For one forward pass in eval mode (1024 examples at a time) each such function is
+    wrapped, and forward hooks on every submodule track which one is running, so each
+    condition gets its worst value over examples and calls and where that was: the
+    submodule and the call's number in it. Also returns, per example, whether every
+    condition held on it.
     """
     namespace = model.forward.__globals__  # the generated model.py
     running: list[str] = []
@@ -61,7 +65,8 @@ def check_conditions(
             n = calls[owner, name] = calls.get((owner, name), 0) + 1
             for index, measure, arg, limit, at_least in checks[name]:
                 values = measure(args[arg])
-                each[start[0] : start[0] + len(values)].logical_and_(values >= limit if at_least else values <= limit)
+                held = values >= limit if at_least else values <= limit
+                each[start[0] : start[0] + len(values)].logical_and_(held)
                 value = (values.min() if at_least else values.max()).item()
                 seen = worst.get(index)
                 if seen is None or (value < seen["worst"] if at_least else value > seen["worst"]):

@@ -15,9 +15,9 @@ from math import prod
 import sympy
 
 from modc.graph import ir
+from modc.ops.base import ACTIVATION, L2
 from modc.source import Span
 from modc.theory.conditions import Condition, collect_conditions
-from modc.ops.base import ACTIVATION, L2
 from modc.theory.lipschitz import Symbolic, lipschitz
 from modc.theory.sharpness import Sharpness, network_sharpness
 
