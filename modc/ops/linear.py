@@ -68,7 +68,7 @@ class LinearOp(Atom):
     norm = linear_norm
     lipschitz = linear_lipschitz
     lipschitz_activation = linear_lipschitz_activation
-    cap = spectral_cap  # hard cap: singular values clipped (optimizer constraint)
+    cap = spectral_cap  # hard cap from matmuls (optimizer constraint)
 
     def shape(self, x: Shape) -> Shape:
         if not x:

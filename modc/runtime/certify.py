@@ -119,28 +119,68 @@ def spectral_norm_upper(w: torch.Tensor) -> float:
     return sigma * (1 + 4 * m * n * eps) + torch.finfo(torch.float64).tiny
 
 
-def spectral_cap(weight: torch.Tensor, cap: float) -> None:
-    """Clip every singular value of `weight` (m, n) at `cap`, in place: W ← U min(Σ, cap) Vᵀ.
+def gram_sigma_upper(w: torch.Tensor, steps: int = 10) -> torch.Tensor:
+    """Sound upper bound on σ_max of each matrix of w (..., m, n), as float64 on w's device.
 
-    The hard cap of the Lipschitz-transformer paper (Newhouse et al. 2025), from an exact
-    float64 SVD; a weight whose σ_max is already at most `cap` is left untouched. Storing the
-    result rounds it, so callers confirm the cap with a sound bound (see `constrain`).
+    Gram iteration (Delattre et al. 2023): σ(W)^(2^t) = σ(G_t) for G_{t+1} = G_tᵀG_t, and
+    σ(G_T) ≤ ‖G_T‖_F, a bound whose excess (rank)^(1/2^(T+1)) falls doubly exponentially.
+    Each G_t is divided by its Frobenius norm f_t before squaring. Matmuls only, batched,
+    no host sync. Rounding (float64): a product of k-term dot products errs by at most
+    γ_k = k·u/(1 − k·u) in ℓ2 on a matrix of Frobenius norm 1, and a division by f_t moves
+    σ by at most 2u; so, backwards from v_T = ‖G_T‖_F (rounded up), v_t = f_t·(√(v_{t+1} +
+    γ_k) + 2u) bounds σ(G_t), and v_0 bounds σ(W); the recursion's own rounding is taken
+    off with a final factor. docs/theory.md §8.
+    """
+    h = w.detach().to(torch.float64)
+    if h.shape[-2] < h.shape[-1]:
+        h = h.mT  # square the smaller side: h is (big, small)
+    u = torch.finfo(torch.float64).eps / 2
+    tiny = torch.finfo(torch.float64).tiny
+    scales = []
+    for _ in range(steps):
+        k = h.shape[-2]  # the length of the dot products in hᵀh
+        f = torch.linalg.matrix_norm(h).clamp_min(tiny)[..., None, None]
+        h = h / f
+        scales.append((f, 1.01 * k * u / (1 - k * u)))
+        h = h.mT @ h
+    v = torch.linalg.matrix_norm(h)[..., None, None] * (1 + 2 * h[0].numel() * u)
+    for f, gamma in reversed(scales):
+        v = f * ((v + gamma).sqrt() + 2 * u)
+    return v[..., 0, 0] * (1 + 8 * steps * u)
+
+
+def spectral_cap(weight: torch.Tensor, cap: float) -> None:
+    """Hard cap, in place: every matrix of `weight` (..., m, n) whose σ_max may exceed `cap`
+    is scaled so that, stored in its dtype, σ_max ≤ cap (1 − 1e-6), proved, not hoped.
+
+    The bound is `gram_sigma_upper` (batched matmuls on the device, no host sync). Storing
+    W·s rounds each entry by at most one unit u_s of its dtype, moving σ by at most
+    u_s·s·‖W‖_F, so s = c / (b + 2u_s‖W‖_F), a hair lower for s's own rounding, lands at or
+    below c. The 1e-6 leaves room for the certificate's own float64 margins.
     """
     with torch.no_grad():
-        u, s, vh = torch.linalg.svd(weight.detach().double(), full_matrices=False)
-        if s.max().item() > cap:
-            weight.copy_((u * s.clamp_max(cap).unsqueeze(-2)) @ vh)
+        target = cap * (1 - 1e-6)
+        bound = gram_sigma_upper(weight)
+        frob = torch.linalg.matrix_norm(weight.detach().to(torch.float64))
+        u = torch.finfo(weight.dtype).eps
+        scale = target / (bound + 2 * u * frob) * (1 - 4 * u)
+        scale = torch.where(bound > target, scale, torch.ones_like(scale))
+        weight.mul_(scale[..., None, None].to(weight.dtype))
 
 
-def constrain(weight: torch.Tensor, cap: float, lipschitz, project=None) -> float:
-    """Make the sound bound `lipschitz(weight)` at most `cap`, in place; returns the final bound.
+def constrain(weight: torch.Tensor, cap: float, lipschitz, project=None) -> float | None:
+    """Make the sound bound `lipschitz(weight)` at most `cap`, in place.
 
-    A weight within its cap is left as it is. Above it, `project(weight, cap)` (a hard cap such
-    as `spectral_cap`) runs when given; then, and in every case without it (spectral
-    normalisation), the weight is scaled by cap / bound, a hair lower each time, until the
-    bound confirms it: the certificate composes exactly these bounds. A weight that is not
+    With `project` (a hard cap such as `spectral_cap`, sound by itself and free of host
+    syncs) that is all, and None is returned. Without it (spectral normalisation, or an atom
+    without a hard cap), a weight within its cap is left as it is, and one above it is
+    scaled by cap / bound, a hair lower each time, until the bound confirms it; the final
+    bound is returned. The certificate composes exactly these bounds. A weight that is not
     finite is left for the training loop to report (the bound is then inf).
     """
+    if project is not None:  # a sound cap by itself, from matmuls: no host sync
+        project(weight, cap)
+        return None
     if not bool(weight.detach().isfinite().all()):
         return float("inf")
     bound = lipschitz(weight)
