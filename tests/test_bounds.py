@@ -1,4 +1,4 @@
-"""The analysis of whole networks: DESIGN §2's check-values, closed forms in free parameters
+"""The analysis of whole networks: the check-values of docs/theory.md §3, closed forms in free parameters
 that agree with fixed ones, the Lipschitz bound against measured networks, the modular norm,
 conditions, and the `modc bounds` formats (text, json, latex).
 """

@@ -1,6 +1,6 @@
 """The module IR: a tree of atoms, bonds and combinators with every shape known.
 
-Combinators follow DESIGN §2: Compose (data-flow order), Tuple (branches on one input),
+Combinators follow docs/theory.md §3: Compose (data-flow order), Tuple (branches on one input),
 Repeat (composed copies with independent weights) and Tare (mass allocation). Sums,
 scalar multiples and residual blocks are written with these during elaboration.
 """
