@@ -1,6 +1,6 @@
-"""The analysis of whole networks: the check-values of docs/theory.md §3, closed forms in free parameters
-that agree with fixed ones, the Lipschitz bound against measured networks, the modular norm,
-conditions, and the `modc bounds` formats (text, json, latex).
+"""The analysis of whole networks: the check-values of docs/theory.md §3, closed forms in
+free parameters that agree with fixed ones, the Lipschitz bound against measured networks,
+the modular norm, conditions, and the `modc bounds` formats (text, json, latex).
 """
 
 from __future__ import annotations

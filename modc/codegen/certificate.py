@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import math
 import textwrap
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import sympy
 
@@ -145,28 +145,23 @@ class Source(Domain[Term]):
         self.space = space
         self.functions: list[str] = []
         self.names: set[str] = set()
-        self.leaves = 0  # composition steps at run time: the rounding margin's count
 
-    def scope(self, node: ir.Node, wanted: str, doc: str, count: int = 1) -> str:
+    def function(self, term: Term, wanted: str, doc: str) -> str:
+        """A function `<space>_<wanted>(m)` returning `term`; its name."""
         name, n = f"{self.space}_{wanted}", 1
         while name in self.names:
             n += 1
             name = f"{self.space}_{wanted}{n}"
         self.names.add(name)
-        before = self.leaves
-        term = lipschitz(node, self, self.space)
-        self.leaves = before + (self.leaves - before) * count
         lines = [f"def {name}(m: nn.Module) -> float:", f'    """{doc}"""']
         lines += ["    " + line for line in layout(term, 4, "return ")]
         self.functions.append("\n".join(lines))
         return name
 
     def atom(self, leaf: ir.Leaf, space: str) -> Term:
-        self.leaves += 1
         return leaf.op.lipschitz_call(f"m.{leaf.name}.weight", space)
 
     def constant(self, value: sympy.Expr) -> Term:
-        self.leaves += 1
         return value
 
     def product(self, values: Sequence[Term]) -> Term:
@@ -182,21 +177,32 @@ class Source(Domain[Term]):
             return sympy.Add(*values)
         return ("+", list(values))
 
-    def repeat(self, node: ir.Repeat, bound: Callable[[ir.Node], Term]) -> Term:
-        """A product over the copies, each bounded by its own function."""
-        count = int(node.count)
+    def repeat(self, node: ir.Repeat, values: Sequence[Term]) -> Term:
+        """A product over the copies, each bounded by its body's function."""
+        copies, rest = f"m.{node.name}", values[-1]
         doc = f"Bound for one copy of '{node.name}'."
-        if node.first is node.rest:
-            rest = self.scope(node.rest, node.name, doc, count)
-            return f"math.prod({rest}(block) for block in m.{node.name})"
-        first = self.scope(
-            node.first, f"{node.name}_first", f"Bound for the first copy of '{node.name}'."
-        )
-        if count == 1:
-            return f"{first}(m.{node.name}[0])"
-        rest = self.scope(node.rest, node.name, doc, count - 1)
-        copies = f"math.prod({rest}(block) for block in m.{node.name}[1:])"
-        return self.product([f"{first}(m.{node.name}[0])", copies])
+        if len(values) == 2:
+            first = self.function(
+                values[0], f"{node.name}_first", f"Bound for the first copy of '{node.name}'."
+            )
+            if node.count == 1:
+                return f"{first}({copies}[0])"
+            each = self.function(rest, node.name, doc)
+            return self.product(
+                [f"{first}({copies}[0])", f"math.prod({each}(b) for b in {copies}[1:])"]
+            )
+        return f"math.prod({self.function(rest, node.name, doc)}(b) for b in {copies})"
+
+
+def evaluations(node: ir.Node) -> int:
+    """How many leaf factors a bound of `node` multiplies or adds at run time, every copy
+    counted: the number of roundings the composition can make, twice over at most."""
+    if isinstance(node, ir.Leaf):
+        return 1
+    counts = [evaluations(c) for c in node.evaluated()]
+    if isinstance(node, ir.Repeat):
+        return counts[0] + (int(node.count) - 1) * counts[-1]
+    return sum(counts)
 
 
 def _is(term: Term, op: str) -> bool:
@@ -241,9 +247,10 @@ def emit_certificate(network: ir.Network, analysis: Analysis) -> str:
     """The text of certificate.py."""
     settings = optimizer_settings(network)
     sources = {space: Source(space) for space in (L2, ACTIVATION)}
-    for src in sources.values():
-        src.scope(network.root, "network", f"Bound for the whole network, in the {src.space} norm.")
-    leaves = max(src.leaves for src in sources.values())
+    for space, src in sources.items():
+        term = lipschitz(network.root, src, space)
+        src.function(term, "network", f"Bound for the whole network, in the {space} norm.")
+    leaves = evaluations(network.root)
     kinds = {a.kind: type(a.node.op) for a in analysis.atoms}
     atoms = "\n".join(f'    "{a.path}.weight": "{a.kind}",' for a in analysis.atoms)
     targets = "\n".join(

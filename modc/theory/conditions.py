@@ -36,54 +36,27 @@ def place(leaf: ir.Leaf) -> str:
     return f"{leaf.op.describe()} at {name}:{leaf.span.line}:{leaf.span.col}"
 
 
-Facts = frozenset[str] | tuple  # of one output, or of a tuple's outputs
-
-
 def open_conditions(root: ir.Node) -> list[tuple[ir.Leaf, object]]:
     """Every (operation, condition) whose input does not carry the fact that would meet it.
 
-    The network's input carries no fact. A repeated body's copies after the first get the
-    facts that hold both after the first copy and after the others (a fixed point, found
-    by shrinking: facts are few).
+    The network's input carries no fact; each combinator passes facts on by its `flow`
+    rule (modc/graph/ir.py), each operation by its `facts`.
     """
     found: list[tuple[ir.Leaf, object]] = []
+    seen: set[tuple[int, str]] = set()
 
-    def flow(n: ir.Node, facts: Facts, record: bool) -> Facts:
-        if isinstance(n, ir.Leaf):
-            ins = facts if isinstance(facts, tuple) else (facts,)
-            for c in n.op.conditions() if record else ():
-                if c.fact is None or c.fact not in ins[c.input]:
-                    found.append((n, c))
-            return n.op.facts(ins)
-        if isinstance(n, ir.Compose):
-            for part in n.parts:
-                facts = flow(part, facts, record)
-            return facts
-        if isinstance(n, ir.Tuple):
-            return tuple(flow(b, facts, record) for b in n.branches)
-        if isinstance(n, ir.Tare):
-            return flow(n.body, facts, record)
-        if isinstance(n, ir.Repeat):
-            out = flow(n.first, facts, record)
-            if n.count == 1:
-                return out
-            ins = out
-            while (after := _meet(ins, flow(n.rest, ins, False))) != ins:
-                ins = after
-            return flow(n.rest, ins, record)
-        raise TypeError(type(n).__name__)
+    def through(n: ir.Node, facts):
+        if not isinstance(n, ir.Leaf):
+            return n.flow(facts, through)
+        ins = facts if isinstance(facts, tuple) else (facts,)
+        for c in n.op.conditions():
+            if (c.fact is None or c.fact not in ins[c.input]) and (id(n), c.text) not in seen:
+                seen.add((id(n), c.text))
+                found.append((n, c))
+        return n.op.facts(ins)
 
-    flow(root, frozenset(), True)
+    through(root, frozenset())
     return found
-
-
-def _meet(a: Facts, b: Facts) -> Facts:
-    """The facts that hold in both a and b."""
-    if isinstance(a, tuple) and isinstance(b, tuple) and len(a) == len(b):
-        return tuple(_meet(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, tuple) or isinstance(b, tuple):
-        return frozenset()
-    return a & b
 
 
 def collect_conditions(root: ir.Node) -> tuple[list[Condition], list[Condition]]:

@@ -1,10 +1,11 @@
 """The network's input-Lipschitz bound: one fold over the IR, evaluated in a domain.
 
-The rules are written once, here (docs/theory.md §4): an atom contributes its Lipschitz
-constant as a function of its weight, a bond its constant on the inputs its conditions
-allow; compositions multiply, tuples add (a tuple is measured by the sum of its parts'
-norms, so an operation on a tuple is bounded per unit of that sum), a tare changes no
-constant, and the copies of a repeated body multiply. Each bound is in one named norm
+The rules are written once (docs/theory.md §4): an atom contributes its Lipschitz constant
+as a function of its weight, a bond its constant on the inputs its conditions allow (both
+in modc/ops/); compositions multiply, tuples add (a tuple is measured by the sum of its
+parts' norms, so an operation on a tuple is bounded per unit of that sum), a tare changes
+no constant, and the copies of a repeated body multiply (each combinator's
+`lipschitz_of`, modc/graph/ir.py). Each bound is in one named norm
 (`space`: ACTIVATION or L2, modc.ops.base). A `Domain` says what a value is:
 
 - `Symbolic`: a sympy expression in the atoms' norms, for `modc bounds`; a repeated atom
@@ -20,7 +21,7 @@ So `modc bounds`, the cap solver and the certificate agree by construction.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Generic, TypeVar
 
 import sympy
@@ -46,45 +47,31 @@ class Domain(Generic[V]):
     def total(self, values: Sequence[V]) -> V:
         raise NotImplementedError
 
-    def repeat(self, node: ir.Repeat, bound: Callable[[ir.Node], V]) -> V:
-        """The product over the copies; by default every copy after the first is bounded
-        alike (one value stands for all of them)."""
-        if node.first is node.rest:
-            return self.power(bound(node.rest), node.count)
+    def repeat(self, node: ir.Repeat, values: Sequence[V]) -> V:
+        """The product over the copies, from the bound of the first copy and of the rest
+        (one value when they are one body); by default every copy after the first is
+        bounded alike, one value standing for all of them."""
+        if len(values) == 1:
+            return self.power(values[0], node.count)
         if node.count == 1:
-            return bound(node.first)
-        return self.product([bound(node.first), self.power(bound(node.rest), node.count - 1)])
+            return values[0]
+        return self.product([values[0], self.power(values[1], node.count - 1)])
 
     def power(self, value: V, count: sympy.Expr) -> V:
         raise NotImplementedError
 
 
 def lipschitz(root: ir.Node, domain: Domain[V], space: str) -> V:
-    """The bound on ‖f(x) − f(x′)‖ / ‖x − x′‖ in the norm `space`, as a value of `domain`."""
-    memo: dict[int, V] = {}
+    """The bound on ‖f(x) − f(x′)‖ / ‖x − x′‖ in the norm `space`, as a value of `domain`:
+    the fold of each combinator's `lipschitz_of` rule (modc/graph/ir.py) over the leaves'
+    constants."""
 
-    def bound(n: ir.Node) -> V:
-        if id(n) in memo:
-            return memo[id(n)]
-        if isinstance(n, ir.Leaf):
-            if n.is_atom:
-                value = domain.atom(n, space)
-            else:
-                value = domain.constant(n.op.lipschitz_bound(space=space))
-        elif isinstance(n, ir.Compose):
-            value = domain.product([bound(p) for p in n.parts])
-        elif isinstance(n, ir.Tuple):
-            value = domain.total([bound(b) for b in n.branches])
-        elif isinstance(n, ir.Tare):
-            value = bound(n.body)
-        elif isinstance(n, ir.Repeat):
-            value = domain.repeat(n, bound)
-        else:
-            raise TypeError(type(n).__name__)
-        memo[id(n)] = value
-        return value
+    def leaf(n: ir.Leaf) -> V:
+        if n.is_atom:
+            return domain.atom(n, space)
+        return domain.constant(n.op.lipschitz_bound(space=space))
 
-    return bound(root)
+    return ir.fold(root, "lipschitz_of", leaf, domain)
 
 
 class Symbolic(Domain[sympy.Expr]):
