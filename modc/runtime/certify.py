@@ -119,38 +119,41 @@ def spectral_norm_upper(w: torch.Tensor) -> float:
     return sigma * (1 + 4 * m * n * eps) + torch.finfo(torch.float64).tiny
 
 
-def gram_sigma_upper(w: torch.Tensor, steps: int = 10) -> torch.Tensor:
+def gram_sigma_upper(w: torch.Tensor, steps: int = 8) -> torch.Tensor:
     """Sound upper bound on σ_max of each matrix of w (..., m, n), as float64 on w's device.
 
     Gram iteration (Delattre et al. 2023): σ(W)^(2^t) = σ(G_t) for G_{t+1} = G_tᵀG_t, and
     σ(G_T) ≤ ‖G_T‖_F, a bound whose excess (rank)^(1/2^(T+1)) falls doubly exponentially.
     Each G_t is divided by its Frobenius norm f_t before squaring. Matmuls only, batched,
-    no host sync. Rounding (float64): a product of k-term dot products errs by at most
-    γ_k = k·u/(1 − k·u) in ℓ2 on a matrix of Frobenius norm 1, and a division by f_t moves
-    σ by at most 2u; so, backwards from v_T = ‖G_T‖_F (rounded up), v_t = f_t·(√(v_{t+1} +
-    γ_k) + 2u) bounds σ(G_t), and v_0 bounds σ(W); the recursion's own rounding is taken
-    off with a final factor. Entries that would turn subnormal are flushed to zero (and
-    counted in γ). docs/theory.md §8.
+    no host sync; in float32 for weights of at most 32 bits on a CPU whose float32 matmuls
+    are full precision ("highest"), else in float64. Rounding (unit u of that dtype): a product of k-term dot products errs
+    by at most γ_k = k·u/(1 − k·u) in ℓ2 on a matrix of Frobenius norm 1, and a division by
+    f_t moves σ by at most 2u; so, backwards from v_T = ‖G_T‖_F (rounded up), v_t =
+    f_t·(√(v_{t+1} + γ_k) + 2u) bounds σ(G_t), and v_0 bounds σ(W), the recursion run in
+    float64 and rounded up at the end. Entries that would soon turn subnormal are flushed to
+    zero, their size counted in γ. docs/theory.md §8.
     """
-    h = w.detach().to(torch.float64)
+    exact32 = w.device.type == "cpu" and torch.get_float32_matmul_precision() == "highest"
+    exact32 = exact32 and w.dtype in (torch.float32, torch.bfloat16, torch.float16)
+    dtype = torch.float32 if exact32 else torch.float64
+    h = w.detach().to(dtype)
     if h.shape[-2] < h.shape[-1]:
         h = h.mT  # square the smaller side: h is (big, small)
-    u = torch.finfo(torch.float64).eps / 2
-    tiny = torch.finfo(torch.float64).tiny
+    u = torch.finfo(dtype).eps / 2
+    floor = torch.finfo(dtype).tiny ** 0.5  # products of entries above it stay normal
     scales = []
     for _ in range(steps):
         k = h.shape[-2]  # the length of the dot products in hᵀh
-        f = torch.linalg.matrix_norm(h).clamp_min(tiny)[..., None, None]
+        f = torch.linalg.matrix_norm(h).clamp_min(floor)[..., None, None]
         h = h / f
         h = h.mT @ h
-        # Entries below 1e-200 (subnormal soon, and slow) are set to zero: a change of at
-        # most n·1e-200 in ℓ2 for an n × n matrix, added to the product's error.
-        h = torch.where(h.abs() < 1e-200, torch.zeros_like(h), h)
-        scales.append((f, 1.01 * k * u / (1 - k * u) + h.shape[-1] * 1e-200))
-    v = torch.linalg.matrix_norm(h)[..., None, None] * (1 + 2 * h[0].numel() * u)
+        h = torch.where(h.abs() < floor, torch.zeros_like(h), h)
+        gamma = 1.01 * k * u / (1 - k * u) + h.shape[-1] * floor
+        scales.append((f.double(), gamma))
+    v = torch.linalg.matrix_norm(h).double()[..., None, None] * (1 + 2 * h[0].numel() * u)
     for f, gamma in reversed(scales):
         v = f * ((v + gamma).sqrt() + 2 * u)
-    return v[..., 0, 0] * (1 + 8 * steps * u)
+    return v[..., 0, 0] * (1 + 8 * steps * torch.finfo(torch.float64).eps)
 
 
 def spectral_cap(weight: torch.Tensor, cap: float) -> None:
