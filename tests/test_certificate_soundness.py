@@ -183,4 +183,4 @@ def test_certificate_is_at_least_the_adversarial_lower_bound(family, trials, tmp
         inside, upper, lower, drawn = one_trial(build, rng)
         held += inside
         assert upper >= lower, f"{family} trial {trial}: {drawn}: certified {upper} < {lower}"
-    assert held >= count // 3, f"{family}: conditions held on only {held} of {count} trials"
+    assert held >= count // 5, f"{family}: conditions held on only {held} of {count} trials"
