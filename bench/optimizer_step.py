@@ -7,8 +7,9 @@ dtype and iteration); Muon orthogonalises the same hidden matrices with the same
 Newton–Schulz iterations, with AdamW for the embedding and head, as its documentation
 advises. "modc dualized capped" is the same step with `--constraint cap`'s hook (every
 matrix's sound Gram-iteration bound checked, and those over the cap scaled into it: here
-all of them, each step, the worst case); its ratio to the uncapped step is printed. On CUDA it also times modc's orthogonalisation alone and prints its TFLOP/s and
-the fraction of the device's bf16 dense peak.
+all of them, each step, the worst case); its ratio to the uncapped step is printed. On
+CUDA it also times modc's orthogonalisation alone and prints its TFLOP/s and the fraction
+of the device's bf16 dense peak.
 Usage: python bench/optimizer_step.py [--size cpu|gpu] [--compile] [--json]
 """
 
