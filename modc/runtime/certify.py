@@ -127,11 +127,11 @@ def gram_sigma_upper(w: torch.Tensor, steps: int = 8) -> torch.Tensor:
     Each G_t is divided by its Frobenius norm f_t before squaring. Matmuls only, batched,
     no host sync; in float32 for weights of at most 32 bits on a CPU whose float32 matmuls
     are full precision ("highest"), else in float64. Rounding (unit u of that dtype): a
-    product of k-term dot products errs by at most γ_k = k·u/(1 − k·u) in ℓ2 on a matrix of Frobenius norm 1, and a division by
-    f_t moves σ by at most 2u; so, backwards from v_T = ‖G_T‖_F (rounded up), v_t =
-    f_t·(√(v_{t+1} + γ_k) + 2u) bounds σ(G_t), and v_0 bounds σ(W), the recursion run in
-    float64 and rounded up at the end. Entries that would soon turn subnormal are flushed to
-    zero, their size counted in γ. docs/theory.md §8.
+    product of k-term dot products errs by at most γ_k = k·u/(1 − k·u) in ℓ2 on a matrix
+    of Frobenius norm 1, and a division by f_t moves σ by at most 2u; so, backwards from
+    v_T = ‖G_T‖_F (rounded up), v_t = f_t·(√(v_{t+1} + γ_k) + 2u) bounds σ(G_t), and v_0
+    bounds σ(W), the recursion run in float64 and rounded up at the end. Entries that would
+    soon turn subnormal are flushed to zero, their size counted in γ. docs/theory.md §8.
     """
     exact32 = w.device.type == "cpu" and torch.get_float32_matmul_precision() == "highest"
     exact32 = exact32 and w.dtype in (torch.float32, torch.bfloat16, torch.float16)
