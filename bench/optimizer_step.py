@@ -5,8 +5,11 @@ an embedding and an output head (vocab × d). modc's step is the code that gener
 optimizers contain (modc.runtime: banks of same-shape matrices, polar() in its default
 dtype and iteration); Muon orthogonalises the same hidden matrices with the same number of
 Newton–Schulz iterations, with AdamW for the embedding and head, as its documentation
-advises. On CUDA it also times modc's orthogonalisation alone and prints its TFLOP/s and
-the fraction of the device's bf16 dense peak.
+advises. "modc dualized capped" is the same step with `--constraint cap`'s hook (every
+matrix's sound Gram-iteration bound checked, and those over the cap scaled into it: here
+all of them, each step, the worst case); its ratio to the uncapped step is printed. On
+CUDA it also times modc's orthogonalisation alone and prints its TFLOP/s and the fraction
+of the device's bf16 dense peak.
 Usage: python bench/optimizer_step.py [--size cpu|gpu] [--compile] [--json]
 """
 
@@ -22,7 +25,8 @@ import torch
 
 from modc.ops.embed import embed_dualize
 from modc.ops.linear import linear_dualize
-from modc.runtime.optim import Dualized, banks
+from modc.runtime.certify import spectral_cap, spectral_norm_upper
+from modc.runtime.optim import Constrain, Dualized, banks
 from modc.runtime.polar import fast_dtype, gram_flops, polar, standard_flops
 
 SIZES = {"cpu": (256, 4), "gpu": (768, 12)}
@@ -63,8 +67,12 @@ def optimizers(hidden: list, other: list, compile: bool) -> dict[str, list]:
         {"params": other[:1], "targets": [1.0 / n], "atom": "Embed"},
     ]
     dual_maps = {"Linear": linear_dualize, "Embed": embed_dualize}
+    capped = Dualized(groups, dual_maps, lr=0.02, compile=compile)
+    cap = [(p, 1.0, spectral_norm_upper, spectral_cap) for p in hidden + other[1:]]
+    capped.register_step_post_hook(Constrain(cap))
     return {
         "modc dualized": [Dualized(groups, dual_maps, lr=0.02, compile=compile)],
+        "modc dualized capped": [capped],
         "torch Muon": [
             torch.optim.Muon(hidden, lr=0.02, ns_steps=ns),
             torch.optim.AdamW(other, lr=1e-3),
@@ -169,6 +177,7 @@ def main() -> None:
         "seconds": t,
         "ratio_vs_torch_muon": t["modc dualized"] / t["torch Muon"],
         "ratio_vs_adamw": t["modc dualized"] / t["AdamW"],
+        "ratio_capped_vs_uncapped": t["modc dualized capped"] / t["modc dualized"],
     }
     if device.type == "cuda":
         seconds, macs = orthogonalization(hidden, device, args.repeats)
@@ -188,8 +197,9 @@ def main() -> None:
         f"{out['ns_steps']} iterations, polar in {out['polar_dtype']}"
     )
     for name, sec in t.items():
-        print(f"  {name:<14} {1e3 * sec:8.2f} ms/step (median)")
+        print(f"  {name:<20} {1e3 * sec:8.2f} ms/step (median)")
     print(f"  modc / torch Muon = {out['ratio_vs_torch_muon']:.2f}")
+    print(f"  capped / uncapped = {out['ratio_capped_vs_uncapped']:.2f}")
     print(f"  modc / AdamW      = {out['ratio_vs_adamw']:.2f}")
     for name, part in out.get("parts_seconds", {}).items():
         a, b = part["modc polar"], part["muon iteration"]

@@ -1,6 +1,6 @@
-"""The analysis of whole networks: DESIGN §2's check-values, closed forms in free parameters
-that agree with fixed ones, the Lipschitz bound against measured networks, the modular norm,
-conditions, and the `modc bounds` formats (text, json, latex).
+"""The analysis of whole networks: the check-values of docs/theory.md §3, closed forms in
+free parameters that agree with fixed ones, the Lipschitz bound against measured networks,
+the modular norm, conditions, and the `modc bounds` formats (text, json, latex).
 """
 
 from __future__ import annotations
@@ -227,7 +227,7 @@ def test_conditions_are_reported_in_json_and_text(write_spec, capsys):
     path = write_spec("input: [3, 6]\nnetwork: [LayerNorm, Linear: 4]\n")
     assert main(["bounds", str(path)]) == 0
     text = capsys.readouterr().out
-    assert "conditions:" in text and "LayerNorm: sensitivity 1 holds where" in text
+    assert "conditions:" in text and "LayerNorm: its constants hold where" in text
     assert main(["bounds", str(SPECS / "mlp.yaml"), "--format", "json"]) == 0
     mlp = json.loads(capsys.readouterr().out)["network"]
     assert mlp["conditions"] == [] and mlp["sharpness"]["smoothness"] is None

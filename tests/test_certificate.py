@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import modc
-from modc.codegen.settings import bound_at
+from modc.theory.lipschitz import capped_bound
 from tests.conftest import SPECS
 
 # Standard-library specs and small values for the size parameters each has. A spec that is
@@ -140,8 +140,9 @@ def test_report_lists_every_atom(tmp_path):
     ],
 )
 def test_the_compilers_bound_formula_is_the_generated_certificates(tmp_path_factory, spec):
-    """bound_at (used to solve the constraint's cap) and lipschitz_upper agree when every
-    atom's Lipschitz bound is set to c (each bound is homogeneous in its weight)."""
+    """capped_bound (used to solve the constraint's cap) and lipschitz_upper agree when every
+    atom's Lipschitz bound is set to c (each bound is homogeneous in its weight); a Conv2D's
+    certificate may be lower (its bound from the padded grid's DFT), never higher."""
     network, _ = modc.load(SPECS / spec)
     sizes = {k: v[-1] for k, v in FAMILIES[spec].items() if k in network.params}
     build = cached_build(spec, sizes, str(tmp_path_factory.getbasetemp()))
@@ -153,6 +154,7 @@ def test_the_compilers_bound_formula_is_the_generated_certificates(tmp_path_fact
             for name, kind in build.certificate.ATOMS.items():
                 w = weights[name]
                 w.mul_(c / build.certificate.ATOM_LIPSCHITZ[kind](w))
-        assert build.certificate.lipschitz_upper(net) == pytest.approx(
-            bound_at(network.root, c), rel=1e-5
-        )
+        upper, capped = build.certificate.lipschitz_upper(net), capped_bound(network.root, c)
+        assert upper <= capped * (1 + 1e-6)  # the weights were scaled in float32
+        if "cnn" not in spec:
+            assert upper == pytest.approx(capped, rel=1e-6)

@@ -3,20 +3,22 @@
 Pairs of inputs come from random draws at several distances and from gradient ascent on
 the ratio, kept inside the domain the operation's conditions state. The bound checked is
 `lipschitz_bound` (the sensitivity itself for every operation but SplitHeads, whose worst
-case √heads is checked, and shown to be reached). Each case also shows that its bound is
+case √heads is checked, and shown to be reached, and RMS division, whose 1e-6 guard adds
+1e-6), in the activation norms and in ℓ2 per example. Each case also shows that its bound is
 nearly reached, so that the norms are not loose by construction.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 import sympy
 import torch
 
 from modc.ops import OPS
+from modc.ops.base import L2
 from tests.opkit import (
     clip_rms,
     emit,
@@ -97,6 +99,7 @@ CASES = [
     Case("MeanSubtract", {}, [(5, 6)], (tok,), tok),
     Case("RMSDivide", {}, [(5, 6)], (tok,), tok, lambda xs: [lift_rms(xs[0])]),
     Case("LayerNorm", {}, [(5, 6)], (tok,), tok, lambda xs: [_center_lift(xs[0])]),
+    Case("RMSClip", {}, [(5, 6)], (tok,), tok, tight=0.9),
     Case("Mean", {}, [(5, 6)], (tok,), tok, id="mean-positions"),
     Case("Mean", {"axis": 1}, [(5, 6)], (tok,), tok, id="mean-features"),
     Case("AvgPool", {"kernel": 2}, [(3, 6, 6)], (img,), img, id="avgpool"),
@@ -192,11 +195,39 @@ def test_sensitivity_bounds_the_secant_ratio(case):
         bound = float(op.lipschitz_bound(sympy.Float(type(op).norm(f.module.weight))))
     else:
         bound = float(op.lipschitz_bound())
-        if case.name != "SplitHeads":
+        if case.name not in ("SplitHeads", "RMSDivide", "LayerNorm"):
             assert op.lipschitz_bound() == op.sensitivity()
     worst = _worst(case, f, gen)
     assert worst <= bound * (1 + 1e-9)
     assert worst >= case.tight * bound
+
+
+def _l2(x: torch.Tensor) -> torch.Tensor:
+    return _finite(x).flatten(1).norm(dim=1)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id or c.name)
+def test_l2_constant_bounds_the_secant_ratio(case):
+    """The same searches in ℓ2 per example (a tuple by the sum of its parts' norms) against
+    each operation's ℓ2 constant, inside the domain its conditions allow."""
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(1)
+    op = make(case.name, case.values, *case.shapes)
+    f = emit(op)
+    if op.atom:
+        with torch.no_grad():
+            w = f.module.weight
+            w.mul_(1.7).add_(0.3 * torch.randn(w.shape, generator=gen, dtype=w.dtype))
+        bound = float(op.lipschitz_bound(sympy.Float(type(op).norm(f.module.weight)), L2))
+        live = type(op).lipschitz(f.module.weight)
+        assert live <= bound * (1 + 1e-9)  # the live bound is at most the symbolic one
+        if case.name == "Conv2D":  # the bound from the kernel's DFT on the padded grid
+            live = type(op).lipschitz(f.module.weight, op.grid())
+    else:
+        bound = float(op.lipschitz_bound(space=L2))
+        live = bound
+    l2 = replace(case, norms_in=(_l2,) * len(case.norms_in), norm_out=_l2)
+    assert _worst(l2, f, gen) <= live * (1 + 1e-9)
 
 
 def test_split_heads_worst_case_is_root_heads_above_its_nominal_sensitivity():

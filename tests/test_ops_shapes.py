@@ -38,6 +38,7 @@ CASES = [
     ("Abs", {}, [(3, 4)], (3, 4)),
     ("MeanSubtract", {}, [(5, 6)], (5, 6)),
     ("RMSDivide", {}, [(5, 6)], (5, 6)),
+    ("RMSClip", {}, [(5, 6)], (5, 6)),
     ("LayerNorm", {}, [(5, 6)], (5, 6)),
     ("Mean", {}, [(5, 6)], (6,)),
     ("Mean", {"axis": 1}, [(5, 6)], (5,)),
@@ -70,6 +71,7 @@ REFUSED = [
     ("ApplyScores", {}, [(2, 7, 3), (2, 5, 6)], "do not match"),
     ("RoPE", {}, [(5, 5)], "odd"),
     ("RMSDivide", {}, [()], "at least one axis"),
+    ("RMSClip", {}, [()], "at least one axis"),
     ("Softmax", {}, [()], "at least one axis"),
 ]
 

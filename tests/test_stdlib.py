@@ -1,5 +1,5 @@
 """The standard library, written in the DSL: every network elaborates, with the theory of
-DESIGN §2 (GPT's per-atom targets do not change with depth)."""
+docs/theory.md §3 (GPT's per-atom targets do not change with depth)."""
 
 from __future__ import annotations
 

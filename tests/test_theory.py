@@ -1,4 +1,4 @@
-"""Mass, sensitivity and targets: the check-values of DESIGN §2 and depth independence."""
+"""Mass, sensitivity and targets: the check-values of docs/theory.md §3 and depth independence."""
 
 from __future__ import annotations
 

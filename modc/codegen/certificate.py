@@ -1,26 +1,38 @@
-"""Emit certificate.py: a sound input-Lipschitz bound computed from the live weights."""
+"""Emit certificate.py: sound input-Lipschitz bounds at the live weights, in two named norms,
+and the check of their conditions on data. The bound's formula is the fold of
+modc.theory.lipschitz, evaluated in the `Source` domain below."""
 
 from __future__ import annotations
 
+import math
 import textwrap
+from collections.abc import Sequence
+
+import sympy
 
 from modc.codegen.settings import optimizer_settings
 from modc.codegen.source import WIDTH, docstring, literal, module, plain, quote, snippets
 from modc.errors import shown
 from modc.graph import ir
-from modc.ops.base import exact
-from modc.runtime.certify import lipschitz_lower
+from modc.ops.base import ACTIVATION, L2, exact
+from modc.runtime.certify import check_conditions, lipschitz_lower
 from modc.theory.analysis import Analysis
+from modc.theory.conditions import open_conditions
+from modc.theory.lipschitz import Domain, lipschitz
 
 TAIL = '''
-def lipschitz_upper(model: nn.Module) -> float:
-    """Sound upper bound on the ℓ2 Lipschitz constant of the model in its input, per example.
+def lipschitz_upper(model: nn.Module, norm: str = "l2") -> float:
+    """Sound upper bound on the Lipschitz constant of the model in its input.
 
-    Every factor is a true upper bound (exact float64 SVD with a rounding margin), and the
-    bound follows the network's structure: products along compositions, sums over branches.
-    It holds for every input when CONDITIONS is empty, else under those conditions.
+    norm "l2": ‖f(x) − f(x′)‖₂ ≤ bound·‖x − x′‖₂ per example (each example's tensor flattened).
+    norm "activation": the modular norm's activation norm (RMS over features, the largest
+    over positions). Every factor is a true upper bound (float64 SVDs and FFTs with rounding
+    margins), composed by the network's structure: products along compositions, sums over
+    branches; ROUNDING covers the float arithmetic of the composition. It holds for every
+    input when CONDITIONS is empty, else for inputs on which they hold (see `report`).
     """
-    return bound_network(model)
+    bound = {"l2": l2_network, "activation": activation_network}[norm]
+    return bound(model) * ROUNDING
 
 
 def modular_norm(model: nn.Module, tensors: dict | list) -> float:
@@ -35,21 +47,52 @@ def modular_norm(model: nn.Module, tensors: dict | list) -> float:
     return max(ATOM_NORMS[ATOMS[name]](t) / TARGETS[name] for name, t in tensors.items())
 
 
-def report(model: nn.Module) -> dict:
-    """The certificate, the constraint it was built for, and each atom's norms."""
+def conditions_on(model: nn.Module, x: torch.Tensor) -> list[dict]:
+    """Each condition, evaluated on the inputs its operations receive when `model` runs on
+    `x`: whether it held on every example, its worst value and where that was."""
+    found = check_conditions(model, x, CHECKS)[0] if CHECKS else {}
+    return [
+        {"condition": text, **found.get(i, {"held": None, "worst": None, "where": "not run"})}
+        for i, text in enumerate(CONDITIONS)
+    ]
+
+
+def inside(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Per example of `x`, whether every condition held on it (all true without any)."""
+    if not CHECKS:
+        return torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+    return check_conditions(model, x, CHECKS)[1]
+
+
+def report(model: nn.Module, x: torch.Tensor | None = None) -> dict:
+    """The certificate: its bounds (each in its norm), the conditions they need checked on
+    the inputs `x` (held-out data, say), the constraint it was built for, each atom's norms.
+
+    `within` is true only when every condition held on `x` (or there are none) and, with a
+    constraint, the ℓ2 bound is at most LIPSCHITZ_BOUND. Without `x` the conditions are
+    unchecked and `within` is false whenever there are any.
+    """
     weights = dict(model.named_parameters())
     upper = lipschitz_upper(model)
+    checked = None if x is None else conditions_on(model, x)
+    held = not CONDITIONS or (checked is not None and all(c["held"] for c in checked))
     constraint = None
     if ATOM_CAP is not None:
-        constraint = {
-            "atom_cap": ATOM_CAP,
-            "lipschitz_bound": LIPSCHITZ_BOUND,
-            "within": upper <= LIPSCHITZ_BOUND,
-        }
+        constraint = {"atom_cap": ATOM_CAP, "lipschitz_bound": LIPSCHITZ_BOUND}
+    within = held and (constraint is None or upper <= LIPSCHITZ_BOUND)
+    if constraint is not None:
+        constraint["within"] = within
+    failed = [c for c in checked or [] if not c["held"]]
     return {
         "lipschitz_upper": upper,
         "norm": "l2 to l2, per example",
+        "lipschitz_upper_activation": lipschitz_upper(model, "activation"),
+        "activation_norm": "RMS over features, the largest over positions; tuples summed",
         "conditions": list(CONDITIONS),
+        "conditions_checked": checked,
+        "conditions_held": held,
+        "failed": [f"{c['condition']}: failed at {c['where']} ({c['worst']:.6g})" for c in failed],
+        "within": within,
         "constraint": constraint,
         "atoms": {
             name: {
@@ -64,12 +107,16 @@ def report(model: nn.Module) -> dict:
 '''
 
 
-# A bound as an expression tree: Python source of a factor, or (operator, terms).
-Term = str | tuple[str, list["Term"]]
+# A bound as an expression tree: Python source of a factor, an exact constant, or
+# (operator, terms).
+Term = str | sympy.Expr | tuple[str, list["Term"]]
 
 
 def flat(term: Term, parent: str = "") -> str:
     """`term` on one line; a sum inside a product gets parentheses."""
+    if isinstance(term, sympy.Expr):
+        text = exact(term) if term.is_Rational else repr(_float_up(term))
+        return f"({text})" if "/" in text and parent == "*" else text
     if isinstance(term, str):
         return term
     op, items = term
@@ -81,7 +128,7 @@ def layout(term: Term, indent: int, head: str, parent: str = "") -> list[str]:
     """`head` then `term`, on one line if it fits in WIDTH at `indent`, else one operand a
     line inside parentheses, each broken the same way if it still does not fit."""
     one = head + flat(term, parent)
-    if indent + len(one) <= WIDTH or isinstance(term, str):
+    if indent + len(one) <= WIDTH or not isinstance(term, tuple):
         return [one]
     op, items = term
     lines = [head + "("]
@@ -90,83 +137,88 @@ def layout(term: Term, indent: int, head: str, parent: str = "") -> list[str]:
     return [*lines, ")"]
 
 
-def product(factors: list[Term]) -> Term:
-    return factors[0] if len(factors) == 1 else ("*", factors)
+class Source(Domain[Term]):
+    """The fold's values as Python source over a module `m`: one `<space>_<scope>` function
+    per generated class (the network, each repeated body), as model.py has them."""
 
-
-class BoundEmitter:
-    """One `bound_<scope>` function per generated class, mirroring the IR's structure."""
-
-    def __init__(self) -> None:
+    def __init__(self, space: str) -> None:
+        self.space = space
         self.functions: list[str] = []
-        self.names: set[str] = set()
+        self.names: set[str] = {self.whole}  # lipschitz_upper calls it by this name
 
-    def scope(self, node: ir.Node, wanted: str, doc: str) -> str:
-        name, n = wanted, 1
-        while name in self.names:
+    @property
+    def whole(self) -> str:
+        """The name of the function that bounds the whole network."""
+        return f"{self.space}_network"
+
+    def function(self, term: Term, wanted: str | None, doc: str) -> str:
+        """A function `<space>_<wanted>(m)` returning `term`, or with wanted None, the
+        whole network's; its name."""
+        name, n = (self.whole, 1) if wanted is None else (f"{self.space}_{wanted}", 1)
+        while wanted is not None and name in self.names:
             n += 1
-            name = f"{wanted}{n}"
+            name = f"{self.space}_{wanted}{n}"
         self.names.add(name)
-        core = _core(node)
-        if isinstance(core, ir.Tuple):
-            term: Term = ("+", [self.bound(b, "m") for b in core.branches])
-        else:
-            term = product(self.factors(node, "m"))
         lines = [f"def {name}(m: nn.Module) -> float:", docstring(doc, 4)]
         lines += ["    " + line for line in layout(term, 4, "return ")]
         self.functions.append("\n".join(lines))
         return name
 
-    def factors(self, node: ir.Node, m: str) -> list[Term]:
-        """The bound of `node` as factors to multiply, constants first."""
-        if isinstance(node, ir.Compose):
-            kept = [f for p in node.parts for f in self.factors(p, m) if f != "1"]
-            constants = [f for f in kept if isinstance(f, str) and f[0].isdigit()]
-            return [*constants, *(f for f in kept if f not in constants)] or ["1"]
-        if isinstance(node, ir.Tare):
-            return self.factors(node.body, m)
-        if isinstance(node, ir.Repeat):
-            return self.copies(node, m)
-        return [self.bound(node, m)]
+    def atom(self, leaf: ir.Leaf, space: str) -> Term:
+        return leaf.op.lipschitz_call(f"m.{leaf.name}.weight", space)
 
-    def copies(self, node: ir.Repeat, m: str) -> list[Term]:
-        """A product over the copies of a repeated body, each bounded by its own function."""
-        rest = self.scope(node.rest, f"bound_{node.name}", f"Bound for one copy of '{node.name}'.")
-        if node.first is node.rest:
-            return [f"math.prod({rest}(block) for block in {m}.{node.name})"]
-        first = self.scope(
-            node.first, f"bound_{node.name}_first", f"Bound for the first copy of '{node.name}'."
-        )
-        return [
-            f"{first}({m}.{node.name}[0])",
-            f"math.prod({rest}(block) for block in {m}.{node.name}[1:])",
-        ]
+    def constant(self, value: sympy.Expr) -> Term:
+        return value
 
-    def bound(self, node: ir.Node, m: str) -> Term:
-        """An upper bound on `node`'s ℓ2 Lipschitz constant, as an expression tree."""
-        if isinstance(node, ir.Leaf):
-            if node.is_atom:
-                return f"{node.op.lipschitz.__name__}({m}.{node.name}.weight)"
-            return exact(node.op.sensitivity())
-        if isinstance(node, (ir.Compose, ir.Tare, ir.Repeat)):
-            return product(self.factors(node, m))
-        if isinstance(node, ir.Tuple):
-            return ("+", [self.bound(b, m) for b in node.branches])
-        raise TypeError(type(node).__name__)
+    def product(self, values: Sequence[Term]) -> Term:
+        """Nested products flattened, exact constants multiplied into one, put first."""
+        factors = [f for v in values for f in (v[1] if _is(v, "*") else [v])]
+        constant = sympy.Mul(*(f for f in factors if isinstance(f, sympy.Expr)))
+        rest = [f for f in factors if not isinstance(f, sympy.Expr)]
+        ordered = ([] if constant == 1 and rest else [constant]) + rest
+        return ordered[0] if len(ordered) == 1 else ("*", ordered)
+
+    def total(self, values: Sequence[Term]) -> Term:
+        if all(isinstance(v, sympy.Expr) for v in values):
+            return sympy.Add(*values)
+        return ("+", list(values))
+
+    def repeat(self, node: ir.Repeat, values: Sequence[Term]) -> Term:
+        """A product over the copies, each bounded by its body's function."""
+        copies, rest = f"m.{node.name}", values[-1]
+        doc = f"Bound for one copy of '{node.name}'."
+        if len(values) == 2:
+            first = self.function(
+                values[0], f"{node.name}_first", f"Bound for the first copy of '{node.name}'."
+            )
+            if node.count == 1:
+                return f"{first}({copies}[0])"
+            each = self.function(rest, node.name, doc)
+            return self.product(
+                [f"{first}({copies}[0])", f"math.prod({each}(b) for b in {copies}[1:])"]
+            )
+        return f"math.prod({self.function(rest, node.name, doc)}(b) for b in {copies})"
 
 
-def _core(node: ir.Node) -> ir.Node:
-    """The one part of `node` that matters for its bound, past tares and 1-Lipschitz bonds."""
-    if isinstance(node, ir.Tare):
-        return _core(node.body)
-    if isinstance(node, ir.Compose):
-        parts = [
-            p
-            for p in node.parts
-            if not (isinstance(p, ir.Leaf) and not p.is_atom and p.op.sensitivity() == 1)
-        ]
-        return _core(parts[0]) if len(parts) == 1 else node
-    return node
+def evaluations(node: ir.Node) -> int:
+    """How many leaf factors a bound of `node` multiplies or adds at run time, every copy
+    counted: the number of roundings the composition can make, twice over at most."""
+    if isinstance(node, ir.Leaf):
+        return 1
+    counts = [evaluations(c) for c in node.evaluated()]
+    if isinstance(node, ir.Repeat):
+        return counts[0] + (int(node.count) - 1) * counts[-1]
+    return sum(counts)
+
+
+def _is(term: Term, op: str) -> bool:
+    return isinstance(term, tuple) and term[0] == op
+
+
+def _float_up(value: sympy.Expr) -> float:
+    """A float not below `value`."""
+    x = float(value)
+    return x if sympy.Float(x, 60) >= value else math.nextafter(x, math.inf)
 
 
 def _string_lines(text: str, indent: int) -> str:
@@ -180,11 +232,31 @@ def _string_lines(text: str, indent: int) -> str:
     )
 
 
+def _conditions(network: ir.Network) -> tuple[list, dict[str, list]]:
+    """Each condition once (by text) and, per runtime function of a conditioned operation,
+    the checks to run on its calls: (condition index, measure, input, limit, at_least)."""
+    texts: dict[str, int] = {}
+    checks: dict[str, list] = {}
+    conditions = []
+    for node, c in open_conditions(network.root):
+        if c.text not in texts:
+            texts[c.text] = len(conditions)
+            conditions.append(c)
+        row = (texts[c.text], c.measure, c.input, c.limit, c.at_least)
+        fn = node.op.runtime[0].__name__
+        if row not in checks.setdefault(fn, []):
+            checks[fn].append(row)
+    return conditions, checks
+
+
 def emit_certificate(network: ir.Network, analysis: Analysis) -> str:
     """The text of certificate.py."""
     settings = optimizer_settings(network)
-    b = BoundEmitter()
-    b.scope(network.root, "bound_network", "Bound for the whole network.")
+    sources = {space: Source(space) for space in (L2, ACTIVATION)}
+    for space, src in sources.items():
+        term = lipschitz(network.root, src, space)
+        src.function(term, None, f"Bound for the whole network, in the {space} norm.")
+    leaves = evaluations(network.root)
     kinds = {a.kind: type(a.node.op) for a in analysis.atoms}
     atoms = "\n".join(f"    {quote(a.path + '.weight')}: {quote(a.kind)}," for a in analysis.atoms)
     targets = "\n".join(
@@ -192,14 +264,18 @@ def emit_certificate(network: ir.Network, analysis: Analysis) -> str:
         for a in analysis.atoms
     )
     norms = ", ".join(f"{quote(k)}: {op.norm.__name__}" for k, op in kinds.items())
-    lipschitz = ", ".join(f"{quote(k)}: {op.lipschitz.__name__}" for k, op in kinds.items())
-    conditions = dict.fromkeys(
-        c
-        for node in ir.walk(network.root)
-        if isinstance(node, ir.Leaf)
-        for c in node.op.conditions()
+    lipschitz_fns = ", ".join(f"{quote(k)}: {op.lipschitz.__name__}" for k, op in kinds.items())
+    conditions, checks = _conditions(network)
+    conditions_text = "".join(_string_lines(c.text, 4) for c in conditions)
+    check_rows = "\n".join(
+        f"    {quote(fn)}: [\n"
+        + "".join(
+            f"        ({i}, {m.__name__}, {arg}, {limit!r}, {at_least}),\n"
+            for i, m, arg, limit, at_least in rows
+        )
+        + "    ],"
+        for fn, rows in checks.items()
     )
-    conditions_text = "".join(_string_lines(c, 4) for c in conditions)
     if settings.atom_cap is None:
         constraint = "# No Lipschitz constraint in the spec.\n"
     else:
@@ -211,27 +287,38 @@ def emit_certificate(network: ir.Network, analysis: Analysis) -> str:
         f"ATOM_CAP: float | None = {settings.atom_cap!r}\n"
         f"LIPSCHITZ_BOUND: float | None = {settings.bound_at_cap!r}"
     )
+    measures = [c.measure for c in conditions]
+    runtime = [
+        lipschitz_lower,
+        check_conditions,
+        *dict.fromkeys(measures),
+        *(op.lipschitz for op in kinds.values()),
+        *(op.lipschitz_activation for op in kinds.values()),
+        *(op.norm for op in kinds.values()),
+    ]
+    checks_text = f"CHECKS = {{\n{check_rows}\n}}\n" if checks else "CHECKS: dict = {}\n"
     body = "\n\n\n".join(
         [
-            snippets(
-                [
-                    lipschitz_lower,
-                    *(op.lipschitz for op in kinds.values()),
-                    *(op.norm for op in kinds.values()),
-                ]
-            ),
-            "# Conditions the bound relies on; empty when it holds for every input.\n"
+            snippets(dict.fromkeys(runtime)),
+            "# Conditions the bounds rely on; empty when they hold for every input. CHECKS\n"
+            "# evaluates them on data: per function of model.py, (condition, measure, input,\n"
+            "# limit, at least?).\n"
             f"CONDITIONS: tuple[str, ...] = ({chr(10) + conditions_text if conditions else ''})\n"
-            f"ATOMS = {{\n{atoms}\n}}\n"
+            + checks_text
+            + f"ATOMS = {{\n{atoms}\n}}\n"
             "# Each atom's target: its share of a step in the modular norm.\n"
             f"TARGETS = {{\n{targets}\n}}\n"
-            f"ATOM_NORMS = {{{norms}}}\nATOM_LIPSCHITZ = {{{lipschitz}}}\n\n{constraint}",
-            *b.functions,
+            f"ATOM_NORMS = {{{norms}}}\nATOM_LIPSCHITZ = {{{lipschitz_fns}}}\n"
+            "# The float rounding of composing the factors (products and sums of positives):\n"
+            "# at most one unit of 2⁻⁵³ per step, counted twice over.\n"
+            f"ROUNDING = 1 + {2 * leaves + 2} * 2**-53\n\n{constraint}",
+            *sources[L2].functions,
+            *sources[ACTIVATION].functions,
             TAIL.strip(),
         ]
     )
     return module(
-        f"A Lipschitz certificate for {shown(network.name)}, compiled by modc: checked on "
-        "the live weights.\n",
+        f"A Lipschitz certificate for {shown(network.name)}, compiled by modc: bounds at the\n"
+        "live weights, their conditions checked on data.\n",
         body,
     )

@@ -29,7 +29,9 @@ optimizer:
 With `lipschitz: L`, every atom's sound ℓ2 Lipschitz bound (the factor the certificate
 composes) is capped at one value c: the largest for which the certificate's formula, with
 each atom's factor replaced by c, is at most L. The formula is monotone in every factor, so
-any weights within their caps certify at most L.
+any weights within their caps certify at most L. The formula is the one fold of
+modc.theory.lipschitz (`capped_bound`), the same the certificate emits. Atoms whose bound no
+weight changes (Bias, a translation: 1) keep that constant and are left uncapped.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from dataclasses import dataclass
 
 from modc.errors import ModcError, did_you_mean
 from modc.graph import ir
+from modc.theory.lipschitz import capped_bound
 
 KINDS = (
     "dualized",
@@ -182,42 +185,22 @@ def optimizer_settings(network: ir.Network) -> OptimizerSettings:
         got["constraint"] = "cap"
     if bounded:
         cap = atom_cap(network.root, got.get("lipschitz"), got.get("max_norm"))
-        got["atom_cap"], got["bound_at_cap"] = cap, bound_at(network.root, cap)
+        got["atom_cap"], got["bound_at_cap"] = cap, capped_bound(network.root, cap)
     return OptimizerSettings(**got)
-
-
-def bound_at(node: ir.Node, atom: float) -> float:
-    """The certificate's bound with every atom's factor equal to `atom`.
-
-    Mirrors certificate.BoundEmitter: products along compositions and over repeated copies,
-    sums over branches, each bond's sensitivity as its factor.
-    """
-    if isinstance(node, ir.Leaf):
-        return atom if node.is_atom else float(node.op.sensitivity())
-    if isinstance(node, ir.Compose):
-        return math.prod(bound_at(p, atom) for p in node.parts)
-    if isinstance(node, ir.Tuple):
-        return math.fsum(bound_at(b, atom) for b in node.branches)
-    if isinstance(node, ir.Tare):
-        return bound_at(node.body, atom)
-    if isinstance(node, ir.Repeat):
-        rest = bound_at(node.rest, atom) ** (int(node.count) - 1)
-        return bound_at(node.first, atom) * rest
-    raise TypeError(type(node).__name__)
 
 
 def atom_cap(root: ir.Node, lipschitz: float | None, max_norm: float | None) -> float:
     """The largest common atom cap (at most `max_norm`) whose bound is at most `lipschitz`."""
     if lipschitz is None:
         return max_norm
-    floor = bound_at(root, 0.0)
+    floor = capped_bound(root, 0.0)
     if floor > lipschitz:
         raise ModcError(
             f"optimizer.lipschitz {lipschitz:g} cannot be met: the bonds alone give a bound "
             f"of {floor:.6g}"
         )
     lo, hi = 0.0, 1.0
-    while bound_at(root, hi) <= lipschitz:
+    while capped_bound(root, hi) <= lipschitz:
         lo, hi = hi, 2 * hi
         if hi > 1e30:
             raise ModcError("optimizer.lipschitz: no atom of the network changes its bound")
@@ -225,5 +208,5 @@ def atom_cap(root: ir.Node, lipschitz: float | None, max_norm: float | None) -> 
         mid = (lo + hi) / 2
         if mid in (lo, hi):
             break
-        lo, hi = (mid, hi) if bound_at(root, mid) <= lipschitz else (lo, mid)
+        lo, hi = (mid, hi) if capped_bound(root, mid) <= lipschitz else (lo, mid)
     return lo if max_norm is None else min(lo, max_norm)

@@ -1,19 +1,29 @@
 """The module IR: a tree of atoms, bonds and combinators with every shape known.
 
-Combinators follow DESIGN §2: Compose (data-flow order), Tuple (branches on one input),
+Combinators follow docs/theory.md §3: Compose (data-flow order), Tuple (branches on one input),
 Repeat (composed copies with independent weights) and Tare (mass allocation). Sums,
 scalar multiples and residual blocks are written with these during elaboration.
+
+Each combinator states its own rules here, once: how its mass, sensitivity and Lipschitz
+bound follow from its children's (`mass`, `sensitivity`, `lipschitz`, given the children's
+values in `children()` order), how a target splits among its children (`split`), and how
+facts about values flow through it (`flow`). `fold` evaluates any of the first three over
+a tree; an operation's own rules are its Op's (modc/ops/).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import sympy
 
 from modc.ops import Op, Shape
 from modc.source import Span
+
+ONE = sympy.Integer(1)
 
 
 @dataclass(eq=False)
@@ -27,6 +37,30 @@ class Node:
 
     def children(self) -> tuple[Node, ...]:
         return ()
+
+    def evaluated(self) -> tuple[Node, ...]:
+        """The children whose values the rules below take: all of them but a Repeat's
+        unused `rest` when it has one copy."""
+        return self.children()
+
+    def mass_of(self, values: Sequence[sympy.Expr]) -> sympy.Expr:
+        raise NotImplementedError
+
+    def sensitivity_of(self, values: Sequence[Any]) -> Any:
+        raise NotImplementedError
+
+    def lipschitz_of(self, values: Sequence[Any], domain: Any) -> Any:
+        """The bound from the children's, in `domain` (modc.theory.lipschitz.Domain)."""
+        raise NotImplementedError
+
+    def split(self, t: Any, mass: Callable, sensitivity: Callable) -> list[tuple[Node, Any]]:
+        """(child, its target) for a target `t` of this node (not for Repeat: its copies'
+        targets depend on the copy index, modc.theory.analysis)."""
+        raise NotImplementedError
+
+    def flow(self, facts: Any, through: Callable[[Node, Any], Any]) -> Any:
+        """The facts of the output given the input's, `through` each child."""
+        raise NotImplementedError
 
 
 @dataclass(eq=False)
@@ -48,7 +82,8 @@ class Leaf(Node):
 
 @dataclass(eq=False)
 class Compose(Node):
-    """parts[0] first, then parts[1], ...: μ adds, ν multiplies."""
+    """parts[0] first, then parts[1], ...: μ adds, ν multiplies, Lipschitz bounds multiply;
+    a part's target is t·μ_part/μ over the sensitivity of the parts after it."""
 
     parts: tuple[Node, ...] = ()
 
@@ -58,6 +93,27 @@ class Compose(Node):
 
     def children(self) -> tuple[Node, ...]:
         return self.parts
+
+    def mass_of(self, values: Sequence[sympy.Expr]) -> sympy.Expr:
+        return sympy.Add(*values)
+
+    def sensitivity_of(self, values: Sequence[Any]) -> Any:
+        return _product(values)
+
+    def lipschitz_of(self, values: Sequence[Any], domain: Any) -> Any:
+        return domain.product(values)
+
+    def split(self, t: Any, mass: Callable, sensitivity: Callable) -> list[tuple[Node, Any]]:
+        total, after, shares = mass(self), ONE, []
+        for part in reversed(self.parts):
+            shares.append((part, t * mass(part) / (total * after)))
+            after = after * sensitivity(part)
+        return shares[::-1]
+
+    def flow(self, facts: Any, through: Callable[[Node, Any], Any]) -> Any:
+        for part in self.parts:
+            facts = through(part, facts)
+        return facts
 
 
 @dataclass(eq=False)
@@ -72,6 +128,21 @@ class Tuple(Node):
 
     def children(self) -> tuple[Node, ...]:
         return self.branches
+
+    def mass_of(self, values: Sequence[sympy.Expr]) -> sympy.Expr:
+        return sympy.Add(*values)
+
+    def sensitivity_of(self, values: Sequence[Any]) -> Any:
+        return sum(values[1:], values[0])
+
+    def lipschitz_of(self, values: Sequence[Any], domain: Any) -> Any:
+        return domain.total(values)
+
+    def split(self, t: Any, mass: Callable, sensitivity: Callable) -> list[tuple[Node, Any]]:
+        return [(b, t * mass(b) / mass(self)) for b in self.branches]
+
+    def flow(self, facts: Any, through: Callable[[Node, Any], Any]) -> Any:
+        return tuple(through(b, facts) for b in self.branches)
 
 
 @dataclass(eq=False)
@@ -92,6 +163,32 @@ class Repeat(Node):
     def children(self) -> tuple[Node, ...]:
         return (self.first,) if self.rest is self.first else (self.first, self.rest)
 
+    def evaluated(self) -> tuple[Node, ...]:
+        return (self.first,) if self.count == 1 else self.children()
+
+    def mass_of(self, values: Sequence[sympy.Expr]) -> sympy.Expr:
+        return values[0] + (self.count - 1) * values[-1]
+
+    def sensitivity_of(self, values: Sequence[Any]) -> Any:
+        if len(values) == 1:
+            return values[0] if self.count == 1 else values[0] ** self.count
+        return values[0] if self.count == 1 else values[0] * values[1] ** (self.count - 1)
+
+    def lipschitz_of(self, values: Sequence[Any], domain: Any) -> Any:
+        """The product over the copies: the domain says how it stands for them."""
+        return domain.repeat(self, values)
+
+    def flow(self, facts: Any, through: Callable[[Node, Any], Any]) -> Any:
+        """The copies after the first get the facts that hold after the first and after
+        every later copy: a fixed point, reached by shrinking (facts are few)."""
+        out = through(self.first, facts)
+        if self.count == 1:
+            return out
+        ins = out
+        while (after := meet(ins, through(self.rest, ins))) != ins:
+            ins = after
+        return through(self.rest, ins)
+
 
 @dataclass(eq=False)
 class Tare(Node):
@@ -106,6 +203,21 @@ class Tare(Node):
 
     def children(self) -> tuple[Node, ...]:
         return (self.body,)
+
+    def mass_of(self, values: Sequence[sympy.Expr]) -> sympy.Expr:
+        return self.mass if values[0] != 0 else sympy.Integer(0)
+
+    def sensitivity_of(self, values: Sequence[Any]) -> Any:
+        return values[0]
+
+    def lipschitz_of(self, values: Sequence[Any], domain: Any) -> Any:
+        return values[0]
+
+    def split(self, t: Any, mass: Callable, sensitivity: Callable) -> list[tuple[Node, Any]]:
+        return [(self.body, t)]  # the masses inside are rescaled, not the target
+
+    def flow(self, facts: Any, through: Callable[[Node, Any], Any]) -> Any:
+        return through(self.body, facts)
 
 
 @dataclass
@@ -123,6 +235,36 @@ class Network:
     @property
     def output_shape(self) -> Shape:
         return self.root.out_shape
+
+
+def _product(values: Sequence[Any]) -> Any:
+    return math.prod(values[1:], start=values[0]) if values else ONE
+
+
+def meet(a: Any, b: Any) -> Any:
+    """The facts that hold in both a and b (a tuple's per branch)."""
+    if isinstance(a, tuple) and isinstance(b, tuple) and len(a) == len(b):
+        return tuple(meet(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, tuple) or isinstance(b, tuple):
+        return frozenset()
+    return a & b
+
+
+def fold(root: Node, rule: str, leaf: Callable[[Leaf], Any], *extra: Any) -> Any:
+    """Evaluate the combinator rule `rule` ("mass_of", "sensitivity_of", "lipschitz_of")
+    over the tree: `leaf` gives each leaf's value, each combinator combines its children's by its
+    rule (with `extra` arguments, the Lipschitz domain). Memoised per node."""
+    memo: dict[int, Any] = {}
+
+    def value(n: Node) -> Any:
+        if id(n) not in memo:
+            if isinstance(n, Leaf):
+                memo[id(n)] = leaf(n)
+            else:
+                memo[id(n)] = getattr(n, rule)([value(c) for c in n.evaluated()], *extra)
+        return memo[id(n)]
+
+    return value(root)
 
 
 def walk(node: Node) -> Iterator[Node]:

@@ -1,9 +1,10 @@
 """Pointwise bonds: ReLU, GELU (scaled to slope at most 1) and Abs, all 1-Lipschitz.
 
-Each acts entry by entry, so in the activation norm (the RMS over features, maximised over
-positions) its sensitivity is its largest slope. Only GELU is twice differentiable: its
-curvature bound γ = max|φ''|·√d grows with the feature size d because an RMS of squares
-can exceed the square of an RMS by √d.
+Each acts entry by entry and never grows an entry's size (|φ(x)| ≤ |x|), so an input of
+RMS at most 1 gives an output of RMS at most 1. In the activation norm (the RMS over
+features, maximised over positions) its sensitivity is its largest slope. Only GELU is
+twice differentiable: its curvature bound γ = max|φ''|·√d grows with the feature size d
+because an RMS of squares can exceed the square of an RMS by √d.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sympy
 import torch
 import torch.nn.functional as F
 
-from modc.ops.base import ZERO, Bond, features, primary
+from modc.ops.base import RMS_AT_MOST_1, ZERO, Bond, features, primary
 
 #: GELU's largest |second derivative|, 2φ(0) = √(2/π), over its scale 1.1289042 (the
 #: largest slope, Φ(√2) + √2·φ(√2) = 1.1289041452, rounded up): 0.7067779, rounded up.
@@ -29,6 +30,9 @@ def gelu(x: torch.Tensor) -> torch.Tensor:
 class ReLU(Bond):
     name = "ReLU"
 
+    def facts(self, inputs: Sequence[frozenset[str]]) -> frozenset[str]:
+        return inputs[0] & {RMS_AT_MOST_1}
+
     def sharpness(self) -> tuple[sympy.Expr, sympy.Expr, sympy.Expr | None]:
         return (ZERO, ZERO, None)  # a kink at 0
 
@@ -42,6 +46,9 @@ class GELU(Bond):
     name = "GELU"
     runtime = (gelu,)
 
+    def facts(self, inputs: Sequence[frozenset[str]]) -> frozenset[str]:
+        return inputs[0] & {RMS_AT_MOST_1}
+
     def sharpness(self) -> tuple[sympy.Expr, sympy.Expr, sympy.Expr | None]:
         return (ZERO, ZERO, GELU_CURVATURE * sympy.sqrt(features(self.in_shapes[0])))
 
@@ -51,6 +58,9 @@ class GELU(Bond):
 
 class Abs(Bond):
     name = "Abs"
+
+    def facts(self, inputs: Sequence[frozenset[str]]) -> frozenset[str]:
+        return inputs[0] & {RMS_AT_MOST_1}
 
     def sharpness(self) -> tuple[sympy.Expr, sympy.Expr, sympy.Expr | None]:
         return (ZERO, ZERO, None)  # a kink at 0

@@ -14,7 +14,7 @@ import sympy
 import torch
 from torch import nn
 
-from modc.ops.base import ONE, ZERO, Atom, Shape, ShapeError
+from modc.ops.base import ACTIVATION, ONE, ZERO, Atom, Shape, ShapeError
 
 
 class Bias(nn.Module):
@@ -92,8 +92,9 @@ class BiasOp(_Vector):
     dualize = bias_dualize
     norm = bias_norm
     lipschitz = bias_lipschitz
+    lipschitz_activation = bias_lipschitz
 
-    def lipschitz_bound(self, norm: sympy.Expr = ONE) -> sympy.Expr:
+    def lipschitz_bound(self, norm: sympy.Expr = ONE, space: str = ACTIVATION) -> sympy.Expr:
         return ONE
 
     def sharpness(self) -> tuple[sympy.Expr, sympy.Expr, sympy.Expr | None]:
@@ -106,3 +107,4 @@ class GainOp(_Vector):
     dualize = gain_dualize
     norm = gain_norm
     lipschitz = gain_lipschitz
+    lipschitz_activation = gain_lipschitz

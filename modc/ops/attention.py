@@ -1,13 +1,19 @@
 """Attention's bonds: head split and merge, scores q·k/d_head, causal mask, softmax, and
-applying scores to values (DESIGN §2; Modula's functional attention).
+applying scores to values (docs/theory.md §6; Modula's functional attention).
 
-Norms: a token tensor (T, d) is measured by the largest RMS over its tokens; a head tensor
-(H, T, d_head) by the largest RMS over its (head, token) vectors; scores by their largest
-entry; attention weights by the largest ℓ1 norm of a row; a tuple by the sum of its parts.
-In these norms, with 1/d_head scaling, |q·k|/d_head ≤ RMS(q)·RMS(k), a softmax moves its
-row by at most scale·max|Δs| in ℓ1, and a row of weights averages the values, so scores
-and application have sensitivity 1 on inputs of norm at most 1 (Large et al. 2024;
-Newhouse et al. 2025). Those are conditions: on inputs of norm B the constant is B.
+Activation norms: a token tensor (T, d) is measured by the largest RMS over its tokens; a
+head tensor (H, T, d_head) by the largest RMS over its (head, token) vectors; scores by
+their largest entry; attention weights by the largest ℓ1 norm of a row; a tuple by the
+sum of its parts. In these norms, with 1/d_head scaling, |q·k|/d_head ≤ RMS(q)·RMS(k), a
+softmax moves its row by at most scale·max|Δs| in ℓ1, and a row of weights averages the
+values, so scores and application have sensitivity 1 on inputs of norm at most 1 (Large
+et al. 2024; Newhouse et al. 2025). Those are conditions, checked on data by the
+certificate.
+
+ℓ2 per example (Frobenius norm of each tensor) costs norm-equivalence factors, stated per
+op below: a (T × d) matrix of rows of RMS ≤ 1 has spectral norm ≤ √(T·d), and a (T × S)
+matrix of rows of ℓ1 ≤ 1 has spectral norm ≤ √(‖A‖₁‖A‖_∞) ≤ √T. Both are reached (all
+rows equal; every row on one key), so the √positions factors are the honest worst case.
 """
 
 from __future__ import annotations
@@ -17,7 +23,21 @@ from collections.abc import Sequence
 import sympy
 import torch
 
-from modc.ops.base import ONE, ZERO, Arg, Bond, Shape, ShapeError, exact, show
+from modc.ops.base import (
+    ACTIVATION,
+    ONE,
+    RMS_AT_MOST_1,
+    ROWS_L1_AT_MOST_1,
+    ZERO,
+    Arg,
+    Bond,
+    Condition,
+    Shape,
+    ShapeError,
+    exact,
+    show,
+)
+from modc.runtime.certify import largest_rms, largest_row_l1
 
 
 def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -62,8 +82,8 @@ class SplitHeads(Bond):
 
     Its sensitivity is 1 by the modular-norm convention (Modula's), which measures each head
     as if the token's norm were spread evenly over the heads. In the worst case a token's
-    whole norm sits in one head, whose RMS is then √heads times the token's: that is the
-    Lipschitz constant the bounds use.
+    whole norm sits in one head, whose RMS is then √heads times the token's: that is its
+    Lipschitz constant in the activation norm. In ℓ2 it only moves entries: constant 1.
     """
 
     name = "SplitHeads"
@@ -78,18 +98,22 @@ class SplitHeads(Bond):
             raise ShapeError(f"{x[1]} features do not split into {heads} heads")
         return (heads, x[0], x[1] / heads)
 
-    def lipschitz_bound(self, norm: sympy.Expr = ONE) -> sympy.Expr:
-        return sympy.sqrt(self.values["heads"])
+    def lipschitz_bound(self, norm: sympy.Expr = ONE, space: str = ACTIVATION) -> sympy.Expr:
+        return sympy.sqrt(self.values["heads"]) if space == ACTIVATION else ONE
 
     def forward(self, inputs: Sequence[str], attr: str | None) -> str:
         return f"split_heads({inputs[0]}, {int(self.values['heads'])})"
 
 
 class MergeHeads(Bond):
-    """(heads, T, d_head) → (T, heads · d_head): a token's RMS is at most its heads' largest."""
+    """(heads, T, d_head) → (T, heads · d_head): a token's RMS is at most its heads' largest;
+    in ℓ2 it only moves entries."""
 
     name = "MergeHeads"
     runtime = (merge_heads,)
+
+    def facts(self, inputs: Sequence[frozenset[str]]) -> frozenset[str]:
+        return inputs[0] & {RMS_AT_MOST_1}
 
     def shape(self, x: Shape) -> Shape:
         if len(x) != 3:
@@ -101,7 +125,11 @@ class MergeHeads(Bond):
 
 
 class AttentionQK(Bond):
-    """(q, k) ↦ q·kᵀ / d_head per head: (…, T, d), (…, S, d) → (…, T, S). Bilinear."""
+    """(q, k) ↦ q·kᵀ / d_head per head: (…, T, d), (…, S, d) → (…, T, S). Bilinear.
+
+    ℓ2: Δ(qkᵀ) = Δq·kᵀ + q′·Δkᵀ, and ‖Δq·kᵀ‖_F ≤ ‖Δq‖_F·‖k‖₂ ≤ ‖Δq‖_F·√(S·d) when every
+    key has RMS ≤ 1; over d_head the constant is √(max(T, S)/d) per unit of ‖Δq‖ + ‖Δk‖.
+    """
 
     name = "AttentionQK"
     arity = 0
@@ -115,11 +143,21 @@ class AttentionQK(Bond):
             raise ShapeError(f"queries {show(q)} and keys {show(k)} do not match")
         return (*q[:-1], k[-2])
 
-    def conditions(self) -> tuple[str, ...]:
-        return (
-            "AttentionQK: sensitivity 1 holds where every query and key vector (per head "
-            "and position) has RMS norm at most 1 (at most B: sensitivity B)",
+    def conditions(self) -> tuple[Condition, ...]:
+        text = (
+            "AttentionQK: its constants hold where every {} vector (per head and position) "
+            "has RMS norm at most 1"
         )
+        return (
+            Condition(text.format("query"), largest_rms, 0, 1.0, False, RMS_AT_MOST_1),
+            Condition(text.format("key"), largest_rms, 1, 1.0, False, RMS_AT_MOST_1),
+        )
+
+    def lipschitz_bound(self, norm: sympy.Expr = ONE, space: str = ACTIVATION) -> sympy.Expr:
+        if space == ACTIVATION:
+            return ONE
+        q, k = self.in_shapes
+        return sympy.sqrt(sympy.Max(q[-2], k[-2]) / q[-1])
 
     def sharpness(self) -> tuple[sympy.Expr, sympy.Expr, sympy.Expr | None]:
         return (ZERO, ZERO, sympy.Rational(1, 2))  # |2 Δq·Δk| / d ≤ (‖Δq‖ + ‖Δk‖)² / 2
@@ -147,12 +185,17 @@ class Softmax(Bond):
     """softmax(scale · s) over the last axis: from max-entry to row-ℓ1 norm, sensitivity |scale|.
 
     Its Jacobian diag(p) − ppᵀ maps h to p ⊙ (h − p·h), whose ℓ1 norm is a mean absolute
-    deviation, at most max|h|; its second derivative has ℓ1 norm at most 2·Var_p(h).
+    deviation, at most max|h|; its second derivative has ℓ1 norm at most 2·Var_p(h). In ℓ2
+    the Jacobian is symmetric positive semidefinite and Gershgorin bounds its eigenvalues by
+    max_i 2p_i(1 − p_i) ≤ 1/2: constant |scale|/2 per row, so per example.
     """
 
     name = "Softmax"
     args = (Arg("scale", "number", sympy.Integer(1)),)
     runtime = (scaled_softmax,)
+
+    def facts(self, inputs: Sequence[frozenset[str]]) -> frozenset[str]:
+        return frozenset({ROWS_L1_AT_MOST_1})
 
     def shape(self, x: Shape) -> Shape:
         if not x:
@@ -162,6 +205,10 @@ class Softmax(Bond):
     def sensitivity(self) -> sympy.Expr:
         return sympy.Abs(self.values["scale"])
 
+    def lipschitz_bound(self, norm: sympy.Expr = ONE, space: str = ACTIVATION) -> sympy.Expr:
+        scale = sympy.Abs(self.values["scale"])
+        return scale if space == ACTIVATION else scale / 2
+
     def sharpness(self) -> tuple[sympy.Expr, sympy.Expr, sympy.Expr | None]:
         return (ZERO, ZERO, 2 * self.values["scale"] ** 2)
 
@@ -170,11 +217,20 @@ class Softmax(Bond):
 
 
 class ApplyScores(Bond):
-    """(v, scores) ↦ scores @ v: (…, S, d), (…, T, S) → (…, T, d). Bilinear."""
+    """(v, scores) ↦ scores @ v: (…, S, d), (…, T, S) → (…, T, d). Bilinear.
+
+    ℓ2: Δ(Av) = ΔA·v + A′·Δv, with ‖v‖₂ ≤ √(S·d) (values of RMS ≤ 1) and ‖A′‖₂ ≤ √T (rows
+    of ℓ1 ≤ 1, so columns of ℓ1 ≤ T): constant max(√(S·d), √T) per unit of ‖Δv‖ + ‖ΔA‖.
+    """
 
     name = "ApplyScores"
     arity = 0
     runtime = (apply_scores,)
+
+    def facts(self, inputs: Sequence[frozenset[str]]) -> frozenset[str]:
+        """Rows of ℓ1 ≤ 1 take convex-like combinations: values of RMS ≤ 1 stay so."""
+        both = RMS_AT_MOST_1 in inputs[0] and ROWS_L1_AT_MOST_1 in inputs[1]
+        return frozenset({RMS_AT_MOST_1}) if both else frozenset()
 
     def shape(self, *inputs: Shape) -> Shape:
         if len(inputs) != 2:
@@ -184,12 +240,33 @@ class ApplyScores(Bond):
             raise ShapeError(f"values {show(v)} and scores {show(s)} do not match")
         return (*s[:-1], v[-1])
 
-    def conditions(self) -> tuple[str, ...]:
+    def conditions(self) -> tuple[Condition, ...]:
         return (
-            "ApplyScores: sensitivity 1 holds where every value vector (per head and "
-            "position) has RMS norm at most 1 and every row of scores has ℓ1 norm at most 1, "
-            "as after a softmax",
+            Condition(
+                "ApplyScores: its constants hold where every value vector (per head and "
+                "position) has RMS norm at most 1",
+                largest_rms,
+                0,
+                1.0,
+                False,
+                RMS_AT_MOST_1,
+            ),
+            Condition(
+                "ApplyScores: its constants hold where every row of scores has ℓ1 norm at "
+                "most 1, as after a softmax (up to its rounding)",
+                largest_row_l1,
+                1,
+                1.0,
+                False,
+                ROWS_L1_AT_MOST_1,
+            ),
         )
+
+    def lipschitz_bound(self, norm: sympy.Expr = ONE, space: str = ACTIVATION) -> sympy.Expr:
+        if space == ACTIVATION:
+            return ONE
+        v, s = self.in_shapes
+        return sympy.Max(sympy.sqrt(v[-2] * v[-1]), sympy.sqrt(s[-2]))
 
     def sharpness(self) -> tuple[sympy.Expr, sympy.Expr, sympy.Expr | None]:
         return (ZERO, ZERO, sympy.Rational(1, 2))  # ‖2 ΔA Δv‖ ≤ (‖ΔA‖ + ‖Δv‖)² / 2

@@ -1,7 +1,8 @@
 """What every operation of the library provides: arguments, shape rule, mass, sensitivity,
-and the torch code it emits. Atoms (operations with weights) add a norm, a dual map, an
-initialisation and a sound Lipschitz bound, all as runtime functions that codegen copies
-verbatim into the generated files.
+its Lipschitz constant in each norm modc certifies and the conditions it needs, and the
+torch code it emits. Atoms (operations with weights) add a norm, a dual map, an
+initialisation and sound Lipschitz bounds, all as runtime functions that codegen copies
+verbatim into the generated files. The theory is docs/theory.md.
 """
 
 from __future__ import annotations
@@ -17,6 +18,35 @@ Shape = tuple[sympy.Expr, ...]
 
 REQUIRED = object()
 ZERO, ONE = sympy.Integer(0), sympy.Integer(1)
+
+#: The two norms modc certifies in (docs/theory.md §5). ACTIVATION: the modular norm's own
+#: activation norm (RMS over features, the largest over positions; a tuple by the sum of its
+#: parts). L2: the ℓ2 (Frobenius) norm of one example's tensor; a tuple by the sum of its
+#: parts' ℓ2 norms.
+ACTIVATION, L2 = "activation", "l2"
+NORMS = (ACTIVATION, L2)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A restriction on an operation's inputs under which its Lipschitz constants hold.
+
+    `measure` is a runtime function (copied into certificate.py) from the input tensor
+    number `input` (batch first) to one value per example; the condition holds on an
+    example when that value is at least `limit` (`at_least`) or at most `limit`.
+    """
+
+    text: str
+    measure: Callable
+    input: int
+    limit: float
+    at_least: bool
+    fact: str | None = None  # an input known to have this fact meets the condition
+
+
+#: Facts about an operation's output that conditions can rest on (docs/theory.md §7).
+RMS_AT_MOST_1 = "every feature vector has RMS at most 1"
+ROWS_L1_AT_MOST_1 = "every row has ℓ1 norm at most 1"
 
 
 class ShapeError(Exception):
@@ -90,17 +120,26 @@ class Op:
         """ν: how much the output can move per unit move of the input, at unit-norm weights."""
         return sympy.Integer(1)
 
-    def conditions(self) -> tuple[str, ...]:
-        """What `sensitivity` assumes (e.g. a bound on input norms); empty if it always holds."""
+    def conditions(self) -> tuple[Condition, ...]:
+        """What the sensitivity and the Lipschitz constants assume (a bound on input norms);
+        empty if they hold for every input."""
         return ()
 
-    def lipschitz_bound(self, norm: sympy.Expr = ONE) -> sympy.Expr:
-        """A sound Lipschitz constant in this op's norms, on the inputs `conditions` allows.
+    def lipschitz_bound(self, norm: sympy.Expr = ONE, space: str = ACTIVATION) -> sympy.Expr:
+        """A sound Lipschitz constant in the norm `space` (ACTIVATION or L2), on the inputs
+        `conditions` allows.
 
-        The sensitivity, except where ν is a convention rather than a worst case (SplitHeads).
-        An atom's depends on the norm of its weight, `norm`; a bond ignores it.
+        The default, the sensitivity in both norms, fits an operation that acts on each
+        feature vector alone with the same constant in ℓ2 and RMS (ReLU, Linear's bound is
+        its own). An atom's depends on the norm of its weight, `norm`; a bond ignores it.
         """
         return self.sensitivity()
+
+    def facts(self, inputs: Sequence[frozenset[str]]) -> frozenset[str]:
+        """What holds of every output, for every input, given what holds of the inputs:
+        the facts (RMS_AT_MOST_1, ...) that meet later operations' conditions. None by
+        default; an operation that keeps or makes one says so."""
+        return frozenset()
 
     def sharpness(self) -> tuple[sympy.Expr, sympy.Expr, sympy.Expr | None]:
         """(α, β, γ): bounds on the second derivative of f(x, w) in weight-weight,
@@ -131,7 +170,9 @@ class Atom(Op):
     # without polar() may omit **polar_options.
     dualize: ClassVar[Callable]
     norm: ClassVar[Callable]  # weight -> its norm in this atom's norm; certificate.py
-    lipschitz: ClassVar[Callable]  # weight -> sound l2 Lipschitz upper bound; certificate.py
+    lipschitz: ClassVar[Callable]  # weight -> sound ℓ2 Lipschitz upper bound; certificate.py
+    # weight -> sound upper bound on the Lipschitz constant in the activation norm
+    lipschitz_activation: ClassVar[Callable]
     cap: ClassVar[Callable | None] = None  # (weight, c) -> in place, lipschitz ≤ c; optional
 
     def weight_shape(self) -> Shape:
@@ -145,9 +186,19 @@ class Atom(Op):
     def forward(self, inputs: Sequence[str], attr: str | None) -> str:
         return f"self.{attr}({inputs[0]})"
 
-    def lipschitz_bound(self, norm: sympy.Expr = ONE) -> sympy.Expr:
-        """Linear in the input: the Lipschitz constant is the weight's norm."""
-        return norm
+    def lipschitz_bound(self, norm: sympy.Expr = ONE, space: str = ACTIVATION) -> sympy.Expr:
+        """Linear in the input: in the activation norm the constant is the weight's norm;
+        in ℓ2 the atom states its own in terms of that norm (`l2_factor`)."""
+        return norm if space == ACTIVATION else self.l2_factor() * norm
+
+    def l2_factor(self) -> sympy.Expr:
+        """c such that the ℓ2 Lipschitz constant is at most c·‖W‖ (its norm)."""
+        return ONE
+
+    def lipschitz_call(self, weight: str, space: str) -> str:
+        """Source of a sound bound at live weights in norm `space`; `weight` is an expression."""
+        fn = self.lipschitz if space == L2 else self.lipschitz_activation
+        return f"{fn.__name__}({weight})"
 
     def sharpness(self) -> tuple[sympy.Expr, sympy.Expr, sympy.Expr | None]:
         """Linear in the weight and in the input: only the mixed derivative, of norm ≤ 1."""

@@ -4,6 +4,14 @@ Norm: k² times the largest Linear norm over the kernel's taps, k²·max_tap √
 Each output position sums k² taps, each a Linear map of one input position, so with the
 activation norm (RMS over channels, maximised over positions) the map is 1-Lipschitz at
 norm 1 for any stride and padding. Dual map: per tap, t·(1/k²)·√(out/in)·polar(G_tap).
+
+ℓ2 (docs/theory.md §6): a zero-padded convolution of an H × W input is a restriction of a
+circular convolution on any N1 × N2 grid with N1 ≥ H + 2p, N2 ≥ W + 2p (no window wraps),
+and striding keeps a subset of outputs; the circular convolution's spectral norm is the
+largest σ_max of the kernel's 2-D DFT over the grid's frequencies. So that maximum, from
+float64 FFTs and SVDs with rounding margins, is a sound bound; without the input's size,
+the smaller of Σ_taps σ_max(W_tap) and k·σ_max(W as out × in·k²) (each input entry sits in
+at most k² windows) is.
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modc.ops.base import Arg, Atom, Shape, ShapeError, show
+from modc.ops.base import L2, Arg, Atom, Shape, ShapeError, show
 from modc.runtime.polar import polar
 
 
@@ -56,17 +64,36 @@ def conv2d_norm(weight: torch.Tensor) -> float:
     return k * k * math.sqrt(fan_in / fan_out) * sigma
 
 
-def conv2d_lipschitz(weight: torch.Tensor) -> float:
-    """Sound ℓ2 bound for any stride and zero padding: Σ_taps σ_max(W_tap), with a margin.
+def conv2d_lipschitz(weight: torch.Tensor, grid: tuple[int, int] | None = None) -> float:
+    """Sound ℓ2 bound for any stride and zero padding, with float64 rounding margins.
 
-    Each tap applies W_tap to a shifted, cropped copy of the input, of ℓ2 norm at most the
-    input's; the float64 SVD margin is that of spectral_norm_upper.
+    Without `grid`: min(Σ_taps σ_max(W_tap), k·σ_max(W as out × in·k²)), valid for every
+    input size. With `grid` (N1, N2) at least the padded input's size: also the largest
+    σ_max of the kernel's DFT on that grid, the norm of the circular convolution of which
+    the layer is a restriction; the smallest of the three is returned.
     """
     fan_out, fan_in, k, _ = weight.shape
-    sigma = torch.linalg.svdvals(weight.detach().double().permute(2, 3, 0, 1)).amax(-1)
+    w = weight.detach().double()
     eps = torch.finfo(torch.float64).eps
-    total = sigma.sum().item() * (1 + 4 * fan_out * fan_in * eps) * (1 + k * k * eps)
-    return total + torch.finfo(torch.float64).tiny
+    svd = 1 + 4 * fan_out * fan_in * k * k * eps  # as spectral_norm_upper, on the largest
+    taps = torch.linalg.svdvals(w.permute(2, 3, 0, 1)).amax(-1).sum().item()
+    bound = min(taps * (1 + k * k * eps), k * torch.linalg.matrix_norm(w.flatten(1), 2).item())
+    if grid is not None:
+        spectrum = torch.fft.fft2(w, s=tuple(grid)).permute(2, 3, 0, 1)
+        sigma = torch.linalg.svdvals(spectrum).max().item()
+        # the FFT's rounding: at most ~log2(N)·eps·‖input‖₂ per transform (taken 8× over),
+        # each frequency's matrix error below its Frobenius norm
+        n = grid[0] * grid[1]
+        fft = 8 * math.log2(max(n, 2)) * eps * math.sqrt(n) * w.norm().item()
+        bound = min(bound, sigma + fft)
+    return bound * svd + torch.finfo(torch.float64).tiny
+
+
+def conv2d_lipschitz_activation(weight: torch.Tensor) -> float:
+    """Sound bound in the activation norm: the atom's norm, k²·max_tap √(in/out)·σ(W_tap)."""
+    fan_out, fan_in, k, _ = weight.shape
+    eps = torch.finfo(torch.float64).eps
+    return conv2d_norm(weight) * (1 + 4 * fan_out * fan_in * eps) + torch.finfo(torch.float64).tiny
 
 
 class Conv2DOp(Atom):
@@ -83,6 +110,23 @@ class Conv2DOp(Atom):
     dualize = conv2d_dualize
     norm = conv2d_norm
     lipschitz = conv2d_lipschitz
+    lipschitz_activation = conv2d_lipschitz_activation
+
+    def l2_factor(self) -> sympy.Expr:
+        """Σ_taps σ_max(W_tap) ≤ k²·max_tap σ = √(out/in)·‖W‖."""
+        fan_out, fan_in = self.weight_shape()[:2]
+        return sympy.sqrt(fan_out / fan_in)
+
+    def grid(self) -> tuple[int, int]:
+        """The padded input's size: the circular convolution's grid for the ℓ2 bound."""
+        p = int(self.values["padding"])
+        h, w = (int(d) + 2 * p for d in self.in_shapes[0][1:])
+        return (h, w)
+
+    def lipschitz_call(self, weight: str, space: str) -> str:
+        if space != L2:
+            return super().lipschitz_call(weight, space)
+        return f"conv2d_lipschitz({weight}, {self.grid()})"
 
     def shape(self, x: Shape) -> Shape:
         if len(x) != 3:

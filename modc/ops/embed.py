@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import sympy
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -54,6 +55,12 @@ def embed_lipschitz(weight: torch.Tensor) -> float:
     return spectral_norm_upper(weight)
 
 
+def embed_lipschitz_activation(weight: torch.Tensor) -> float:
+    """Sound bound from one-hot codes (ℓ1) to RMS per token: the largest row RMS, with a margin."""
+    eps = torch.finfo(torch.float64).eps
+    return embed_norm(weight) * (1 + 4 * weight.shape[-1] * eps) + torch.finfo(torch.float64).tiny
+
+
 class EmbedOp(Atom):
     """Embed(num, dim): ids in [0, num) of any shape → vectors of `dim` features."""
 
@@ -63,6 +70,11 @@ class EmbedOp(Atom):
     dualize = embed_dualize
     norm = embed_norm
     lipschitz = embed_lipschitz
+    lipschitz_activation = embed_lipschitz_activation
+
+    def l2_factor(self) -> sympy.Expr:
+        """σ_max(W) ≤ ‖W‖_F ≤ √(num·dim)·(largest row RMS)."""
+        return sympy.sqrt(self.values["num"] * self.values["dim"])
 
     def shape(self, x: Shape) -> Shape:
         return (*x, self.values["dim"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import sympy
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -53,6 +54,12 @@ def linear_lipschitz(weight: torch.Tensor) -> float:
     return spectral_norm_upper(weight)
 
 
+def linear_lipschitz_activation(weight: torch.Tensor) -> float:
+    """Sound upper bound in the activation (RMS) norm: √(in/out)·σ_max(W) with a margin."""
+    fan_out, fan_in = weight.shape
+    return math.sqrt(fan_in / fan_out) * spectral_norm_upper(weight) * (1 + 2**-50)
+
+
 class LinearOp(Atom):
     name = "Linear"
     args = (Arg("out"),)
@@ -60,7 +67,8 @@ class LinearOp(Atom):
     dualize = linear_dualize
     norm = linear_norm
     lipschitz = linear_lipschitz
-    cap = spectral_cap  # hard cap: singular values clipped (optimizer constraint)
+    lipschitz_activation = linear_lipschitz_activation
+    cap = spectral_cap  # hard cap from matmuls (optimizer constraint)
 
     def shape(self, x: Shape) -> Shape:
         if not x:
@@ -69,6 +77,11 @@ class LinearOp(Atom):
 
     def weight_shape(self) -> Shape:
         return (self.values["out"], self.in_shapes[0][-1])
+
+    def l2_factor(self) -> sympy.Expr:
+        """σ_max(W) = √(out/in)·‖W‖."""
+        fan_out, fan_in = self.weight_shape()
+        return sympy.sqrt(fan_out / fan_in)
 
     def constructor(self) -> str:
         fan_out, fan_in = self.weight_shape()

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sympy
 import torch
 
-from modc.ops.base import Arg, Bond, Shape, ShapeError, exact, show
+from modc.ops.base import RMS_AT_MOST_1, Arg, Bond, Shape, ShapeError, exact, show
 
 
 def rope(x: torch.Tensor, base: float) -> torch.Tensor:
@@ -31,6 +31,9 @@ class RoPE(Bond):
     name = "RoPE"
     args = (Arg("base", "number", sympy.Integer(10000)),)
     runtime = (rope,)
+
+    def facts(self, inputs: Sequence[frozenset[str]]) -> frozenset[str]:
+        return inputs[0] & {RMS_AT_MOST_1}
 
     def shape(self, x: Shape) -> Shape:
         if len(x) < 2:

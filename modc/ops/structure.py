@@ -8,7 +8,7 @@ from operator import mul
 
 import sympy
 
-from modc.ops.base import Arg, Bond, Shape, ShapeError, exact, primary, show
+from modc.ops.base import RMS_AT_MOST_1, Arg, Bond, Shape, ShapeError, exact, primary, show
 
 
 @cache
@@ -29,6 +29,9 @@ def magnitude(a: sympy.Expr) -> sympy.Expr:
 
 class Identity(Bond):
     name = "Identity"
+
+    def facts(self, inputs: Sequence[frozenset[str]]) -> frozenset[str]:
+        return inputs[0]
 
     def forward(self, inputs: Sequence[str], attr: str | None) -> str:
         return inputs[0]
@@ -54,6 +57,10 @@ class Mul(Bond):
 
     def sensitivity(self) -> sympy.Expr:
         return magnitude(self.values["factor"])
+
+    def facts(self, inputs: Sequence[frozenset[str]]) -> frozenset[str]:
+        small = (sympy.Abs(self.values["factor"]) <= 1) == sympy.true
+        return inputs[0] & {RMS_AT_MOST_1} if small else frozenset()
 
     def forward(self, inputs: Sequence[str], attr: str | None) -> str:
         return f"{exact(self.values['factor'])} * {primary(inputs[0])}"

@@ -1,9 +1,109 @@
-"""Operator-norm bounds: a sound upper bound per weight, an empirical lower bound per model."""
+"""Operator-norm bounds: a sound upper bound per weight, an empirical lower bound per model,
+and the measures by which the certificate checks its conditions on data."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+
+def _vector_rms(x: torch.Tensor) -> torch.Tensor:
+    """RMS over the last axis, in float64; batch first."""
+    return x.detach().double().pow(2).mean(-1).sqrt().reshape(len(x), -1)
+
+
+def smallest_rms(x: torch.Tensor) -> torch.Tensor:
+    """Per example, the smallest RMS of a feature vector (last axis)."""
+    return _vector_rms(x).amin(1)
+
+
+def largest_rms(x: torch.Tensor) -> torch.Tensor:
+    """Per example, the largest RMS of a feature vector (last axis), less the rounding of
+    making it (one unit in the last place per feature): an exact RMS of 1 may be stored a
+    hair above (after RMSClip, say)."""
+    rounding = 1 - x.shape[-1] * torch.finfo(x.dtype).eps
+    return _vector_rms(x).amax(1) * rounding
+
+
+def smallest_centred_rms(x: torch.Tensor) -> torch.Tensor:
+    """Per example, the smallest standard deviation of a feature vector (last axis)."""
+    x = x.detach().double()
+    return smallest_rms(x - x.mean(-1, keepdim=True))
+
+
+def largest_row_l1(scores: torch.Tensor) -> torch.Tensor:
+    """Per example, the largest ℓ1 norm of a row (last axis), less the rounding of a softmax
+    in the tensor's dtype (one unit in the last place per entry): exact softmax rows sum
+    to 1."""
+    rounding = scores.shape[-1] * torch.finfo(scores.dtype).eps
+    return (scores.detach().double().abs().sum(-1) - rounding).reshape(len(scores), -1).amax(1)
+
+
+def check_conditions(
+    model: nn.Module, x: torch.Tensor, checks: dict
+) -> tuple[dict[int, dict], torch.Tensor]:
+    """Run `model` on `x` and evaluate each condition on the inputs its operation receives.
+
+    `checks` maps the name of a runtime function of the model's module (rms_divide,
+    attention_qk, ...) to (condition index, measure, input number, limit, at_least) rows.
+    For one forward pass in eval mode (1024 examples at a time) each such function is
+    wrapped, and forward hooks on every submodule track which one is running, so each
+    condition gets its worst value over examples and calls and where that was: the
+    submodule and the call's number in it. Also returns, per example, whether every
+    condition held on it.
+    """
+    namespace = model.forward.__globals__  # the generated model.py
+    running: list[str] = []
+    calls: dict[tuple[str, str], int] = {}
+    worst: dict[int, dict] = {}
+    each = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+    start = [0]  # the first example of the chunk running
+
+    def watched(name: str, fn):
+        def call(*args):
+            owner = running[-1] if running else "network"
+            n = calls[owner, name] = calls.get((owner, name), 0) + 1
+            for index, measure, arg, limit, at_least in checks[name]:
+                values = measure(args[arg])
+                held = values >= limit if at_least else values <= limit
+                each[start[0] : start[0] + len(values)].logical_and_(held)
+                value = (values.min() if at_least else values.max()).item()
+                seen = worst.get(index)
+                if seen is None or (value < seen["worst"] if at_least else value > seen["worst"]):
+                    worst[index] = {
+                        "held": value >= limit if at_least else value <= limit,
+                        "worst": value,
+                        "where": f"{name} call {n} in {owner}",
+                    }
+            return fn(*args)
+
+        return call
+
+    def enter(name: str):
+        return lambda module, inputs: running.append(name)
+
+    def leave(module, inputs, output) -> None:
+        running.pop()
+
+    originals = {name: namespace[name] for name in checks if name in namespace}
+    modes = [(module, module.training) for module in model.modules()]
+    hooks = []
+    try:
+        for name, module in model.named_modules():
+            hooks.append(module.register_forward_pre_hook(enter(name or "network")))
+            hooks.append(module.register_forward_hook(leave))
+        namespace.update({name: watched(name, fn) for name, fn in originals.items()})
+        model.eval()
+        with torch.no_grad():
+            for start[0] in range(0, len(x), 1024):
+                model(x[start[0] : start[0] + 1024])
+    finally:
+        namespace.update(originals)
+        for hook in hooks:
+            hook.remove()
+        for module, training in modes:
+            module.train(training)
+    return worst, each
 
 
 def spectral_norm_upper(w: torch.Tensor) -> float:
@@ -19,32 +119,79 @@ def spectral_norm_upper(w: torch.Tensor) -> float:
     return sigma * (1 + 4 * m * n * eps) + torch.finfo(torch.float64).tiny
 
 
-def spectral_cap(weight: torch.Tensor, cap: float) -> None:
-    """Clip every singular value of `weight` (m, n) at `cap`, in place: W ← U min(Σ, cap) Vᵀ.
+def gram_sigma_upper(w: torch.Tensor, steps: int = 8) -> torch.Tensor:
+    """Sound upper bound on σ_max of each matrix of w (..., m, n), as float64 on w's device.
 
-    The hard cap of the Lipschitz-transformer paper (Newhouse et al. 2025), from an exact
-    float64 SVD; a weight whose σ_max is already at most `cap` is left untouched. Storing the
-    result rounds it, so callers confirm the cap with a sound bound (see `constrain`).
+    Gram iteration (Delattre et al. 2023): σ(W)^(2^t) = σ(G_t) for G_{t+1} = G_tᵀG_t, and
+    σ(G_T) ≤ ‖G_T‖_F, a bound whose excess (rank)^(1/2^(T+1)) falls doubly exponentially.
+    Each G_t is divided by its Frobenius norm f_t before squaring. Matmuls only, batched,
+    no host sync; in float32 for weights of at most 32 bits on a CPU whose float32 matmuls
+    are full precision ("highest"), else in float64. Rounding (unit u of that dtype): a
+    product of k-term dot products errs by at most γ_k = k·u/(1 − k·u) in ℓ2 on a matrix
+    of Frobenius norm 1, and a division by f_t moves σ by at most 2u; so, backwards from
+    v_T = ‖G_T‖_F (rounded up), v_t = f_t·(√(v_{t+1} + γ_k) + 2u) bounds σ(G_t), and v_0
+    bounds σ(W), the recursion run in float64 and rounded up at the end. Entries that would
+    soon turn subnormal are flushed to zero, their size counted in γ. docs/theory.md §8.
+    """
+    exact32 = w.device.type == "cpu" and torch.get_float32_matmul_precision() == "highest"
+    exact32 = exact32 and w.dtype in (torch.float32, torch.bfloat16, torch.float16)
+    dtype = torch.float32 if exact32 else torch.float64
+    h = w.detach().to(dtype)
+    if h.shape[-2] < h.shape[-1]:
+        h = h.mT  # square the smaller side: h is (big, small)
+    u = torch.finfo(dtype).eps / 2
+    floor = torch.finfo(dtype).tiny ** 0.5  # products of entries above it stay normal
+    scales = []
+    for _ in range(steps):
+        k = h.shape[-2]  # the length of the dot products in hᵀh
+        f = torch.linalg.matrix_norm(h).clamp_min(floor)[..., None, None]
+        h = h / f
+        h = h.mT @ h
+        h = torch.where(h.abs() < floor, torch.zeros_like(h), h)
+        gamma = 1.01 * k * u / (1 - k * u) + h.shape[-1] * floor
+        scales.append((f.double(), gamma))
+    v = torch.linalg.matrix_norm(h).double()[..., None, None] * (1 + 2 * h[0].numel() * u)
+    for f, gamma in reversed(scales):
+        v = f * ((v + gamma).sqrt() + 2 * u)
+    return v[..., 0, 0] * (1 + 8 * steps * torch.finfo(torch.float64).eps)
+
+
+def spectral_cap(weight: torch.Tensor, cap: float) -> None:
+    """Hard cap, in place: every matrix of `weight` (..., m, n) whose σ_max may exceed `cap`
+    is scaled so that, stored in its dtype, σ_max ≤ cap (1 − 1e-6), proved, not hoped.
+
+    The bound is `gram_sigma_upper` (batched matmuls on the device, no host sync). Storing
+    W·s rounds each entry by at most one unit u_s of its dtype, moving σ by at most
+    u_s·s·‖W‖_F, so s = c / (b + 2u_s‖W‖_F), a hair lower for s's own rounding, lands at or
+    below c. The 1e-6 leaves room for the certificate's own float64 margins.
     """
     with torch.no_grad():
-        u, s, vh = torch.linalg.svd(weight.detach().double(), full_matrices=False)
-        if s.max().item() > cap:
-            weight.copy_((u * s.clamp_max(cap).unsqueeze(-2)) @ vh)
+        target = cap * (1 - 1e-6)
+        bound = gram_sigma_upper(weight)
+        frob = torch.linalg.matrix_norm(weight.detach().to(torch.float64))
+        u = torch.finfo(weight.dtype).eps
+        scale = target / (bound + 2 * u * frob) * (1 - 4 * u)
+        scale = torch.where(bound > target, scale, torch.ones_like(scale))
+        weight.mul_(scale[..., None, None].to(weight.dtype))
 
 
-def constrain(weight: torch.Tensor, cap: float, lipschitz, project=None) -> float:
-    """Make the sound bound `lipschitz(weight)` at most `cap`, in place; returns the final bound.
+def constrain(weight: torch.Tensor, cap: float, lipschitz, project=None) -> float | None:
+    """Make the sound bound `lipschitz(weight)` at most `cap`, in place.
 
-    A weight within its cap is left as it is. Above it, `project(weight, cap)` (a hard cap such
-    as `spectral_cap`) runs when given; then, and in every case without it (spectral
-    normalisation), the weight is scaled by cap / bound, a hair lower each time, until the
-    bound confirms it: the certificate composes exactly these bounds. A weight that is not
+    With `project` (a hard cap such as `spectral_cap`, sound by itself and free of host
+    syncs) that is all, and None is returned. Without it (spectral normalisation, or an atom
+    without a hard cap), a weight within its cap is left as it is, and one above it is
+    scaled by cap / bound, a hair lower each time, until the bound confirms it; the final
+    bound is returned. The certificate composes exactly these bounds. A weight that is not
     finite is left for the training loop to report (the bound is then inf).
     """
+    if project is not None:  # a sound cap by itself, from matmuls: no host sync
+        project(weight, cap)
+        return None
     if not bool(weight.detach().isfinite().all()):
         return float("inf")
     bound = lipschitz(weight)
-    if bound <= cap:
+    if bound <= cap or lipschitz(torch.zeros_like(weight)) >= bound:
         return bound
     with torch.no_grad():
         if project is not None:
@@ -57,7 +204,9 @@ def constrain(weight: torch.Tensor, cap: float, lipschitz, project=None) -> floa
     return bound
 
 
-def lipschitz_lower(model: nn.Module, x: torch.Tensor, iters: int = 30, ascent: int = 8) -> float:
+def lipschitz_lower(
+    model: nn.Module, x: torch.Tensor, iters: int = 30, ascent: int = 8, inside=None
+) -> float:
     """Empirical lower bound on the ℓ2 Lipschitz constant of model (per example, flattened).
 
     Valid because every candidate is attained: ‖J(x)v‖/‖v‖ after power iteration on each
@@ -66,7 +215,10 @@ def lipschitz_lower(model: nn.Module, x: torch.Tensor, iters: int = 30, ascent: 
     of normalised gradient ascent (adversarial pairs). Runs a float64 copy of the weights,
     so rounding (≤ 100 ulps, taken off) cannot lift it above a true upper bound. Examples
     must be independent through the model (eval mode is used); the model's weights, grads
-    and train/eval modes are left as they were. Inputs must be floating point.
+    and train/eval modes are left as they were. Inputs must be floating point. `inside`,
+    when given, maps inputs to a per-example bool (a certificate's conditions held): only
+    Jacobians at such points and secants between two such points count, a lower bound on
+    the constant over that domain.
     """
     if not x.is_floating_point():
         raise TypeError("lipschitz_lower needs floating-point inputs")
@@ -91,8 +243,14 @@ def lipschitz_lower(model: nn.Module, x: torch.Tensor, iters: int = 30, ascent: 
         def secant(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
             return size(f(a) - f(b)) / size(a - b).clamp_min(1e-300)
 
-        def best_of(ratios: torch.Tensor) -> float:
-            ratios = ratios.detach()[ratios.detach().isfinite()]
+        def valid(*points: torch.Tensor) -> torch.Tensor:
+            ok = torch.ones(points[0].shape[0], dtype=torch.bool, device=x.device)
+            for p in points if inside is not None else ():
+                ok &= inside(p.detach()).to(x.device)
+            return ok
+
+        def best_of(ratios: torch.Tensor, ok: torch.Tensor) -> float:
+            ratios = ratios.detach()[ok & ratios.detach().isfinite()]
             return ratios.max().item() if ratios.numel() else 0.0
 
         def climb(a: torch.Tensor, b: torch.Tensor, steps: int) -> float:
@@ -101,7 +259,7 @@ def lipschitz_lower(model: nn.Module, x: torch.Tensor, iters: int = 30, ascent: 
             for k in range(steps + 1):
                 a, b = a.detach().requires_grad_(True), b.detach().requires_grad_(True)
                 ratio = secant(a, b)
-                best = max(best, best_of(ratio))
+                best = max(best, best_of(ratio, valid(a, b)))
                 if k == steps or not ratio.requires_grad:
                     break
                 ga, gb = torch.autograd.grad(ratio.log().sum(), (a, b), allow_unused=True)
@@ -127,7 +285,7 @@ def lipschitz_lower(model: nn.Module, x: torch.Tensor, iters: int = 30, ascent: 
                     for _ in range(iters):
                         (v,) = torch.autograd.grad(y, xr, jvp(v), retain_graph=True)
                         v = unit(v.detach())  # JᵀJ v, normalised
-                    best = best_of(size(jvp(v)) / size(v).clamp_min(1e-300))
+                    best = best_of(size(jvp(v)) / size(v).clamp_min(1e-300), valid(x))
             scale = size(x).clamp_min(1.0).view(shape)
             noise = unit(torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype))
             for direction in (v, noise):

@@ -1,4 +1,4 @@
-"""Mass, sensitivity and per-atom targets by the composition rules of DESIGN §2, and the
+"""Mass, sensitivity and per-atom targets by the composition rules of docs/theory.md §3, and the
 analysis that builds on them: the modular norm, the Lipschitz bound, sharpness, conditions.
 
 Masses and sensitivities are computed bottom-up once per node; targets flow top-down from
@@ -15,9 +15,10 @@ from math import prod
 import sympy
 
 from modc.graph import ir
+from modc.ops.base import ACTIVATION, L2
 from modc.source import Span
 from modc.theory.conditions import Condition, collect_conditions
-from modc.theory.lipschitz import lipschitz
+from modc.theory.lipschitz import Symbolic, lipschitz
 from modc.theory.sharpness import Sharpness, network_sharpness
 
 ONE = sympy.Integer(1)
@@ -56,15 +57,17 @@ class Analysis:
     norms: dict[str, sympy.Symbol] = field(default_factory=dict)  # site → ‖site‖
     site_targets: dict[str, sympy.Expr] = field(default_factory=dict)  # smallest per site
     modular_norm: sympy.Expr = ONE
-    lipschitz: sympy.Expr = ONE
+    lipschitz: sympy.Expr = ONE  # in the activation norm
     lipschitz_well_normed: sympy.Expr = ONE
+    lipschitz_l2: sympy.Expr = ONE  # in ℓ2 per example, in the same norm symbols
     sharpness: Sharpness | None = None
     conditions: list[Condition] = field(default_factory=list)
     notes: list[Condition] = field(default_factory=list)
 
 
 class Analyzer:
-    """Memoised μ and ν per IR node, then the top-down walk that assigns targets."""
+    """Memoised μ and ν per IR node by each combinator's rules (modc/graph/ir.py), then the
+    top-down walk that assigns targets by their `split`."""
 
     def __init__(self) -> None:
         self._mass: dict[int, sympy.Expr] = {}
@@ -85,22 +88,12 @@ class Analyzer:
     def _compute_mass(self, n: ir.Node) -> sympy.Expr:
         if isinstance(n, ir.Leaf):
             return n.mass if n.is_atom else sympy.Integer(0)
-        if isinstance(n, ir.Repeat):
-            return self.mass(n.first) + (n.count - 1) * self.mass(n.rest)
-        if isinstance(n, ir.Tare):
-            return n.mass if self.mass(n.body) != 0 else sympy.Integer(0)
-        return sympy.Add(*(self.mass(c) for c in n.children()))
+        return n.mass_of([self.mass(c) for c in n.evaluated()])
 
     def _compute_sensitivity(self, n: ir.Node) -> sympy.Expr:
         if isinstance(n, ir.Leaf):
             return n.op.sensitivity()
-        if isinstance(n, ir.Compose):
-            return sympy.Mul(*(self.sensitivity(c) for c in n.parts))
-        if isinstance(n, ir.Tuple):
-            return sympy.Add(*(self.sensitivity(c) for c in n.branches))
-        if isinstance(n, ir.Repeat):
-            return self.sensitivity(n.first) * self.sensitivity(n.rest) ** (n.count - 1)
-        return self.sensitivity(n.body)
+        return n.sensitivity_of([self.sensitivity(c) for c in n.evaluated()])
 
     def norm_symbol(self, leaf: ir.Leaf, site: str) -> sympy.Symbol:
         """The symbol ‖site‖ of an atom, made on its first visit."""
@@ -141,26 +134,15 @@ class Analyzer:
                 )
                 out.append(info)
             return
-        mu = self.mass(n)
-        if mu == 0:
+        if self.mass(n) == 0:
             return
-        walk = (path, scale, copies, out, site, ranges)
-        if isinstance(n, ir.Compose):
-            after = ONE
-            shares = []
-            for part in reversed(n.parts):
-                shares.append((part, t * self.mass(part) / (mu * after)))
-                after = after * self.sensitivity(part)
-            for part, share in reversed(shares):
-                self.targets(part, share, *walk)
-        elif isinstance(n, ir.Tuple):
-            for b in n.branches:
-                self.targets(b, t * self.mass(b) / mu, *walk)
-        elif isinstance(n, ir.Tare):
-            inner = (path, scale * n.mass / self.mass(n.body), copies, out, site, ranges)
-            self.targets(n.body, t, *inner)
-        elif isinstance(n, ir.Repeat):
-            self._repeat_targets(n, t, *walk)
+        if isinstance(n, ir.Repeat):
+            self._repeat_targets(n, t, path, scale, copies, out, site, ranges)
+            return
+        if isinstance(n, ir.Tare):  # the tare's factor rescales the masses inside
+            scale = scale * n.mass / self.mass(n.body)
+        for child, share in n.split(t, self.mass, self.sensitivity):
+            self.targets(child, share, path, scale, copies, out, site, ranges)
 
     def _repeat_targets(
         self,
@@ -235,7 +217,7 @@ def analyze(network: ir.Network) -> Analysis:
     site_targets = smallest_targets(atoms)
     terms = (a.sites[s] / t for s, t in site_targets.items())
     modular = sympy.Max(*terms, evaluate=False) if len(site_targets) > 1 else sympy.Add(*terms)
-    bound = lipschitz(network.root, a.norms)
+    bound = lipschitz(network.root, Symbolic(a.norms), ACTIVATION)
     well_normed = bound.xreplace({s: ONE for s in a.sites.values()})
     conditions, notes = collect_conditions(network.root)
     return Analysis(
@@ -248,6 +230,7 @@ def analyze(network: ir.Network) -> Analysis:
         modular_norm=modular,
         lipschitz=bound,
         lipschitz_well_normed=well_normed,
+        lipschitz_l2=lipschitz(network.root, Symbolic(a.norms), L2),
         sharpness=network_sharpness(network.root, a),
         conditions=conditions,
         notes=notes,

@@ -1,10 +1,15 @@
 """What the bounds assume, collected from the operations: conditions and notes.
 
-A condition is a restriction on inputs under which an operation's sensitivity holds (RMS
+A condition is a restriction on inputs under which an operation's constants hold (RMS
 division needs inputs away from zero, attention needs bounded queries, keys and values);
 a note marks an operation whose nominal sensitivity, used for the targets, is below its
 worst-case Lipschitz constant, used for the bound. Each is listed once, with every place
 in the spec it comes from.
+
+A condition is met by construction, and not listed, where the operation's input carries
+the fact it needs for every input of the network: facts flow forward through the IR, each
+operation saying what its output keeps or makes (`Op.facts`; RMSClip makes "RMS ≤ 1",
+RoPE keeps it, Softmax makes "rows of ℓ1 ≤ 1"). docs/theory.md §7.
 """
 
 from __future__ import annotations
@@ -31,16 +36,39 @@ def place(leaf: ir.Leaf) -> str:
     return f"{leaf.op.describe()} at {name}:{leaf.span.line}:{leaf.span.col}"
 
 
+def open_conditions(root: ir.Node) -> list[tuple[ir.Leaf, object]]:
+    """Every (operation, condition) whose input does not carry the fact that would meet it.
+
+    The network's input carries no fact; each combinator passes facts on by its `flow`
+    rule (modc/graph/ir.py), each operation by its `facts`.
+    """
+    found: list[tuple[ir.Leaf, object]] = []
+    seen: set[tuple[int, str]] = set()
+
+    def through(n: ir.Node, facts):
+        if not isinstance(n, ir.Leaf):
+            return n.flow(facts, through)
+        ins = facts if isinstance(facts, tuple) else (facts,)
+        for c in n.op.conditions():
+            if (c.fact is None or c.fact not in ins[c.input]) and (id(n), c.text) not in seen:
+                seen.add((id(n), c.text))
+                found.append((n, c))
+        return n.op.facts(ins)
+
+    through(root, frozenset())
+    return found
+
+
 def collect_conditions(root: ir.Node) -> tuple[list[Condition], list[Condition]]:
-    """The conditions and the notes of every operation in the tree, each text once."""
+    """The open conditions and the notes of every operation in the tree, each text once."""
     conditions: dict[str, Condition] = {}
     notes: dict[str, Condition] = {}
+    for node, c in open_conditions(root):
+        _add(conditions.setdefault(c.text, Condition(node.op.name, c.text)), place(node))
     for node in ir.walk(root):
         if not isinstance(node, ir.Leaf):
             continue
         op = node.op
-        for text in op.conditions():
-            _add(conditions.setdefault(text, Condition(op.name, text)), place(node))
         if not op.atom and op.lipschitz_bound() != op.sensitivity():
             text = (
                 f"{op.describe()}: sensitivity {op.sensitivity()} is the modular-norm "

@@ -88,6 +88,9 @@ def to_json(network: ir.Network, a: Analysis) -> dict:
             "lipschitz": text(a.lipschitz),
             "lipschitz_well_normed": value(a.lipschitz_well_normed),
             "lipschitz_well_normed_exact": text(a.lipschitz_well_normed),
+            "lipschitz_norm": "activation: RMS over features, the largest over positions",
+            "lipschitz_l2": text(a.lipschitz_l2),
+            "lipschitz_l2_norm": "l2 per example, in the same ‖site‖ (activation) symbols",
             "sharpness": sharpness,
             "conditions": _conditions(a.conditions),
             "notes": _conditions(a.notes),
@@ -151,8 +154,9 @@ def to_text(network: ir.Network, a: Analysis) -> str:
         "",
         f"norms: {NORMS}",
         f"modular norm    {text(a.modular_norm)}",
-        f"Lipschitz bound {text(a.lipschitz)}",
+        f"Lipschitz bound {text(a.lipschitz)}   (activation norm)",
         f"  well-normed   {show(a.lipschitz_well_normed)}   (every ‖site‖ = 1)",
+        f"ℓ2 bound        {text(a.lipschitz_l2)}   (ℓ2 per example)",
     ]
     s = a.sharpness
     if s is not None and s.smoothness is not None:

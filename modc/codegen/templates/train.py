@@ -347,9 +347,10 @@ def start_reports(path: Path, keep_until: int) -> None:
     write_atomic(path, lambda f: f.write("".join(r + "\n" for r in rows).encode()))
 
 
-def log_report(path: Path, step: int, model: nn.Module) -> float:
-    """Append the certificate's report at `step`; returns its lipschitz_upper."""
-    rep = report(model)
+def log_report(path: Path, step: int, model: nn.Module, x: torch.Tensor) -> float:
+    """Append the certificate's report at `step`, its conditions checked on `x`; returns its
+    lipschitz_upper."""
+    rep = report(model, x)
     with open(path, "a") as f:
         f.write(json.dumps({"step": step, **rep}) + "\n")
     return rep["lipschitz_upper"]
@@ -608,7 +609,9 @@ def train(args: argparse.Namespace, device: torch.device, out: Path) -> None:
             if due(step, args.eval_every):
                 row["eval_loss"], row["eval_acc"] = evaluate(model, *dataset.held_out(), args.bf16)
             if due(step, args.certify_every):
-                row["lipschitz_upper"] = log_report(out / "certificates.jsonl", step, model)
+                row["lipschitz_upper"] = log_report(
+                    out / "certificates.jsonl", step, model, dataset.held_out()[0]
+                )
         log_metrics(out / "metrics.csv", row)
         if due(step, args.checkpoint_every):
             save_checkpoint(
@@ -643,7 +646,7 @@ def train(args: argparse.Namespace, device: torch.device, out: Path) -> None:
     )
     model.eval()
     with torch.random.fork_rng(rng_devices):
-        write_json(out / "certificate.json", report(model))
+        write_json(out / "certificate.json", report(model, dataset.held_out()[0]))
 
 
 if __name__ == "__main__":
