@@ -16,27 +16,29 @@ from modc.graph import ir
 from modc.graph.budget import check_budget
 from modc.graph.elaborate import elaborate
 from modc.graph.params import parse_override
-from modc.spec import load_spec
+from modc.spec import ast, load_spec
 from modc.theory.analysis import Analysis, analyze
 
 
 def load(
-    path: str | Path,
+    path: str | Path | ast.Spec,
     params: Iterable[str] | Mapping[str, object] = (),
     free: Collection[str] = (),
 ) -> tuple[ir.Network, Analysis]:
-    """Parse, elaborate and analyse a spec. `params` holds `name=value` overrides."""
+    """Parse, elaborate and analyse a spec (a file, or an AST such as modc.api builds).
+    `params` holds `name=value` overrides."""
     overrides = {}
     for text in _texts(params):
         name, expr, span = parse_override(text)
         overrides[name] = (expr, span)
-    network = elaborate(load_spec(path), overrides, free)
+    spec = path if isinstance(path, ast.Spec) else load_spec(path)
+    network = elaborate(spec, overrides, free)
     check_budget(network)  # before the analysis, whose work grows with the copies
     return network, analyze(network)
 
 
 def compile_spec(
-    path: str | Path,
+    path: str | Path | ast.Spec,
     out: str | Path | None = None,
     params: Iterable[str] | Mapping[str, object] = (),
 ) -> Path:
@@ -56,7 +58,7 @@ class Build:
 
 
 def build(
-    path: str | Path,
+    path: str | Path | ast.Spec,
     params: Iterable[str] | Mapping[str, object] = (),
     out: str | Path | None = None,
 ) -> Build:
@@ -66,7 +68,8 @@ def build(
     """
     params = _texts(params)
     if out is None:
-        key = hashlib.sha256(repr((Path(path).resolve().read_bytes(), params)).encode())
+        text = repr(path) if isinstance(path, ast.Spec) else Path(path).resolve().read_bytes()
+        key = hashlib.sha256(repr((text, params)).encode())
         out = Path(tempfile.gettempdir()) / "modc-builds" / key.hexdigest()[:16]
     where = compile_spec(path, out, params)
     tag = hashlib.sha256(str(where.resolve()).encode()).hexdigest()[:12]

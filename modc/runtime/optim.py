@@ -17,9 +17,15 @@ import torch
 
 from modc.runtime.certify import constrain
 
+# Axes of each library atom's weight. A group of such an atom refuses a parameter with
+# other axes: a bias in a Linear group would otherwise be dualized as a 1 × n matrix (or,
+# banked with other biases, as one k × n matrix).
+WEIGHT_AXES = {"Linear": 2, "Embed": 2, "Conv2D": 4, "Bias": 1, "Gain": 1}
+
 
 def check_groups(groups: list[dict], table: dict, what: str) -> None:
-    """Every group names an atom that `table` knows, and has one target per parameter."""
+    """Every group names an atom that `table` knows, has one target per parameter, and
+    (for a library atom) only parameters with that atom's axes."""
     for group in groups:
         if group["atom"] not in table:
             raise ValueError(f"no {what} for atom {group['atom']!r}")
@@ -28,6 +34,13 @@ def check_groups(groups: list[dict], table: dict, what: str) -> None:
                 f"{len(group['params'])} params but "
                 f"{len(group['targets'])} targets in a {group['atom']} group"
             )
+        axes = WEIGHT_AXES.get(group["atom"])
+        for p in group["params"]:
+            if axes is not None and p.dim() != axes:
+                raise ValueError(
+                    f"a parameter of shape {tuple(p.shape)} in a {group['atom']} group, whose "
+                    f"weights have {axes} axes (biases go in a Bias group, gains in a Gain group)"
+                )
 
 
 class Dualized(torch.optim.Optimizer):
