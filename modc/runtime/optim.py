@@ -2,10 +2,13 @@
 
 `Dualized`: momentum, then each atom's dual map scaled to lr · target (steepest descent in
 the modular norm). `Normalized`: SGD, Adam or Adafactor, each update rescaled per atom to
-norm lr · target. `Combined`: torch optimizers over disjoint parameters stepped as one (the
-Muon + AdamW baseline). `Constrain`: a step post-hook that keeps each atom's Lipschitz bound
-under its cap. Weight decay in Dualized and Normalized is decoupled and shared by mass: atom i
-decays by lr · target_i · weight_decay per step, so heavier atoms (larger targets) decay more.
+norm lr · target. `Adafactor`: Shazeer & Stern's method itself, relative steps and all.
+`Combined`: torch optimizers over disjoint parameters stepped as one (the AdamW and Muon +
+AdamW baselines). All four are `SkipNonFinite`: a step whose gradients hold a NaN or an
+infinity is skipped, so a non-finite gradient never reaches the weights.
+`Constrain`: a step post-hook that keeps each atom's Lipschitz bound under its cap. Weight
+decay in Dualized and Normalized is decoupled and shared by mass: atom i decays by
+lr · target_i · weight_decay per step, so heavier atoms (larger targets) decay more.
 """
 
 from __future__ import annotations
@@ -43,7 +46,62 @@ def check_groups(groups: list[dict], table: dict, what: str) -> None:
                 )
 
 
-class Dualized(torch.optim.Optimizer):
+def all_finite(tensors: list[torch.Tensor]) -> bool:
+    """Whether every entry of `tensors` is finite, with one host sync per device.
+
+    Each tensor's max |entry| (NaN if it holds a NaN) comes from one fused reduction per
+    device and dtype; only the device's verdict, one bool, is copied to the host.
+    """
+    groups: dict[torch.device, dict[torch.dtype, list[torch.Tensor]]] = {}
+    for t in tensors:
+        if t.numel():
+            groups.setdefault(t.device, {}).setdefault(t.dtype, []).append(t)
+    for by_dtype in groups.values():
+        maxes = [torch.stack(torch._foreach_norm(ts, math.inf)) for ts in by_dtype.values()]
+        if not torch.stack([m.isfinite().all() for m in maxes]).all():  # the device's sync
+            return False
+    return True
+
+
+class SkipNonFinite(torch.optim.Optimizer):
+    """An optimizer that skips every step whose gradients are not all finite.
+
+    Subclasses write `update()`, the step proper. `step()` checks all gradients at once
+    (`all_finite`): if one holds a NaN or an infinity it leaves the weights and every bit
+    of optimizer state (momentum, moments, step counts) as they were and adds one to
+    `skipped`, the steps skipped since the optimizer was made; the next step goes on.
+    """
+
+    def __init__(self, params: object, defaults: dict) -> None:
+        super().__init__(params, defaults)
+        self.skipped = 0
+
+    def update(self) -> None:
+        """One step on the current gradients, all of them finite."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """update() if every gradient is finite, else count the step as skipped."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        if all_finite(grads):
+            self.update()
+        else:
+            self.skipped += 1
+        return loss
+
+
+def check_lr(lr: float) -> None:
+    """A learning rate is a finite number ≥ 0 (NaN fails every comparison, so it fails)."""
+    if not 0 <= lr < math.inf:
+        raise ValueError(f"lr must be a finite number ≥ 0, got {lr}")
+
+
+class Dualized(SkipNonFinite):
     """Steepest descent in the modular norm: every update has atom norm lr · target.
 
     "lr · target" holds to the dual map's accuracy, which is polar()'s for matrices: with
@@ -54,7 +112,8 @@ class Dualized(torch.optim.Optimizer):
     torch.optim.Muon, whose arithmetic it keeps. A zero direction gives a zero update.
 
     Groups are {"params": [...], "targets": [float per param], "atom": name}; `dual_maps`
-    maps an atom name to `(grad, target, **polar) -> update` and is kept off the state dict;
+    maps an atom name to `(grad, target, **polar) -> update`, a function of grad's direction
+    alone (as every dual map is), and is kept off the state dict;
     `polar` options (e.g. {"method": "muon", "steps": 5}: Muon's Newton–Schulz iteration)
     reach every dual map. Momentum is an EMA of gradients (buf ← β·buf + (1 − β)·g), Nesterov
     optional; decoupled weight decay shared by mass: w ← (1 − lr·target·weight_decay)·w − update.
@@ -74,9 +133,10 @@ class Dualized(torch.optim.Optimizer):
         polar: dict | None = None,
         compile: bool = False,
     ) -> None:
-        if lr < 0 or not 0 <= momentum < 1 or weight_decay < 0:
+        check_lr(lr)
+        if not 0 <= momentum < 1 or not 0 <= weight_decay < math.inf:
             raise ValueError(
-                f"bad hyperparameters lr={lr}, momentum={momentum}, weight_decay={weight_decay}"
+                f"bad hyperparameters momentum={momentum}, weight_decay={weight_decay}"
             )
         defaults = {
             "lr": lr,
@@ -90,13 +150,8 @@ class Dualized(torch.optim.Optimizer):
         self.dual_maps = dual_maps
         self.bank_step = torch.compile(bank_step, dynamic=False) if compile else bank_step
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        """One step: EMA momentum (Nesterov optional), dual map, decoupled decay by mass."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+    def update(self) -> None:
+        """EMA momentum (Nesterov optional), dual map, decoupled decay by mass."""
         for group in self.param_groups:
             for bank in banks(group["params"]):
                 params = [group["params"][i] for i in bank]
@@ -117,7 +172,6 @@ class Dualized(torch.optim.Optimizer):
                     group["weight_decay"],
                     group["polar"],
                 )
-        return loss
 
 
 def banks(params: list[torch.Tensor]) -> list[list[int]]:
@@ -143,16 +197,27 @@ def bank_step(
     """Momentum, the dual map and the update, for one bank of same-shape weights at once.
 
     scales holds lr · target per weight, shaped (k, 1, ..., 1) to broadcast over the bank.
+    A dual map depends only on the direction of its argument, so each weight's direction
+    reaches it scaled to max |entry| 1: a huge but finite gradient cannot overflow the
+    norms inside the dual map (‖g‖² of g = 3e38 is inf in float32).
     """
     torch._foreach_lerp_(buffers, grads, 1 - beta)
-    directions = torch._foreach_lerp(grads, buffers, beta) if nesterov else buffers
-    updates = dual_map(torch.stack(directions), scales, **polar).to(params[0].dtype)
+    directions = torch.stack(torch._foreach_lerp(grads, buffers, beta) if nesterov else buffers)
+    peak = directions.abs().amax(dim=tuple(range(1, directions.dim())), keepdim=True)
+    directions = directions / peak.clamp_min(torch.finfo(directions.dtype).tiny)
+    updates = dual_map(directions, scales, **polar).to(params[0].dtype)
     if weight_decay:
         torch._foreach_mul_(params, list((1 - scales * weight_decay).flatten().unbind(0)))
     torch._foreach_sub_(params, list(updates.unbind(0)))
 
 
-class Normalized(torch.optim.Optimizer):
+def squares(g: torch.Tensor) -> torch.Tensor:
+    """g², each entry capped at the dtype's max / numel, so that sums of them stay finite:
+    (3e38)² is inf in float32, and an inf in a second moment would stay there for good."""
+    return (g * g).clamp_(max=torch.finfo(g.dtype).max / max(1, g.numel()))
+
+
+class Normalized(SkipNonFinite):
     """A base method's update rescaled per atom to atom norm lr · target (normed SGD/Adam).
 
     Groups as for Dualized; `norms` maps an atom name to `weight -> its norm` (kept off the
@@ -161,8 +226,9 @@ class Normalized(torch.optim.Optimizer):
       "adam"       bias-corrected m / (sqrt(v) + eps), β1 = momentum, β2 = beta2;
       "adafactor"  g / sqrt(v̂) with v̂ the factored (row × column) second moment of g² + 1e-30
                    over the last two axes, decay β2_t = 1 − t^(−decay) (decay 1 by default,
-                   as the convergence analysis of Adafactor advises), then momentum β1 on that.
-                   No update clipping: it scales a whole tensor, which the rescaling undoes.
+                   as the convergence analysis of Adafactor advises), update clipping as in
+                   Adafactor (`clip`, `clip_alpha`), then momentum β1 on that. Clipping scales
+                   a whole tensor, which the rescaling undoes: it matters only through β1.
     A zero (or non-finite) direction gives no update. Weight decay as in Dualized.
     """
 
@@ -180,15 +246,18 @@ class Normalized(torch.optim.Optimizer):
         eps: float = 1e-8,
         decay: float = 1.0,
         weight_decay: float = 0.0,
+        clip: float | None = None,
+        clip_alpha: float | None = None,
     ) -> None:
         if base not in self.BASES:
             raise ValueError(f"unknown base {base!r}; expected one of {', '.join(self.BASES)}")
-        if lr < 0 or not 0 <= momentum < 1 or not 0 <= beta2 < 1 or weight_decay < 0:
+        check_lr(lr)
+        if not 0 <= momentum < 1 or not 0 <= beta2 < 1 or not 0 <= weight_decay < math.inf:
             raise ValueError(
-                f"bad hyperparameters lr={lr}, momentum={momentum}, beta2={beta2}, "
+                f"bad hyperparameters momentum={momentum}, beta2={beta2}, "
                 f"weight_decay={weight_decay}"
             )
-        if eps < 0 or decay <= 0:
+        if not 0 <= eps < math.inf or not 0 < decay < math.inf:
             raise ValueError(f"bad hyperparameters eps={eps}, decay={decay}")
         defaults = {
             "lr": lr,
@@ -199,7 +268,10 @@ class Normalized(torch.optim.Optimizer):
             "eps": eps,
             "decay": decay,
             "weight_decay": weight_decay,
+            "clip": clip,
+            "clip_alpha": clip_alpha,
         }
+        check_clip(clip, clip_alpha)
         super().__init__(groups, defaults)
         check_groups(self.param_groups, norms, "norm")
         self.norms = norms
@@ -217,34 +289,19 @@ class Normalized(torch.optim.Optimizer):
             m = state.setdefault("exp_avg", torch.zeros_like(p))
             v = state.setdefault("exp_avg_sq", torch.zeros_like(p))
             m.lerp_(g, 1 - beta1)
-            v.lerp_(g * g, 1 - beta2)
+            v.lerp_(squares(g), 1 - beta2)
             denom = (v / (1 - beta2**t)).sqrt_().add_(group["eps"])
             return (m / (1 - beta1**t)).div_(denom)
-        rho = 1 - t ** -group["decay"]  # β2_t; 0 at the first step, so v̂ starts at g²
-        g2 = g * g + 1e-30
-        if p.dim() >= 2:
-            row = state.setdefault("row", torch.zeros_like(g2.mean(-1)))
-            col = state.setdefault("col", torch.zeros_like(g2.mean(-2)))
-            row.lerp_(g2.mean(-1), 1 - rho)
-            col.lerp_(g2.mean(-2), 1 - rho)
-            # sqrt(v̂) for v̂ = row colᵀ / mean(row), as a product of roots: no underflow
-            rms = (row / row.mean(-1, keepdim=True)).sqrt().unsqueeze(-1) * col.sqrt().unsqueeze(-2)
-        else:
-            v = state.setdefault("exp_avg_sq", torch.zeros_like(p))
-            rms = v.lerp_(g2, 1 - rho).sqrt()
-        u = g / rms
+        u = factored_step(g, state, beta2=1 - t ** -group["decay"], eps1=1e-30)
+        if (d := threshold(group["clip"], group["clip_alpha"], group["decay"], t)) is not None:
+            u = clip_rms(u, d)
         if beta1 == 0:
             return u
         m = state.setdefault("exp_avg", torch.zeros_like(p))
         return m.lerp_(u, 1 - beta1)
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        """One step: the base direction, rescaled to atom norm lr · target; decay by mass."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+    def update(self) -> None:
+        """The base direction, rescaled to atom norm lr · target; decay by mass."""
         for group in self.param_groups:
             norm, lr = self.norms[group["atom"]], group["lr"]
             for p, target in zip(group["params"], group["targets"], strict=True):
@@ -255,10 +312,126 @@ class Normalized(torch.optim.Optimizer):
                 p.mul_(1 - lr * target * group["weight_decay"])
                 if size > 0 and math.isfinite(size):
                     p.sub_(d, alpha=lr * target / size)
-        return loss
 
 
-class Combined(torch.optim.Optimizer):
+class Adafactor(SkipNonFinite):
+    """Adafactor (Shazeer & Stern, 2018, Algorithms 4 and 5), with the second-moment decay
+    that its convergence analysis recommends (Hong & Lin, 2024).
+
+    At step t, for each weight W with gradient G:
+      ρ_t = min(lr, 1/√t)                   relative step (S&S §8; lr caps it, as in torch)
+      α_t = max(eps2, RMS(W_{t−1})) · ρ_t   step scaled by the weight's RMS (S&S §8)
+      β2_t = 1 − t^(−decay)                 (S&S §7.2 use decay 0.8; decay 1.0, the default
+                                             here, gives the Õ(1/√T) rate of Hong & Lin)
+      V̂ = R Cᵀ / mean(R)                    R, C: EMAs (β2_t) of the row and column means of
+                                             G² + eps1 over the last two axes (S&S Alg. 4);
+                                             a vector (or scalar) keeps V̂ unfactored (Alg. 5)
+      U = G / √V̂, then Û = U / max(1, RMS(U)/d) with d = clip (S&S §6; d = 1 there), or
+        d_t = t^(decay / (2(clip_alpha − 1))) (Hong & Lin's time-varying threshold), or no
+        clipping (clip None, the default: the analysis finds no benefit in it)
+      m = β1·m + (1 − β1)·Û if momentum β1 > 0 (S&S §7.1; off by default), else m = Û
+      W ← (1 − lr·weight_decay)·W − α_t · m  (decay decoupled, by lr as torch does)
+    With decay 0.8, clip 1 and weight decay by lr, this is torch.optim.Adafactor, except
+    that eps1 is added to G² (as the paper does) where torch clamps the factors and V̂ at eps1
+    (its default: the dtype's machine epsilon); the two differ only where G² < eps1.
+    """
+
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-2,
+        decay: float = 1.0,
+        clip: float | None = None,
+        clip_alpha: float | None = None,
+        eps1: float = 1e-30,
+        eps2: float = 1e-3,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+    ) -> None:
+        if not lr >= 0 or not decay > 0 or not 0 <= momentum < 1 or not weight_decay >= 0:
+            raise ValueError(
+                f"bad hyperparameters lr={lr}, decay={decay}, momentum={momentum}, "
+                f"weight_decay={weight_decay}"
+            )
+        if not eps1 > 0 or not eps2 >= 0:
+            raise ValueError(f"bad hyperparameters eps1={eps1} (must be > 0), eps2={eps2}")
+        check_lr(lr)
+        check_clip(clip, clip_alpha)
+        defaults = {
+            "lr": lr,
+            "decay": decay,
+            "clip": clip,
+            "clip_alpha": clip_alpha,
+            "eps1": eps1,
+            "eps2": eps2,
+            "momentum": momentum,
+            "weight_decay": weight_decay,
+        }
+        super().__init__(params, defaults)
+
+    def update(self) -> None:
+        """One step of Adafactor on every weight that has a gradient."""
+        for group in self.param_groups:
+            lr, decay = group["lr"], group["decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                state["step"] = t = state.get("step", 0) + 1
+                size = p.norm().div(math.sqrt(max(p.numel(), 1))).clamp_(min=group["eps2"])
+                size.mul_(min(lr, t**-0.5))
+                if group["weight_decay"]:
+                    p.mul_(1 - lr * group["weight_decay"])
+                u = factored_step(p.grad, state, 1 - t**-decay, group["eps1"])
+                d = threshold(group["clip"], group["clip_alpha"], decay, t)
+                if d is not None:
+                    u = clip_rms(u, d)
+                if group["momentum"]:
+                    u = state.setdefault("exp_avg", torch.zeros_like(p)).lerp_(
+                        u, 1 - group["momentum"]
+                    )
+                p.sub_(u * size)
+
+
+def factored_step(g: torch.Tensor, state: dict, beta2: float, eps1: float) -> torch.Tensor:
+    """G / √V̂ with V̂ Adafactor's second moment of G² + eps1 (EMA with weight beta2 on the
+    past): factored over the last two axes as R Cᵀ / mean(R) for two or more axes, whole for
+    fewer. √V̂ is taken as a product of roots, which does not underflow."""
+    g2 = squares(g) + eps1
+    if g.dim() >= 2:
+        row = state.setdefault("row", torch.zeros_like(g2.mean(-1)))
+        col = state.setdefault("col", torch.zeros_like(g2.mean(-2)))
+        row.lerp_(g2.mean(-1), 1 - beta2)
+        col.lerp_(g2.mean(-2), 1 - beta2)
+        root = (row / row.mean(-1, keepdim=True)).sqrt().unsqueeze(-1) * col.sqrt().unsqueeze(-2)
+    else:
+        root = state.setdefault("exp_avg_sq", torch.zeros_like(g)).lerp_(g2, 1 - beta2).sqrt()
+    return g / root
+
+
+def threshold(clip: float | None, clip_alpha: float | None, decay: float, t: int) -> float | None:
+    """The update-clipping threshold at step t: the constant `clip`, the time-varying
+    t^(decay / (2(clip_alpha − 1))), or None (no clipping)."""
+    if clip_alpha is not None:
+        return t ** (decay / (2 * (clip_alpha - 1)))
+    return clip
+
+
+def clip_rms(u: torch.Tensor, d: float) -> torch.Tensor:
+    """u / max(1, RMS(u) / d), without a host sync."""
+    rms = u.norm().div(math.sqrt(max(u.numel(), 1)) * d)
+    return u / rms.clamp(min=1)
+
+
+def check_clip(clip: float | None, clip_alpha: float | None) -> None:
+    """At most one kind of clipping, with d > 0 or α > 1."""
+    if clip is not None and clip_alpha is not None:
+        raise ValueError("give clip (a constant threshold) or clip_alpha, not both")
+    if (clip is not None and not clip > 0) or (clip_alpha is not None and not clip_alpha > 1):
+        raise ValueError(f"bad clipping clip={clip} (must be > 0), clip_alpha={clip_alpha} (> 1)")
+
+
+class Combined(SkipNonFinite):
     """Torch optimizers over disjoint parameters, stepped, scheduled and saved as one.
 
     `param_groups` are the parts' own group dicts, so an LR scheduler on this optimizer
@@ -269,16 +442,13 @@ class Combined(torch.optim.Optimizer):
         self.parts = [p for p in parts if p.param_groups]
         super().__init__([g for part in self.parts for g in part.param_groups], {})
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        """One step of every part, on the gradients of one closure call."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+    def update(self) -> None:
+        """One step of every part (a SkipNonFinite part's gradients are checked already)."""
         for part in self.parts:
-            part.step()
-        return loss
+            if isinstance(part, SkipNonFinite):
+                part.update()
+            else:
+                part.step()
 
     def state_dict(self) -> dict:
         return {"parts": [part.state_dict() for part in self.parts]}
