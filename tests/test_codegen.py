@@ -15,7 +15,8 @@ import modc
 from tests.conftest import SPECS
 from tests.conftest import modc as run_modc
 
-GENERATED = ("model.py", "optimizer.py", "certificate.py", "train.py", "data.py", "spec.json")
+GENERATED = ("model.py", "optimizer.py", "certificate.py", "train.py", "data.py", "options.py")
+GENERATED += ("spec.json",)
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +79,7 @@ def test_generated_files_import_with_only_torch(name, request):
 def test_generated_files_import_only_torch_and_the_standard_library(name, request):
     build = request.getfixturevalue(name)
     allowed = set(sys.stdlib_module_names) | {"torch", "model", "optimizer", "certificate", "data"}
+    allowed.add("options")
     for file in GENERATED:
         if not file.endswith(".py"):
             continue

@@ -180,7 +180,7 @@ def test_compile_refuses_the_mistakes_as_check_does(tmp_path: Path, name: str):
 
 
 def test_train_settings_are_train_py_rules():
-    """The keys and checks are train.py's own table, RULES: one table."""
+    """The keys and checks are train.py's own table, options.rules(): one table."""
     rules = train_rules()
     assert {"steps", "batch_size", "lr", "data", "schedule", "seed"} <= set(rules)
     assert "loss" not in rules
@@ -240,3 +240,16 @@ def test_operations_are_found_without_a_list(tmp_path: Path, monkeypatch):
     assert found["Twice"].__module__ == "modc.ops.twice_op"
     assert set(OPS) < set(found)
     assert "Twice" not in OPS  # the test's operation stays out of the library
+
+
+def test_a_definition_may_take_its_own_use_as_argument(tmp_path: Path):
+    """wrap(wrap(x)) nests two uses; only a definition that calls itself is a recursion."""
+    head = 'name "t"\ninput 4\noutput 4\n'
+    nested = _write(
+        tmp_path, "n.modc", head + "def wrap(f) = Gain > f\nnetwork = wrap(wrap(Linear(4)))\n"
+    )
+    network, _ = load(nested)
+    assert sum(1 for _ in network.root.children()) == 2
+    looping = _write(tmp_path, "r.modc", head + "def f(g) = Gain > f(g)\nnetwork = f(Linear(4))\n")
+    with pytest.raises(ModcError, match="recursive definition: f → f"):
+        load(looping)

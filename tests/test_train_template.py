@@ -96,6 +96,7 @@ def make_build(root: Path) -> Path:
         ("spec.json", json.dumps(SPEC)),
         ("train.py", (TEMPLATES / "train.py").read_text()),
         ("data.py", (TEMPLATES / "data.py").read_text()),
+        ("options.py", (TEMPLATES / "options.py").read_text()),
     ]:
         (build / name).write_text(text)
     return build
@@ -443,7 +444,14 @@ def test_every_damaged_checkpoint_is_refused_with_one_line_and_left_as_it_is(tmp
         (other / "model.py").read_text().replace("nn.Linear(32, 3)", "nn.Linear(8, 3)")
     )
     foreign = tmp_path / "foreign.pt"
-    for name in ("optimizer.py", "certificate.py", "spec.json", "train.py", "data.py"):
+    for name in (
+        "optimizer.py",
+        "certificate.py",
+        "spec.json",
+        "train.py",
+        "data.py",
+        "options.py",
+    ):
         (other / name).write_bytes((build / name).read_bytes())
     assert run_here(other, *flags[:-1], str(tmp_path / "o")) == 0
     foreign.write_bytes((tmp_path / "o" / "checkpoint.pt").read_bytes())

@@ -17,7 +17,7 @@ from modc.theory.analysis import Analysis
 from modc.theory.report import to_json
 
 DATASETS = {"mnist": "mnist_5k.csv.gz", "shakespeare": "shakespeare.txt"}
-TEMPLATES = ("train.py", "data.py")  # copied verbatim
+TEMPLATES = ("train.py", "data.py", "options.py")  # copied verbatim
 
 
 def spec_json(network: ir.Network, analysis: Analysis) -> str:

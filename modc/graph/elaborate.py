@@ -112,11 +112,14 @@ class Context:
 
 @dataclass
 class Closure:
-    """A sub-network passed to a definition, with the names it was written among."""
+    """A sub-network passed to a definition, with the names it was written among and the
+    definitions it was written inside (a recursion is a cycle where it was written, not
+    where it is expanded: `wrap(wrap(x))` is no recursion)."""
 
     term: ast.Term
     env: dict[str, sympy.Expr]
     terms: dict[str, Closure]
+    stack: tuple[str, ...] = ()
 
 
 _EXPRS = (ast.Num, ast.Name, ast.BinOp, ast.Neg, ast.Func)
@@ -302,7 +305,7 @@ def call(c: ast.Call, shape: Shape, ctx: Context) -> ir.Node:
     """An operation of the library, a definition, or a sub-network passed as an argument."""
     if c.op in ctx.terms and not c.args and not c.kwargs:
         clo = ctx.terms[c.op]
-        inner = ctx.within(env=clo.env, terms=clo.terms, prefix=named(ctx, c.name))
+        inner = ctx.within(env=clo.env, terms=clo.terms, stack=clo.stack, prefix=named(ctx, c.name))
         return term(clo.term, shape, inner)
     if c.op in ctx.env and c.op not in ctx.defs:
         raise ModcError(f"'{c.op}' is a number here, not a network", c.span)
@@ -425,7 +428,7 @@ def use_def(d: ast.Def, c: ast.Call, shape: Shape, ctx: Context) -> ir.Node:
         if isinstance(value, _EXPRS):
             env[key] = evaluate(value, ctx.env)
         else:
-            terms[key] = Closure(value, ctx.env, ctx.terms)
+            terms[key] = Closure(value, ctx.env, ctx.terms, ctx.stack)
     inner = ctx.within(env=env, terms=terms, stack=(*ctx.stack, d.name), prefix=named(ctx, c.name))
     try:
         return term(d.body, shape, inner)

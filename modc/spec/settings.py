@@ -1,27 +1,21 @@
 """The `train:` and `optimizer:` sections, checked where they are written.
 
 A `train:` setting is a default of the generated train.py, which checks every option
-against its own table, `RULES` (what each must be, and a check). That table is the one
-source: its definitions are compiled here from train.py's text (modc's own template,
-never a spec's), with the optimizer kinds and polar methods of codegen. An `optimizer:`
+against one table, `rules()` in the build's options.py (what each must be, and a check).
+That table is the one source: modc imports the same file (modc/codegen/templates/options.py)
+with codegen's optimizer kinds and polar methods. An `optimizer:`
 key is one of codegen's `KEYS`; its value is checked against the network when the
 network is known (modc/graph/settings.py).
 """
 
 from __future__ import annotations
 
-import ast as pyast
 import functools
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import resources
 
 from modc.errors import ModcError, did_you_mean
 from modc.spec import ast
-
-#: The top-level names of train.py that make its table of rules.
-_RULE_NAMES = ("number", "integer", "one_of", "SETTINGS", "RULES")
 
 
 @dataclass(frozen=True)
@@ -37,43 +31,15 @@ class Rule:
 
 @functools.cache
 def train_rules() -> dict[str, Rule]:
-    """The settings a spec's `train:` may give, by key: train.py's RULES."""
+    """The settings a spec's `train:` may give, by key: the rules of train.py's options."""
     from modc.codegen.settings import KINDS, POLARS
+    from modc.codegen.templates.options import SETTINGS, rules
 
-    text = (resources.files("modc.codegen") / "templates" / "train.py").read_text("utf-8")
-    body = [stmt for stmt in pyast.parse(text).body if _defines(stmt) in _RULE_NAMES]
-    scope: dict = {"math": math, "Callable": Callable, "KINDS": list(KINDS), "POLARS": list(POLARS)}
-    exec(compile(pyast.Module(body, []), "train.py", "exec"), scope)  # modc's own template
-    optional = {"optimizer", *scope["SETTINGS"]}
-    choices = _choices(body, scope)
+    optional = {"optimizer", *SETTINGS}
     return {
-        key: Rule(what, check, choices.get(key, ()), key in optional)
-        for key, (what, check) in scope["RULES"].items()
+        key: Rule(what, check, tuple(getattr(check, "choices", ())), key in optional)
+        for key, (what, check) in rules(list(KINDS), list(POLARS)).items()
     }
-
-
-def _defines(stmt: pyast.stmt) -> str | None:
-    """The name a top-level statement defines or assigns, if one."""
-    if isinstance(stmt, pyast.FunctionDef):
-        return stmt.name
-    target = stmt.targets[0] if isinstance(stmt, pyast.Assign) else getattr(stmt, "target", None)
-    return target.id if isinstance(target, pyast.Name) else None
-
-
-def _choices(body: list[pyast.stmt], scope: dict) -> dict[str, tuple[str, ...]]:
-    """The list each `one_of(...)` rule accepts, for "did you mean"."""
-    table = next(s.value for s in body if _defines(s) == "RULES")
-    found = {}
-    for key, value in zip(table.keys, table.values, strict=True):
-        call = value.elts[1] if isinstance(value, pyast.Tuple) else None
-        if isinstance(call, pyast.Call) and getattr(call.func, "id", "") == "one_of":
-            arg = call.args[0]
-            listed = scope.get(arg.id) if isinstance(arg, pyast.Name) else None
-            if isinstance(arg, pyast.List):
-                listed = pyast.literal_eval(arg)
-            if listed:
-                found[pyast.literal_eval(key)] = tuple(listed)
-    return found
 
 
 def check_settings(spec: ast.Spec) -> None:

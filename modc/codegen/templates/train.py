@@ -86,6 +86,7 @@ from certificate import report  # noqa: E402
 from data import NAMES, DataError, Dataset, load  # noqa: E402
 from model import INPUT_SHAPE, OUTPUT_SHAPE, build_model  # noqa: E402
 from optimizer import make_optimizer  # noqa: E402
+from options import SETTINGS, rules  # noqa: E402
 
 try:
     import fcntl
@@ -95,10 +96,6 @@ except ImportError:  # Windows
     fcntl = None
 
 FIELDS = ["step", "loss", "lr", "eval_loss", "eval_acc", "lipschitz_upper", "skipped"]
-# The optimizer's settings, passed to make_optimizer; their defaults are its own, which are
-# the spec's (None: make_optimizer's default, or a setting that it does not take).
-SETTINGS = ["constraint", "momentum", "nesterov", "polar", "weight_decay"]
-SETTINGS += ["beta1", "beta2", "eps", "decay", "clip", "clip_alpha", "eps1", "eps2", "adamw_lr"]
 SPEC_OPTIMIZER = {
     name: p.default
     for name, p in inspect.signature(make_optimizer).parameters.items()
@@ -123,22 +120,6 @@ KINDS = getattr(sys.modules[make_optimizer.__module__], "KINDS", None)
 POLARS = list(getattr(sys.modules[make_optimizer.__module__], "POLAR", {})) or None
 
 
-def number(low: float, high: float = math.inf, low_open: bool = False) -> Callable:
-    """A check: a finite number in [low, high), or (low, high) when `low_open`."""
-
-    def check(v: object) -> bool:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            return False
-        return (low < v if low_open else low <= v) and v < high
-
-    return check
-
-
-def integer(low: int, high: float = math.inf) -> Callable:
-    """A check: an integer in [low, high)."""
-    return lambda v: isinstance(v, int) and not isinstance(v, bool) and low <= v < high
-
-
 def clip_setting(text: str) -> tuple[float | None, float | None]:
     """`--clip none | d | alpha=A` as make_optimizer's (clip, clip_alpha)."""
     try:
@@ -152,41 +133,7 @@ def clip_setting(text: str) -> tuple[float | None, float | None]:
         raise argparse.ArgumentTypeError(message) from None
 
 
-def one_of(choices: list[str] | None) -> Callable:
-    """A check: one of `choices` (any string if None)."""
-    return lambda v: isinstance(v, str) and (choices is None or v in choices)
-
-
-# What each of DEFAULTS must be, on the command line and in a checkpoint's args; None is
-# also fine for the optimizer's kind and settings (make_optimizer's own default then).
-RULES = {
-    "data": ("a data set's name or a path", one_of(None)),
-    "steps": ("an integer ≥ 1", integer(1)),
-    "batch_size": ("an integer ≥ 1", integer(1)),
-    "lr": ("a finite number ≥ 0", number(0)),
-    "optimizer": ("an optimizer kind", one_of(KINDS)),
-    "constraint": ("none, cap or normalize", one_of(["none", "cap", "normalize"])),
-    "momentum": ("a number in [0, 1)", number(0, 1)),
-    "nesterov": ("true or false", lambda v: isinstance(v, bool)),
-    "polar": ("a polar method", one_of(POLARS)),
-    "weight_decay": ("a finite number ≥ 0", number(0)),
-    "beta1": ("a number in [0, 1)", number(0, 1)),
-    "beta2": ("a number in [0, 1)", number(0, 1)),
-    "eps": ("a finite number ≥ 0", number(0)),
-    "decay": ("a finite number > 0", number(0, low_open=True)),
-    "clip": ("a finite number > 0", number(0, low_open=True)),
-    "clip_alpha": ("a finite number > 1", number(1, low_open=True)),
-    "eps1": ("a finite number > 0", number(0, low_open=True)),
-    "eps2": ("a finite number ≥ 0", number(0)),
-    "adamw_lr": ("a finite number ≥ 0", number(0)),
-    "schedule": ("constant, cosine or linear", one_of(["constant", "cosine", "linear"])),
-    "warmup": ("an integer ≥ 0", integer(0)),
-    "eval_every": ("an integer ≥ 0", integer(0)),
-    "checkpoint_every": ("an integer ≥ 0", integer(0)),
-    "certify_every": ("an integer ≥ 0", integer(0)),
-    "seed": ("an integer in [0, 2^64)", integer(0, 2**64)),
-    "max_skips": ("an integer ≥ 1", integer(1)),
-}
+RULES = rules(KINDS, POLARS)
 
 
 def bad_arg(args: dict) -> tuple[str, str] | None:
