@@ -102,7 +102,14 @@ def check_lr(lr: float) -> None:
 
 
 class Dualized(SkipNonFinite):
-    """Steepest descent in the modular norm: every update has atom norm exactly lr · target.
+    """Steepest descent in the modular norm: every update has atom norm lr · target.
+
+    "lr · target" holds to the dual map's accuracy, which is polar()'s for matrices: with
+    Polar Express (the default) the update's atom norm is within 1e-5 of lr · target in
+    float32 and within 2% in bfloat16 (tests/test_polar.py); with polar {"method": "muon",
+    "steps": 5} it is Muon's quintic's σ_max, from about 0.7 up to at most 1.2024 · lr ·
+    target (its supremum over [0, 1], plus bfloat16 rounding: tests/test_polar.py), as in
+    torch.optim.Muon, whose arithmetic it keeps. A zero direction gives a zero update.
 
     Groups are {"params": [...], "targets": [float per param], "atom": name}; `dual_maps`
     maps an atom name to `(grad, target, **polar) -> update`, a function of grad's direction

@@ -25,17 +25,32 @@ MUON = [(3.4445, -4.7750, 2.0315)]  # Muon's fixed quintic (Jordan et al. 2024)
 SAFETY = 1.01
 GRAM_SAFETY_BF16 = 1.1
 GRAM_RESTARTS = (2, 4, 6)  # Gram steps that form X again first: bfloat16 drifts otherwise
+# bfloat16 rounds X and every product to 2⁻⁸ relative, which leaves noise of about 1e-3·σ_max
+# in the null space of a low-rank g. Polar Express's steps 0 and 1 are designed to lift σ
+# from ℓ = 1e-3 (step 2's design bound is 0.033, four bfloat16 epsilons), so they would lift
+# that noise to 1 with the signal: in bfloat16 the schedule starts at step BF16_START, and
+# its last step is replaced by CLEANUP, p(σ) = (5σ³ − 3σ⁵)/2 (p(0) = p'(0) = 0, p(1) = 1,
+# p'(1) = 0), which sends what noise is left to 0 and keeps σ near 1 at 1
+# (bench/polar_lowrank.py measures both).
+BF16_START = 2
+CLEANUP = (0.0, 2.5, -1.5)
 
 
-def coefficients(method: str, steps: int, safety: float) -> list[tuple[float, float, float]]:
-    """(a, b, c) for each of `steps` steps; the last polynomial repeats past the list."""
+def coefficients(
+    method: str, steps: int, safety: float, bf16: bool = False
+) -> list[tuple[float, float, float]]:
+    """(a, b, c) for each step of a `steps`-step schedule; the last polynomial repeats past
+    the list. bf16: the schedule from step BF16_START, its last step CLEANUP."""
     if method == "muon":
         return MUON * steps
     if method != "polar_express":
         raise ValueError(f"unknown polar method {method!r}; expected 'polar_express' or 'muon'")
     f = safety
     scaled = [(a / f, b / f**3, c / f**5) for a, b, c in POLAR_EXPRESS[:-1]] + POLAR_EXPRESS[-1:]
-    return (scaled + scaled[-1:] * steps)[:steps]
+    schedule = (scaled + scaled[-1:] * steps)[:steps]
+    if bf16 and steps > BF16_START:
+        return schedule[BF16_START:-1] + [CLEANUP]
+    return schedule
 
 
 def cpu_has_bf16() -> bool:
@@ -69,14 +84,20 @@ def polar(
 
     It is the spectral norm's dual map. method "polar_express" (default): Polar Express, g
     first scaled by ‖g‖_F and then by (Σσ⁴)^¼ ≥ σ_max, read off the first Gram, to lift
-    small σ; "muon": Muon's quintic and scaling (g / max(‖g‖_F, 1e-7)), which plateaus near,
+    small σ; in bfloat16 the schedule is matched to the dtype's rounding (BF16_START,
+    CLEANUP: steps=8 runs 6 polynomials), so the null space of a low-rank g stays at rounding
+    level; "muon": Muon's quintic and scaling (g / max(‖g‖_F, 1e-7)), which plateaus near,
     not at, 1 (about 0.7 to 1.2). The last polynomial repeats past the list.
-    dtype: of the matmuls (float32, float64 or bfloat16), default fast_dtype(g.device).
+    dtype: of the matmuls (float32, float64 or bfloat16), default fast_dtype(g.device); pass
+    torch.bfloat16 to force the bfloat16 path anywhere (a dual map's **polar_options, or
+    Dualized's `polar` option, carry it).
     gram: iterate on the Gram matrix of the short side (Gram Newton–Schulz, Zhang, Amsel,
-    Chen, Dao 2026), X formed again at GRAM_RESTARTS; default: for Polar Express where it
-    needs fewer multiply-adds (aspect ratio above 1.5 at 8 steps). Bands reached, by dtype:
-    tests/test_polar.py. Zero g gives exact zeros, never NaN. Returns g's dtype; tall g is
-    iterated through a transposed view.
+    Chen, Dao 2026), X formed again at GRAM_RESTARTS; default: for Polar Express in float32
+    and float64 where it needs fewer multiply-adds (aspect ratio above 1.5 at 8 steps); not
+    in bfloat16, where the Gram's rounding (2⁻⁸·‖R‖, a σ of √(2⁻⁸·…)) leaves up to 0.05
+    outside a low-rank g's support. Bands reached, by dtype: tests/test_polar.py. Zero g
+    gives exact zeros, never NaN. Returns g's dtype; tall g is iterated through a
+    transposed view.
     """
     dtype = dtype or fast_dtype(g.device)
     if dtype not in (torch.float32, torch.float64, torch.bfloat16):
@@ -86,11 +107,11 @@ def polar(
     if tall:  # iterate with the short side first: X Xᵀ is then the small Gram
         x = x.mT
     batch, (short, long) = x.shape[:-2], x.shape[-2:]
+    bf16 = x.dtype == torch.bfloat16
     if gram is None:
         cheaper = gram_flops(short, long, steps) < standard_flops(short, long, steps)
-        gram = method == "polar_express" and cheaper
-    bf16 = x.dtype == torch.bfloat16
-    coeffs = coefficients(method, steps, GRAM_SAFETY_BF16 if gram and bf16 else SAFETY)
+        gram = method == "polar_express" and cheaper and not bf16
+    coeffs = coefficients(method, steps, GRAM_SAFETY_BF16 if gram and bf16 else SAFETY, bf16)
     x = x.reshape(-1, short, long)
     if method == "muon":
         x = x / x.norm(dim=(-2, -1), keepdim=True).clamp_min(1e-7)
