@@ -1,0 +1,106 @@
+"""Training on several processes: the dual map split across ranks, and torchrun runs of
+generated builds that equal one process with the same global batch (gloo, on CPU)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+import modc.ops.conv
+import modc.ops.linear
+from modc.ops.affine import bias_dualize
+from modc.ops.conv import conv2d_dualize
+from modc.ops.linear import linear_dualize
+from modc.runtime.distributed import Dealer, split_dual_maps
+from modc.runtime.optim import Dualized
+
+# Banks of 3, 1 and 2 matrices, a bank of two convolutions (a polar factor per tap) and
+# biases; a bank smaller than the number of ranks leaves some ranks without a share.
+SHAPES = {
+    "Linear": [(8, 6), (8, 6), (5, 7), (8, 6), (4, 4), (4, 4)],
+    "Conv2D": [(3, 2, 3, 3), (3, 2, 3, 3)],
+    "Bias": [(5,), (5,)],
+}
+MAPS = {"Linear": linear_dualize, "Conv2D": conv2d_dualize, "Bias": bias_dualize}
+POLAR_ATOMS = ("Linear", "Conv2D")
+STEPS = 3
+
+
+def matrices() -> int:
+    """The polar factors of one step: a matrix each, a conv weight one per tap."""
+    taps = sum(s[2] * s[3] for s in SHAPES["Conv2D"])
+    return len(SHAPES["Linear"]) + taps
+
+
+def optimizer(split: Dealer | None) -> tuple[Dualized, list[torch.Tensor]]:
+    torch.manual_seed(0)
+    groups, params = [], []
+    for atom, shapes in SHAPES.items():
+        ps = [torch.randn(*s, requires_grad=True) for s in shapes]
+        group = {"params": ps, "targets": [0.5 + i for i in range(len(ps))], "atom": atom}
+        if atom in POLAR_ATOMS:  # the same matmuls whatever a bank's size
+            group["polar"] = {"dtype": torch.float32}
+        groups.append(group)
+        params += ps
+    maps = MAPS if split is None else split_dual_maps(MAPS, POLAR_ATOMS, split)
+    return Dualized(groups, maps, lr=0.1), params
+
+
+def split_worker(rank: int, world: int, rendezvous: str, out: str) -> None:
+    """Steps a split optimizer and an unsplit one on the same gradients; records, per step,
+    how many polar factors this rank computed, and how far the two weights lie apart."""
+    dist.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=world)
+    dealer = Dealer()
+    split, params = optimizer(dealer)
+    alone, reference = optimizer(None)
+    counted = [0]
+
+    def counting(polar):
+        def count(g: torch.Tensor, **options) -> torch.Tensor:
+            counted[0] += g[..., 0, 0].numel()  # one polar factor per matrix of the batch
+            return polar(g, **options)
+
+        return count
+
+    counts, gaps = [], []
+    for step in range(STEPS):
+        g = torch.Generator().manual_seed(step)
+        for p, q in zip(params, reference, strict=True):
+            p.grad = torch.randn(p.shape, generator=g)
+            q.grad = p.grad.clone()
+        modc.ops.linear.polar = counting(polar_of_linear)
+        modc.ops.conv.polar = counting(polar_of_conv)
+        counted[0] = 0
+        split.step()
+        counts.append(counted[0])
+        modc.ops.linear.polar, modc.ops.conv.polar = polar_of_linear, polar_of_conv
+        alone.step()
+        gaps.append(max((p - q).abs().max().item() for p, q in zip(params, reference)))
+    report = {"counts": counts, "gaps": gaps, "gathered": dealer.gathered}
+    Path(out, f"rank{rank}.json").write_text(json.dumps(report))
+    dist.destroy_process_group()
+
+
+polar_of_linear, polar_of_conv = modc.ops.linear.polar, modc.ops.conv.polar
+
+
+@pytest.mark.parametrize("world", [2, pytest.param(3, marks=pytest.mark.slow)])
+def test_split_dual_map_computes_each_polar_factor_once(tmp_path: Path, world: int) -> None:
+    rendezvous = f"file://{tmp_path / 'rendezvous'}"
+    mp.spawn(split_worker, (world, rendezvous, str(tmp_path)), nprocs=world)
+    reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(world)]
+    for step in range(STEPS):
+        assert sum(r["counts"][step] for r in reports) == matrices()
+        assert all(r["counts"][step] > 0 for r in reports)  # every rank has a share
+    for r in reports:
+        assert max(r["gaps"]) < 1e-5, r["gaps"]  # the update of one process
+        assert r["gathered"] > 0
