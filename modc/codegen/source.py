@@ -18,8 +18,11 @@ import sympy
 # and whether it is of the standard library (those come first, as isort orders them).
 IMPORTS = [
     (r"\bmath\.", "import math", True),
+    (r"\bos\.", "import os", True),
     (r"\bCallable\b", "from collections.abc import Callable", True),
+    (r"\btimedelta\b", "from datetime import timedelta", True),
     (r"\btorch\.", "import torch", False),
+    (r"\bdist\.", "import torch.distributed as dist", False),
     (r"\bF\.", "import torch.nn.functional as F", False),
     (r"\bnn\.", "from torch import nn", False),
 ]

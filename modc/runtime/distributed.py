@@ -121,7 +121,8 @@ class Dealer:
     def gather(self, share: torch.Tensor, world: int) -> torch.Tensor:
         """Every rank's share, stacked in rank order."""
         out = share.new_empty(world * len(share), *share.shape[1:])
-        gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor  # torch < 2.13
+        # all_gather_single since torch 2.13, all_gather_into_tensor before
+        gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
         gather(out, share.contiguous())
         self.gathered += out.numel() * out.element_size()
         return out
