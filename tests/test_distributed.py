@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +21,8 @@ from modc.ops.conv import conv2d_dualize
 from modc.ops.linear import linear_dualize
 from modc.runtime.distributed import Dealer, split_dual_maps
 from modc.runtime.optim import Dualized
+from tests.conftest import SPECS
+from tests.conftest import modc as run_modc
 
 # Banks of 3, 1 and 2 matrices, a bank of two convolutions (a polar factor per tap) and
 # biases; a bank smaller than the number of ranks leaves some ranks without a share.
@@ -84,7 +85,7 @@ def split_worker(rank: int, world: int, rendezvous: str, out: str) -> None:
         counts.append(counted[0])
         modc.ops.linear.polar, modc.ops.conv.polar = polar_of_linear, polar_of_conv
         alone.step()
-        gaps.append(max((p - q).abs().max().item() for p, q in zip(params, reference)))
+        gaps.append(max((p - q).abs().max().item() for p, q in zip(params, reference, strict=True)))
     report = {"counts": counts, "gaps": gaps, "gathered": dealer.gathered}
     Path(out, f"rank{rank}.json").write_text(json.dumps(report))
     dist.destroy_process_group()
@@ -104,3 +105,76 @@ def test_split_dual_map_computes_each_polar_factor_once(tmp_path: Path, world: i
     for r in reports:
         assert max(r["gaps"]) < 1e-5, r["gaps"]  # the update of one process
         assert r["gathered"] > 0
+
+
+# -- torchrun runs of generated builds ---------------------------------------------------
+
+BUILDS = {  # small sizes of the shipped specs; data sets that ship with the build
+    "mlp": ["-p", "width=32"],
+    "gpt": ["-p", "width=32", "-p", "depth=1", "-p", "heads=2", "-p", "context=16"],
+}
+FLAGS = ["--steps", "20", "--quiet", "--eval-every", "0", "--certify-every", "0"]
+
+
+@pytest.fixture(scope="module")
+def builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The builds, with polar factors computed in float32 (CPU's default is bfloat16, whose
+    rounding would swamp the float32 differences between one process and two)."""
+    root = tmp_path_factory.mktemp("builds")
+    out = {}
+    for name, params in BUILDS.items():
+        done = run_modc("compile", str(SPECS / f"{name}.yaml"), "-o", str(root / name), *params)
+        assert done.returncode == 0, done.stderr
+        optimizer = root / name / "optimizer.py"
+        text = optimizer.read_text()
+        fp32 = 'POLAR = {"polar_express": {"dtype": torch.float32},'
+        optimizer.write_text(text.replace('POLAR = {"polar_express": {},', fp32))
+        assert fp32 in optimizer.read_text()
+        out[name] = root / name
+    return out
+
+
+def train(build: Path, out: Path, procs: int, *args: str) -> subprocess.CompletedProcess:
+    """train.py in `procs` processes (torchrun, gloo), or plainly for one."""
+    launch = [sys.executable]
+    if procs > 1:
+        launch += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run(
+        [*launch, str(build / "train.py"), *FLAGS, "--out", str(out), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+
+
+def weights(out: Path) -> dict[str, torch.Tensor]:
+    return torch.load(out / "checkpoint.pt", weights_only=True)["model"]
+
+
+@pytest.mark.parametrize(
+    "name, kind",
+    [
+        ("mlp", "dualized"),
+        ("gpt", "adamw"),
+        pytest.param("mlp", "adamw", marks=pytest.mark.slow),
+        pytest.param("gpt", "dualized", marks=pytest.mark.slow),
+    ],
+)
+def test_two_processes_equal_one_with_the_same_global_batch(
+    builds: dict[str, Path], tmp_path: Path, name: str, kind: str
+) -> None:
+    lr = "0.002" if kind == "adamw" else "0.05"
+    args = ["--optimizer", kind, "--lr", lr]
+    one = train(builds[name], tmp_path / "one", 1, "--batch-size", "8", *args)
+    assert one.returncode == 0, one.stderr
+    two = train(builds[name], tmp_path / "two", 2, "--batch-size", "2", "--grad-accum", "2", *args)
+    assert two.returncode == 0, two.stderr
+    assert "global batch 8 = 2 (--batch-size) × 2 processes × 2 (--grad-accum)" in two.stderr
+    a, b = weights(tmp_path / "one"), weights(tmp_path / "two")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=k)
+    rows = (tmp_path / "two" / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 21  # rank 0 alone wrote them: a header and a row a step

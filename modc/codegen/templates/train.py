@@ -7,6 +7,7 @@
     python train.py --optimizer adamw --lr 1e-3    # a baseline, from the same build
     python train.py --constraint cap               # keep the spec's Lipschitz bound
     python train.py --device cuda --bf16 --compile # bf16 autocast, torch.compile
+    torchrun --nproc_per_node 8 train.py --batch-size 64  # 8 processes, data parallel
 
 Optimizers (--optimizer; default: the spec's optimizer: section, else dualized):
     dualized              momentum, then each layer's dual map: every step has modular norm lr
@@ -37,6 +38,13 @@ below vocab (128 for ASCII). The first 90% of the bytes trains, on windows at ra
 up to 256 fixed, non-overlapping windows spread over the last 10% are held out, so eval_loss
 is the mean cross-entropy per token (nats) and eval_acc the next-byte accuracy.
 
+Several processes (torchrun; gloo on CPU, nccl on CUDA, one GPU a process): data parallel
+with DDP. --batch-size is per process: a step's global batch is batch-size × processes ×
+--grad-accum examples, the same examples whatever the number of processes, so a run of one
+process with that global batch takes the same steps. The dualized optimizer deals its polar
+factors out to the processes (each computed once) and gathers them. Rank 0 writes every
+file; a collective that waits longer than --timeout seconds for a failed process fails.
+
 Output in --out (default runs/<name>):
     metrics.csv         step,loss,lr,eval_loss,eval_acc,lipschitz_upper: a row per step
     certificates.jsonl  the certificate's report every --certify-every steps, a JSON a line
@@ -49,6 +57,7 @@ Imports torch and the Python standard library only.
 """
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -69,6 +78,17 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # the files modc generated next to this one
 from certificate import report  # noqa: E402
 from data import NAMES, DataError, Dataset, load  # noqa: E402
+from distributed import (  # noqa: E402
+    Dealer,
+    data_parallel,
+    join,
+    launched,
+    leave,
+    mean_over_ranks,
+    micro_batches,
+    ranks,
+    split_dual_maps,
+)
 from model import INPUT_SHAPE, OUTPUT_SHAPE, build_model  # noqa: E402
 from optimizer import make_optimizer  # noqa: E402
 
@@ -77,6 +97,7 @@ DEFAULTS = {
     "data": "synthetic",
     "steps": 1000,
     "batch_size": 128,
+    "grad_accum": 1,
     "lr": 0.1,
     "optimizer": None,  # None: the default of optimizer.py, from the spec
     "constraint": None,
@@ -97,6 +118,9 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 
 def diverged(what: str) -> NoReturn:
+    """Stop: every rank comes here at once (the loss is the mean over ranks); rank 0 says why."""
+    if ranks()[0] > 0:
+        sys.exit(1)
     fail(
         f"{what}; stopping, with the last checkpoint left as it was. Try a lower --lr.",
         code=1,
@@ -118,24 +142,32 @@ def train_step(
     model: nn.Module,
     optimizer: Optimizer,
     scheduler: LambdaLR,
-    x: torch.Tensor,
-    y: torch.Tensor,
+    batches: list[tuple[torch.Tensor, torch.Tensor]],
     step: int,
     bf16: bool = False,
 ) -> tuple[float, float]:
-    """One update on the batch (x, y); returns its loss and the learning rate it used.
-    With bf16 the forward pass runs under bfloat16 autocast (the loss in float32)."""
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
-        logits = model(x)
-    loss = F.cross_entropy(*flat(logits.float(), y))
-    if not math.isfinite(loss.item()):
-        diverged(f"the loss is {loss.item()} at step {step}")
-    lr = optimizer.param_groups[0]["lr"]
+    """One update on the micro-batches [(x, y), ...], the gradient of their mean loss (DDP
+    averages it over the ranks in the last backward); returns the loss, a mean over the
+    micro-batches and the ranks, and the learning rate it used. With bf16 the forward
+    passes run under bfloat16 autocast (the loss in float32)."""
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    total = 0.0
+    for i, (x, y) in enumerate(batches):
+        last = i == len(batches) - 1
+        no_sync = getattr(model, "no_sync", contextlib.nullcontext)  # DDP: reduce once
+        with contextlib.nullcontext() if last else no_sync():
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+                logits = model(x)
+            loss = F.cross_entropy(*flat(logits.float(), y))
+            (loss / len(batches)).backward()
+        total += loss.item() / len(batches)
+    total = mean_over_ranks(total, x.device)
+    if not math.isfinite(total):
+        diverged(f"the loss is {total} at step {step}")
+    lr = optimizer.param_groups[0]["lr"]
     optimizer.step()
     scheduler.step()
-    return loss.item(), lr
+    return total, lr
 
 
 @torch.no_grad()
@@ -291,7 +323,10 @@ def parse_args() -> argparse.Namespace:
         "--data", help="mnist, shakespeare, synthetic, or PATH to a .csv, .csv.gz, .pt or .txt file"
     )
     p.add_argument("--steps", type=int, help="optimizer steps")
-    p.add_argument("--batch-size", type=int, help="examples per step")
+    p.add_argument("--batch-size", type=int, help="examples per step and process")
+    p.add_argument(
+        "--grad-accum", type=int, help="micro-batches of --batch-size per step and process"
+    )
     p.add_argument("--lr", type=float, help="peak learning rate")
     p.add_argument(
         "--optimizer",
@@ -328,6 +363,12 @@ def parse_args() -> argparse.Namespace:
     )
     p.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt")
     p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        help="seconds a process waits for the others (torchrun) before it fails",
+    )
     p.add_argument("--bf16", action="store_true", help="forward passes under bfloat16 autocast")
     p.add_argument(
         "--compile",
@@ -337,8 +378,10 @@ def parse_args() -> argparse.Namespace:
     p.set_defaults(**DEFAULTS)
     p.set_defaults(**{k: v for k, v in spec.get("train", {}).items() if k in DEFAULTS})
     args = p.parse_args()
-    if args.steps < 1 or args.batch_size < 1:
-        p.error("--steps and --batch-size must be at least 1")
+    if args.steps < 1 or args.batch_size < 1 or args.grad_accum < 1:
+        p.error("--steps, --batch-size and --grad-accum must be at least 1")
+    if not 0 < args.timeout < math.inf:
+        p.error("--timeout must be a positive number of seconds")
     if args.data not in NAMES:  # a path: absolute, for --resume
         path = Path(args.data).expanduser()  # relative to the cwd, else to this directory
         path = HERE / path if not path.exists() and (HERE / path).exists() else path
@@ -348,17 +391,25 @@ def parse_args() -> argparse.Namespace:
 
 def resume_from(args: argparse.Namespace) -> dict | None:
     """With --resume, the checkpoint in --out. Its arguments (all but --device, --out,
-    --quiet, --bf16 and --compile) replace the command line's: the run continues as it began."""
+    --quiet, --bf16, --compile and --timeout) replace the command line's: the run continues
+    as it began. Every rank reads it: --out must be on a file system that all of them see."""
     path = Path(args.out) / "checkpoint.pt"
     if not (args.resume and path.exists()):
-        if args.resume:
+        if args.resume and not ranks()[0]:
             print(
                 f"train.py: no checkpoint in {args.out}; starting at step 0",
                 file=sys.stderr,
             )
         return None
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if changed := [k for k in DEFAULTS if vars(args)[k] != ckpt["args"].get(k)]:
+    if ckpt.get("ranks", 1) != ranks()[1] and not ranks()[0]:
+        print(
+            f"train.py: the checkpoint is of {ckpt.get('ranks', 1)} processes, this run has "
+            f"{ranks()[1]}: the global batch (--batch-size × processes × --grad-accum) changes",
+            file=sys.stderr,
+        )
+    changed = [k for k in DEFAULTS if vars(args)[k] != ckpt["args"].get(k)]
+    if changed and not ranks()[0]:
         print(
             f"train.py: resuming with the checkpoint's {', '.join(changed)}",
             file=sys.stderr,
@@ -395,6 +446,9 @@ def build(
         )
     except ValueError as e:
         fail(str(e))
+    if ranks()[1] > 1 and hasattr(optimizer, "dual_maps"):  # dualized: polar factors dealt out
+        atoms = sys.modules[make_optimizer.__module__].POLAR_ATOMS
+        optimizer.dual_maps = split_dual_maps(optimizer.dual_maps, atoms, Dealer())
     scheduler = LambdaLR(optimizer, lr_factor(args.schedule, args.warmup, args.steps))
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
@@ -409,10 +463,30 @@ def main() -> None:
     if args.device == "cuda" and not torch.cuda.is_available():
         fail("--device cuda, but CUDA is not available")
     device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
+    if launched():  # by torchrun: one of several processes
+        device = join(device, args.timeout)
+    try:
+        train(args, device)
+    finally:
+        leave()
+
+
+def train(args: argparse.Namespace, device: torch.device) -> None:
+    """The run: on every rank; only rank 0 writes files."""
+    rank, world = ranks()
+    writes = rank == 0
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob("*.tmp"):  # left by a run killed while writing
-        stale.unlink()
+    if writes:
+        out.mkdir(parents=True, exist_ok=True)
+        for stale in out.glob("*.tmp"):  # left by a run killed while writing
+            stale.unlink()
+        if world > 1 or args.grad_accum > 1:
+            print(
+                f"train.py: global batch {args.batch_size * world * args.grad_accum} = "
+                f"{args.batch_size} (--batch-size) × {world} processes × {args.grad_accum} "
+                "(--grad-accum)",
+                file=sys.stderr,
+            )
     ckpt = resume_from(args)
     dataset = get_data(args.data, device)
     model, optimizer, scheduler = build(args, device, ckpt)
@@ -421,16 +495,20 @@ def main() -> None:
     def due(step: int, every: int) -> bool:
         return step == args.steps or (every > 0 and step % every == 0)
 
-    start_metrics(out / "metrics.csv", keep_until=start)
-    start_reports(out / "certificates.jsonl", keep_until=start)
-    progress = Progress(start, args.steps, args.quiet)
+    if writes:
+        start_metrics(out / "metrics.csv", keep_until=start)
+        start_reports(out / "certificates.jsonl", keep_until=start)
+    progress = Progress(start, args.steps, args.quiet or not writes)
     rng_devices = [device] if device.type == "cuda" else []
     t0 = time.time()
-    forward = torch.compile(model) if args.compile else model  # same weights as model
+    forward = data_parallel(model, device)  # same weights as model
+    forward = torch.compile(forward) if args.compile else forward
     model.train()
     for step in range(start + 1, args.steps + 1):  # `step` counts the updates made so far
-        x, y = dataset.batch(step - 1, args.batch_size, args.seed)
-        loss, lr = train_step(forward, optimizer, scheduler, x, y, step, args.bf16)
+        batches = micro_batches(dataset, step - 1, args.batch_size, args.grad_accum, args.seed)
+        loss, lr = train_step(forward, optimizer, scheduler, batches, step, args.bf16)
+        if not writes:
+            continue
         row = {"step": step, "loss": loss, "lr": lr}
         with torch.random.fork_rng(rng_devices):  # measuring never changes the training run
             if due(step, args.eval_every):
@@ -448,9 +526,12 @@ def main() -> None:
                 args=vars(args),
                 loss=loss,
                 seconds=seconds + time.time() - t0,
+                ranks=world,
             )
         progress.update(step, loss)
     seconds += time.time() - t0
+    if not writes:
+        return
 
     eval_loss, eval_acc = evaluate(model, *dataset.held_out(), args.bf16)
     print(
