@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -178,3 +180,51 @@ def test_two_processes_equal_one_with_the_same_global_batch(
         torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=k)
     rows = (tmp_path / "two" / "metrics.csv").read_text().splitlines()
     assert len(rows) == 21  # rank 0 alone wrote them: a header and a row a step
+
+
+def worker_pids(launcher: int) -> dict[int, int]:
+    """The worker processes of a torchrun agent, by rank (from their environment)."""
+    found = {}
+    for task in Path(f"/proc/{launcher}/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            rank = [e for e in env if e.startswith(b"RANK=")]
+            if rank:
+                found[int(rank[0][5:])] = int(pid)
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc (Linux)")
+def test_a_killed_rank_ends_the_others_and_leaves_the_checkpoint(
+    builds: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    args = [*FLAGS[:1], "100000", *FLAGS[2:], "--batch-size", "2", "--checkpoint-every", "5"]
+    proc = subprocess.Popen(
+        [*launch, str(builds["mlp"] / "train.py"), *args, "--out", str(out), "--timeout", "30"],
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "checkpoint.pt").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert (out / "checkpoint.pt").exists(), "no checkpoint within 120 s"
+        workers = worker_pids(proc.pid)
+        assert sorted(workers) == [0, 1]
+        os.kill(workers[1], signal.SIGKILL)
+        _, err = proc.communicate(timeout=60)  # torchrun stops rank 0 and exits
+    finally:
+        proc.kill()
+    assert proc.returncode != 0
+    assert "train.py FAILED" in err and "Signal 9 (SIGKILL)" in err, err
+    assert (
+        not Path(f"/proc/{workers[0]}").exists()
+        or "zombie" in Path(f"/proc/{workers[0]}/status").read_text()
+    )
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert ckpt["step"] % 5 == 0 and ckpt["step"] >= 5 and ckpt["ranks"] == 2
+    assert all(w.isfinite().all() for w in ckpt["model"].values())
