@@ -8,7 +8,8 @@ tensor, as DDP's buckets do, then the optimizer's step; "split" deals each bank'
 out to the ranks and all-gathers the updates (modc.runtime.distributed). Bytes are those
 each rank sends per step by the ring algorithms: an all-reduce of P bytes sends
 2 (n − 1)/n · P, an all-gather that delivers G bytes to every rank sends (n − 1)/n · G.
-Times are medians over the steps, gloo on CPU.
+Times are medians over the steps, gloo on CPU, one thread a process (so that n processes
+use n cores, and 1 process is the single-core baseline).
 Usage: python bench/distributed.py [--procs 1 2 4] [--width 256] [--depth 4] [--steps 10]
 """
 
@@ -52,19 +53,20 @@ def groups(width: int, depth: int) -> list[dict]:
 
 
 def worker(rank: int, world: int, rendezvous: str, args: argparse.Namespace, out: str) -> None:
+    """Steps of both methods, interleaved (so that a change in the machine's load hits both
+    alike), one thread a process; rank 0 writes the medians and the bytes to `out`."""
     dist.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=world)
-    torch.set_num_threads(max(1, torch.get_num_threads() // world))
+    torch.set_num_threads(1)
     torch.manual_seed(0)
-    results = {}
+    methods = {}
     for name in ("redundant", "split"):
         dealer = Dealer()
         gs = groups(args.width, args.depth)
         maps = split_dual_maps(MAPS, ("Linear",), dealer) if name == "split" else MAPS
-        opt = Dualized(gs, maps, lr=0.01)
-        grads = [p.grad for g in gs for p in g["params"]]
-        flat = torch.cat([g.flatten() for g in grads])
-        times = []
-        for step in range(args.steps + 1):  # the first warms up
+        flat = torch.cat([p.grad.flatten() for g in gs for p in g["params"]])
+        methods[name] = (Dualized(gs, maps, lr=0.01), flat, dealer, [])
+    for step in range(args.steps + 1):  # the first warms up
+        for opt, flat, _, times in methods.values():
             dist.barrier()
             t0 = time.perf_counter()
             dist.all_reduce(flat)  # DDP's gradient averaging, in one bucket
@@ -72,12 +74,11 @@ def worker(rank: int, world: int, rendezvous: str, args: argparse.Namespace, out
             opt.step()
             if step:
                 times.append(time.perf_counter() - t0)
+    results = {}
+    for name, (_, flat, dealer, times) in methods.items():
         reduce_bytes = 2 * (world - 1) / world * flat.numel() * flat.element_size()
         gather_bytes = (world - 1) / world * dealer.gathered / (args.steps + 1)
-        results[name] = {
-            "seconds": statistics.median(times),
-            "bytes": reduce_bytes + gather_bytes,
-        }
+        results[name] = {"seconds": statistics.median(times), "bytes": reduce_bytes + gather_bytes}
     if rank == 0:
         Path(out).write_text(json.dumps(results))
     dist.destroy_process_group()

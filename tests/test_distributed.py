@@ -162,12 +162,13 @@ def weights(out: Path) -> dict[str, torch.Tensor]:
         ("gpt", "adamw"),
         pytest.param("mlp", "adamw", marks=pytest.mark.slow),
         pytest.param("gpt", "dualized", marks=pytest.mark.slow),
+        pytest.param("mlp", "normalized:adam", marks=pytest.mark.slow),
     ],
 )
 def test_two_processes_equal_one_with_the_same_global_batch(
     builds: dict[str, Path], tmp_path: Path, name: str, kind: str
 ) -> None:
-    lr = "0.002" if kind == "adamw" else "0.05"
+    lr = "0.05" if kind == "dualized" else "0.002"
     args = ["--optimizer", kind, "--lr", lr]
     one = train(builds[name], tmp_path / "one", 1, "--batch-size", "8", *args)
     assert one.returncode == 0, one.stderr
