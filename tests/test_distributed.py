@@ -229,3 +229,10 @@ def test_a_killed_rank_ends_the_others_and_leaves_the_checkpoint(
     ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
     assert ckpt["step"] % 5 == 0 and ckpt["step"] >= 5 and ckpt["ranks"] == 2
     assert all(w.isfinite().all() for w in ckpt["model"].values())
+
+
+def test_an_error_of_every_rank_is_said_once(builds: dict[str, Path], tmp_path: Path) -> None:
+    done = train(builds["mlp"], tmp_path / "run", 2, "--data", str(tmp_path / "missing.csv"))
+    assert done.returncode != 0
+    assert done.stderr.count("train.py: error:") == 1, done.stderr
+    assert "missing.csv" in done.stderr

@@ -113,14 +113,14 @@ DEFAULTS = {
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    print(f"train.py: error: {message}", file=sys.stderr)
+    """Stop with `message`. Under torchrun every rank meets the same failures (arguments,
+    data, the loss: a mean over the ranks), so rank 0 alone says it, once."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"train.py: error: {message}", file=sys.stderr)
     sys.exit(code)
 
 
 def diverged(what: str) -> NoReturn:
-    """Stop: every rank comes here at once (the loss is the mean over ranks); rank 0 says why."""
-    if ranks()[0] > 0:
-        sys.exit(1)
     fail(
         f"{what}; stopping, with the last checkpoint left as it was. Try a lower --lr.",
         code=1,
