@@ -195,15 +195,12 @@ def worker_pids(launcher: int) -> dict[int, int]:
     return found
 
 
-@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc (Linux)")
-def test_a_killed_rank_ends_the_others_and_leaves_the_checkpoint(
-    builds: dict[str, Path], tmp_path: Path
-) -> None:
-    out = tmp_path / "run"
+def kill_rank_one(build: Path, out: Path, *args: str) -> tuple[str, dict[int, int], int]:
+    """A 2-process run, its rank 1 killed once it has written a checkpoint: (torchrun's
+    stderr, the workers' pids by rank, torchrun's exit status)."""
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    args = [*FLAGS[:1], "100000", *FLAGS[2:], "--batch-size", "2", "--checkpoint-every", "5"]
     proc = subprocess.Popen(
-        [*launch, str(builds["mlp"] / "train.py"), *args, "--out", str(out), "--timeout", "30"],
+        [*launch, str(build / "train.py"), *FLAGS[2:], *args, "--out", str(out)],
         env=dict(os.environ, OMP_NUM_THREADS="1"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -212,7 +209,7 @@ def test_a_killed_rank_ends_the_others_and_leaves_the_checkpoint(
     try:
         deadline = time.monotonic() + 120
         while not (out / "checkpoint.pt").exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
+            time.sleep(0.05)
         assert (out / "checkpoint.pt").exists(), "no checkpoint within 120 s"
         workers = worker_pids(proc.pid)
         assert sorted(workers) == [0, 1]
@@ -220,7 +217,20 @@ def test_a_killed_rank_ends_the_others_and_leaves_the_checkpoint(
         _, err = proc.communicate(timeout=60)  # torchrun stops rank 0 and exits
     finally:
         proc.kill()
-    assert proc.returncode != 0
+    return err, workers, proc.returncode
+
+
+LINUX = pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc (Linux)")
+
+
+@LINUX
+def test_a_killed_rank_ends_the_others_and_leaves_the_checkpoint(
+    builds: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    args = ["--steps", "100000", "--batch-size", "2", "--checkpoint-every", "5", "--timeout", "30"]
+    err, workers, status = kill_rank_one(builds["mlp"], out, *args)
+    assert status != 0
     assert "train.py FAILED" in err and "Signal 9 (SIGKILL)" in err, err
     assert (
         not Path(f"/proc/{workers[0]}").exists()
@@ -229,6 +239,23 @@ def test_a_killed_rank_ends_the_others_and_leaves_the_checkpoint(
     ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
     assert ckpt["step"] % 5 == 0 and ckpt["step"] >= 5 and ckpt["ranks"] == 2
     assert all(w.isfinite().all() for w in ckpt["model"].values())
+
+
+@LINUX
+@pytest.mark.slow
+def test_a_killed_run_resumed_ends_as_an_uninterrupted_one(
+    builds: dict[str, Path], tmp_path: Path
+) -> None:
+    args = ["--steps", "300", "--batch-size", "2", "--checkpoint-every", "10"]
+    kill_rank_one(builds["mlp"], tmp_path / "killed", *args)
+    assert torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)["step"] < 300
+    resumed = train(builds["mlp"], tmp_path / "killed", 2, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    whole = train(builds["mlp"], tmp_path / "whole", 2, *args)
+    assert whole.returncode == 0, whole.stderr
+    a, b = weights(tmp_path / "whole"), weights(tmp_path / "killed")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=k)
 
 
 def test_an_error_of_every_rank_is_said_once(builds: dict[str, Path], tmp_path: Path) -> None:
