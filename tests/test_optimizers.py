@@ -339,12 +339,9 @@ def test_every_modc_kind_steps_with_modular_norm_lr(resmlp, kind):
 @pytest.mark.parametrize("kind", ["adamw", "muon"])
 def test_baselines_come_from_the_same_build(resmlp, kind):
     net, opt, updates = step_once(resmlp, kind=kind, lr=0.01, weight_decay=0.1)
-    expected = torch.optim.AdamW if kind == "adamw" else Combined.__name__
-    if kind == "adamw":
-        assert isinstance(opt, expected)
-    else:
-        assert type(opt).__name__ == expected
-        assert type(opt.parts[0]) is torch.optim.Muon
+    assert type(opt).__name__ == Combined.__name__  # so it skips non-finite steps
+    parts = ["AdamW"] if kind == "adamw" else ["Muon", "AdamW"]
+    assert [type(p).__name__ for p in opt.parts] == parts
     assert all(u.abs().max() > 0 for u in updates[-1].values())
     round_trip_build(resmlp, kind)
 
@@ -480,19 +477,27 @@ def test_constraint_needs_caps(resmlp):
 
 
 @pytest.mark.skipif("Embed" not in OPS, reason="no Embed operation yet")
-def test_embeddings_go_to_adamw_in_muon_and_take_no_polar_options(write_spec, tmp_path):
+def test_embeddings_and_the_head_go_to_adamw_in_muon_and_take_no_polar_options(
+    write_spec, tmp_path
+):
     spec = write_spec(
-        "input: [4]\nnetwork:\n  - Embed: {num: 10, dim: 8}\n  - Flatten\n  - Linear: 3\n"
-        "optimizer:\n  polar: muon\n"
+        "input: [4]\nnetwork:\n  - Embed: {num: 10, dim: 8}\n  - Flatten\n  - Linear: 6\n"
+        "  - ReLU\n  - Linear: 3\noptimizer:\n  polar: muon\n  adamw_lr: 0.002\n  beta1: 0.8\n"
     )
     build = modc.build(spec, out=tmp_path / "emb")
     net = build.model.build_model()
     muon = build.optimizer.make_optimizer(net, 0.01, kind="muon")
     assert [type(p).__name__ for p in muon.parts] == ["Muon", "AdamW"]
     assert [[tuple(p.shape) for p in g["params"]] for g in muon.param_groups] == [
-        [(3, 32)],
-        [(10, 8)],
+        [(6, 32)],
+        [(10, 8), (3, 6)],
     ]
+    adamw = muon.param_groups[1]
+    assert (adamw["lr"], adamw["betas"], muon.param_groups[0]["momentum"]) == (
+        0.002,
+        (0.8, 0.999),
+        0.95,
+    )
     dual = build.optimizer.make_optimizer(net, 0.01)
     polar_options = {g["atom"]: g["polar"] for g in dual.param_groups}
     assert polar_options == {"Embed": {}, "Linear": {"method": "muon", "steps": 5}}
@@ -508,3 +513,44 @@ def test_constrain_leaves_a_diverged_weight_to_the_training_loop():
     w = torch.full((3, 3), float("nan"))
     assert constrain(w, 1.0, spectral_norm_upper, spectral_cap) == float("inf")
     assert w.isnan().all()
+
+
+@pytest.mark.parametrize(
+    "network,heads",
+    [
+        ("  - Linear: 6\n  - ReLU\n  - Linear: 3\n", {"linear2"}),
+        # a residual block passes its input on: the Linear before it feeds the output too
+        (
+            "  - Linear: 6\n  - residual: 2\n    name: blocks\n    body: [Linear: 6]\n",
+            {"linear1", "blocks.0.linear1", "blocks.1.linear1"},
+        ),
+        (
+            "  - Linear: 6\n  - sum:\n    - [Linear: 6]\n    - [Linear: 6, ReLU, Linear: 6]\n",
+            {"linear2", "linear4"},
+        ),
+        (
+            "  - Linear: 6\n  - repeat: 2\n    name: blocks\n    body: [Linear: 6, ReLU]\n",
+            {"blocks.1.linear1"},
+        ),
+    ],
+)
+def test_the_head_is_every_atom_whose_output_is_the_networks(write_spec, network, heads):
+    from modc.codegen.optimizer import output_atoms
+
+    net, analysis = modc.load(write_spec("input: 6\nnetwork:\n" + network))
+    assert output_atoms(net.root)[0] == heads
+    assert heads <= {a.path for a in analysis.atoms}  # the analysis's names
+
+
+@pytest.mark.parametrize("spec", ["gpt_modula.modc", "resmlp.yaml"])
+def test_muon_takes_the_hidden_matrices_and_adamw_the_embedding_and_head(spec, tmp_path):
+    build = modc.build(SPECS / spec, {"width": 16, "depth": 2}, out=tmp_path / "b")
+    net = build.model.build_model()
+    opt = build.optimizer.make_optimizer(net, 0.02, kind="muon")
+    names = {p: n for n, p in net.named_parameters()}
+    muon, adamw = ([names[p] for p in g["params"]] for g in opt.param_groups)
+    assert "head.weight" in adamw and "head.weight" not in muon
+    assert ("embed.weight" in adamw) == (spec == "gpt_modula.modc")  # Embed, not a Linear
+    assert all(net.get_parameter(n).dim() == 2 for n in muon)
+    assert len(muon) == {"gpt_modula.modc": 12, "resmlp.yaml": 5}[spec]  # 6 or 2 per block
+    assert opt.param_groups[1]["lr"] == 3e-4 and opt.param_groups[1]["betas"] == (0.9, 0.999)

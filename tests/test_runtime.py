@@ -68,12 +68,12 @@ def test_dualized_update_has_norm_lr_times_target(nesterov):
 
 
 def test_dualized_momentum_and_weight_decay_follow_the_formulas():
-    """With the identity dual map (scaled by target) every step is checkable by hand."""
+    """With the Frobenius norm's dual map, t·g/‖g‖_F, every step is checkable by hand."""
     w = nn.Parameter(torch.randn(4, 3))
     w0 = w.detach().clone()
     opt = Dualized(
         [{"params": [w], "targets": [0.5], "atom": "Id"}],
-        {"Id": lambda g, t: t * g},
+        {"Id": lambda g, t: t * g / g.norm()},
         lr=0.1,
         momentum=0.9,
         weight_decay=0.2,
@@ -82,12 +82,14 @@ def test_dualized_momentum_and_weight_decay_follow_the_formulas():
     w.grad = g1
     opt.step()
     buf = 0.1 * g1
-    w1 = w0 * (1 - 0.1 * 0.5 * 0.2) - 0.05 * (0.1 * g1 + 0.9 * buf)
+    d = 0.1 * g1 + 0.9 * buf
+    w1 = w0 * (1 - 0.1 * 0.5 * 0.2) - 0.05 * d / d.norm()
     assert torch.allclose(w.detach(), w1, atol=1e-6)
     w.grad = g2
     opt.step()
     buf = 0.9 * buf + 0.1 * g2
-    w2 = w1 * (1 - 0.1 * 0.5 * 0.2) - 0.05 * (0.1 * g2 + 0.9 * buf)
+    d = 0.1 * g2 + 0.9 * buf
+    w2 = w1 * (1 - 0.1 * 0.5 * 0.2) - 0.05 * d / d.norm()
     assert torch.allclose(w.detach(), w2, atol=1e-6)
 
 

@@ -2,7 +2,9 @@
 train.py and data.py), run as a user would run it, on a small hand-written build directory."""
 
 import json
+import math
 import os
+import re
 import runpy
 import signal
 import subprocess
@@ -19,6 +21,7 @@ TEMPLATES = Path(__file__).resolve().parents[1] / "modc" / "codegen" / "template
 
 MODEL = """\
 import os
+import re
 import runpy
 import time
 
@@ -166,9 +169,10 @@ def test_runs_end_to_end_on_synthetic_data_and_a_users_csv(tmp_path):
             "checkpoint.pt",
             "final.json",
             "metrics.csv",
+            "train.lock",
         ]
         lines = (run / "metrics.csv").read_text().splitlines()
-        assert lines[0] == "step,loss,lr,eval_loss,eval_acc,lipschitz_upper"
+        assert lines[0] == "step,loss,lr,eval_loss,eval_acc,lipschitz_upper,skipped"
         assert [int(line.split(",")[0]) for line in lines[1:]] == list(range(1, steps + 1))
         final = json.loads((run / "final.json").read_text())
         assert final["steps"] == steps and 0 <= final["eval_acc"] <= 1
@@ -239,13 +243,19 @@ def test_bad_data_exits_2_with_one_line_and_no_traceback(tmp_path, capsys):
     (tmp_path / "short.csv").write_text("1,2,3,0\n")  # 3 features, the model takes 16
     (tmp_path / "labels.csv").write_text(",".join(["0.5"] * 16 + ["7"]) + "\n")  # 3 classes
     (tmp_path / "text.csv").write_text(",".join(["a"] * 16 + ["1"]) + "\n")
+    (tmp_path / "latin1.csv").write_bytes(",".join(["0.5"] * 16 + ["1"]).encode() + b"\xe9\n")
+    (tmp_path / "plain.csv.gz").write_text(",".join(["0.5"] * 16 + ["1"]) + "\n")
     torch.save({"x": torch.zeros(5, 7), "y": torch.zeros(5)}, tmp_path / "narrow.pt")
+    torch.save({"x": torch.zeros(5, 16), "y": torch.zeros(5, 2)}, tmp_path / "labels2d.pt")
     capsys.readouterr()
     for name, expected in [
         ("short.csv", "row 1: 3 features; the model takes 16"),
         ("labels.csv", "labels must be integers in [0, 3); found 7 to 7"),
         ("text.csv", "not a number: 'a'"),
+        ("latin1.csv", "not UTF-8 text: byte 0xe9"),
+        ("plain.csv.gz", "cannot be read: Not a gzipped file"),
         ("narrow.pt", 'expected {"x": float tensor (N, *(1, 4, 4))'),
+        ("labels2d.pt", '"y": labels (N,)'),
     ]:
         assert run_here(build, "--data", str(tmp_path / name)) == 2
         out, err = capsys.readouterr()
@@ -371,3 +381,248 @@ def test_every_optimizer_kind_trains_from_the_same_build(tmp_path, capsys, one_t
         assert cert["lipschitz_upper"] <= cert["constraint"]["lipschitz_bound"] <= 3
     code = run_here(build, *flags, "--optimizer", "lion", "--out", str(tmp_path / "x"))
     assert code == 2 and "invalid choice: 'lion'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "flags,expected",
+    [
+        (["--lr", "nan"], "--lr must be a finite number ≥ 0, got nan"),
+        (["--lr", "inf"], "--lr must be a finite number ≥ 0, got inf"),
+        (["--lr", "-0.1"], "--lr must be a finite number ≥ 0, got -0.1"),
+        (["--momentum", "1"], "--momentum must be a number in [0, 1), got 1.0"),
+        (["--beta2", "nan"], "--beta2 must be a number in [0, 1), got nan"),
+        (["--seed", str(2**64)], f"--seed must be an integer in [0, 2^64), got {2**64}"),
+        (["--batch-size", "0"], "--batch-size must be an integer ≥ 1, got 0"),
+        (["--max-skips", "0"], "--max-skips must be an integer ≥ 1, got 0"),
+    ],
+)
+def test_bad_numbers_on_the_command_line_exit_2_with_one_line(tmp_path, capsys, flags, expected):
+    build = make_build(tmp_path)
+    assert run_here(build, *flags, "--out", str(tmp_path / "run")) == 2
+    out, err = capsys.readouterr()
+    assert (out, err) == ("", f"train.py: error: {expected}\n")
+
+
+def test_the_largest_seed_trains(tmp_path, capsys):
+    build = make_build(tmp_path)
+    flags = ["--steps", "3", "--seed", str(2**64 - 1), "--quiet", "--out", str(tmp_path / "r")]
+    assert run_here(build, *flags) == 0, capsys.readouterr().err
+
+
+def train_module(build: Path) -> dict:
+    """train.py's functions (digest, ...), loaded without running it."""
+    siblings = ("model", "optimizer", "certificate", "data")
+    saved = list(sys.path), {name: sys.modules.pop(name, None) for name in siblings}
+    try:
+        return runpy.run_path(str(build / "train.py"), run_name="train")
+    finally:
+        sys.path[:] = saved[0]
+        for name, module in saved[1].items():
+            sys.modules.pop(name, None)
+            if module is not None:
+                sys.modules[name] = module
+
+
+def resealed(ckpt: dict, digest) -> dict:
+    """`ckpt` with a fresh checksum of its (changed) contents."""
+    content = {k: v for k, v in ckpt.items() if k != "sha256"}
+    return {**content, "sha256": digest(content)}
+
+
+def test_every_damaged_checkpoint_is_refused_with_one_line_and_left_as_it_is(tmp_path, capsys):
+    build = make_build(tmp_path)
+    run = tmp_path / "run"
+    flags = ["--steps", "10", "--checkpoint-every", "5", "--quiet", "--out", str(run)]
+    assert run_here(build, *flags) == 0
+    path = run / "checkpoint.pt"
+    good, metrics = path.read_bytes(), (run / "metrics.csv").read_bytes()
+    digest = train_module(build)["digest"]
+    ckpt = torch.load(path, weights_only=True)
+
+    other = tmp_path / "other"  # another network: a checkpoint whose checksum holds
+    other.mkdir()
+    (other / "model.py").write_text(MODEL.replace("nn.Linear(16, 32)", "nn.Linear(16, 8)"))
+    (other / "model.py").write_text(
+        (other / "model.py").read_text().replace("nn.Linear(32, 3)", "nn.Linear(8, 3)")
+    )
+    foreign = tmp_path / "foreign.pt"
+    for name in ("optimizer.py", "certificate.py", "spec.json", "train.py", "data.py"):
+        (other / name).write_bytes((build / name).read_bytes())
+    assert run_here(other, *flags[:-1], str(tmp_path / "o")) == 0
+    foreign.write_bytes((tmp_path / "o" / "checkpoint.pt").read_bytes())
+
+    flipped = bytearray(good)
+    gen = torch.Generator().manual_seed(0)
+    for i in torch.randperm(len(good), generator=gen)[:64].tolist():
+        flipped[i] ^= 0xFF
+    no_args = resealed({k: v for k, v in ckpt.items() if k != "args"}, digest)
+    bad_lr = resealed({**ckpt, "args": {**ckpt["args"], "lr": "fast"}}, digest)
+    unsealed = {k: v for k, v in ckpt.items() if k != "sha256"}
+    model = {k: v.clone() for k, v in ckpt["model"].items()}
+    next(iter(model.values())).view(-1)[0] += 1  # one weight changed, the checksum kept
+    cases = {
+        "truncated": (good[: len(good) // 2], "cannot be read as a checkpoint"),
+        "random bytes": (bytes(torch.randint(0, 256, (len(good),)).tolist()), "cannot be read"),
+        "64 flipped bytes": (bytes(flipped), ""),  # unreadable, or its checksum fails
+        "a changed weight": ({**ckpt, "model": model}, "is damaged: its contents do not match"),
+        "another build's": (foreign.read_bytes(), "is for another network or optimizer"),
+        "no args": (no_args, "has no args of type dict"),
+        "mistyped args": (bad_lr, "has a bad args.lr: it must be a finite number ≥ 0, got 'fast'"),
+        "no checksum": (unsealed, "not a checkpoint of train.py (no checksum)"),
+        "a folder": (None, "cannot be read as a checkpoint (IsADirectoryError)"),
+    }
+    capsys.readouterr()
+    for case, (content, expected) in cases.items():
+        path.unlink(missing_ok=True)
+        if content is None:
+            path.mkdir()
+        elif isinstance(content, dict):
+            torch.save(content, path)
+        else:
+            path.write_bytes(content)
+        before = None if content is None else path.read_bytes()
+        assert run_here(build, "--out", str(run), "--resume") == 2, case
+        out, err = capsys.readouterr()
+        assert out == "" and err.startswith(f"train.py: error: {path}") and err.count("\n") == 1
+        assert expected in err and "it is left as it is" in err, (case, err)
+        assert path.is_dir() if content is None else path.read_bytes() == before, case
+        assert (run / "metrics.csv").read_bytes() == metrics, case
+        if content is None:
+            path.rmdir()
+    path.write_bytes(good)
+    assert run_here(build, "--out", str(run), "--resume") == 0
+
+
+def test_a_second_run_on_the_same_out_is_refused_while_the_first_runs(tmp_path, capsys):
+    build = make_build(tmp_path)
+    run = tmp_path / "run"
+    flags = ["--steps", "40", "--checkpoint-every", "1", "--quiet", "--out", str(run)]
+    first = start(build, *flags, sleep=0.05)
+    deadline = time.time() + 60
+    while time.time() < deadline and logged(run) < 3:
+        time.sleep(0.01)
+    assert first.poll() is None, "the first run ended before the second began"
+    for extra in ([], ["--resume"]):
+        assert run_here(build, *flags, *extra) == 2
+        err = capsys.readouterr().err
+        assert err == (
+            f"train.py: error: {run} is in use by another run of train.py; "
+            "let it finish, or pass another --out\n"
+        )
+    code, _, err = finish(first)
+    assert code == 0, err
+    steps = [int(r.split(",")[0]) for r in (run / "metrics.csv").read_text().splitlines()[1:]]
+    assert steps == list(range(1, 41))
+    assert run_here(build, *flags, "--steps", "1") == 0  # the lock went with the first run
+
+
+def test_every_optimizer_setting_has_a_flag_recorded_in_the_runs_args(tmp_path, capsys, one_thread):
+    from modc.codegen.settings import KEYS
+
+    build = compiled(tmp_path, "mlp.yaml", {"width": 8, "depth": 3}, "optimizer:\n  lipschitz: 3\n")
+    runs = {
+        "muon": {"momentum": 0.9, "nesterov": False, "weight_decay": 0.01, "adamw_lr": 0.002}
+        | {"beta1": 0.8, "beta2": 0.95, "eps": 1e-6},
+        "dualized": {"polar": "muon", "constraint": "normalize"},
+        "normalized:adafactor": {"decay": 0.8},
+    }
+    # every setting a spec can hold has a flag, but the bound, which is compiled into the caps
+    assert set(KEYS) - {"kind", "lipschitz", "max_norm"} == {k for r in runs.values() for k in r}
+    groups = {}
+    for kind, settings in runs.items():
+        run = tmp_path / kind.replace(":", "-")
+        flags = ["--data", "synthetic", "--steps", "2", "--batch-size", "8", "--quiet"]
+        flags += ["--schedule", "constant", "--optimizer", kind, "--out", str(run)]
+        for key, value in settings.items():
+            flag = "--" + key.replace("_", "-")
+            flags += ["--no-nesterov"] if key == "nesterov" else [flag, str(value)]
+        assert run_here(build, *flags) == 0, capsys.readouterr().err
+        ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+        assert {k: ckpt["args"][k] for k in settings} == settings
+        groups[kind] = ckpt["optimizer"]
+    muon, adamw = (part["param_groups"][0] for part in groups["muon"]["parts"])
+    assert (muon["lr"], muon["momentum"], muon["nesterov"], muon["weight_decay"]) == (
+        0.05,  # the spec's
+        0.9,
+        False,
+        0.01,
+    )
+    assert (adamw["lr"], adamw["betas"], adamw["eps"]) == (0.002, (0.8, 0.95), 1e-6)
+    assert groups["dualized"]["param_groups"][0]["polar"] == {"method": "muon", "steps": 5}
+    assert groups["normalized:adafactor"]["param_groups"][0]["decay"] == 0.8
+
+
+POISON = """
+import os, runpy, sys, torch
+count, bad = [0], dict(item.split("=") for item in os.environ["POISON"].split(","))
+def hook(module, args, out):  # in training step s: a NaN gradient, or an infinite loss
+    if type(module).__name__ == "Network" and module.training:
+        count[0] += 1
+        what = bad.get(str(count[0]))
+        if what == "grad":
+            out.register_hook(lambda g: g * float("nan"))
+        if what == "loss":
+            return out * float("inf")
+torch.nn.modules.module.register_module_forward_hook(hook)
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def poisoned(build: Path, poison: str, *args: str) -> tuple[int, str]:
+    """train.py with the steps in `poison` ("3=grad,9=loss") made non-finite."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", POISON=poison)
+    proc = subprocess.run(
+        [sys.executable, "-c", POISON, str(build / "train.py"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return proc.returncode, proc.stderr
+
+
+@pytest.mark.parametrize("kind", ["dualized", "muon"])
+def test_non_finite_steps_are_skipped_counted_and_training_goes_on(tmp_path, kind):
+    build = compiled(tmp_path, "mlp.yaml", {"width": 8, "depth": 2})
+    run = tmp_path / "run"
+    flags = ["--data", "synthetic", "--steps", "20", "--batch-size", "16", "--lr", "0.05"]
+    flags += ["--optimizer", kind, "--eval-every", "0", "--out", str(run)]
+    code, err = poisoned(build, "3=grad,4=grad,11=loss", *flags)
+    assert code == 0, err
+    rows = [r.split(",") for r in (run / "metrics.csv").read_text().splitlines()[1:]]
+    skipped = [int(r[6]) for r in rows]
+    assert skipped == [0, 0, 1, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3]
+    assert rows[10][1] == "nan" and all(math.isfinite(float(r[1])) for r in rows[11:])
+    assert err.splitlines()[-1].startswith("step 20/20 [####################] loss ")
+    assert " (3 skipped) | " in err.splitlines()[-1]
+    assert all(w.isfinite().all() for w in weights(run).values())
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["skipped"] == 3
+
+
+def test_too_many_skipped_steps_in_a_row_stop_the_run(tmp_path):
+    build = compiled(tmp_path, "mlp.yaml", {"width": 8, "depth": 2})
+    run = tmp_path / "run"
+    flags = ["--data", "synthetic", "--steps", "20", "--batch-size", "16", "--quiet"]
+    poison = ",".join(f"{s}=grad" for s in range(5, 21))
+    code, err = poisoned(build, poison, *flags, "--max-skips", "4", "--out", str(run))
+    assert code == 1
+    head, loss, tail = re.fullmatch(r"(.*) \(loss ([^)]*)\) (.*)\n", err).groups()
+    assert (
+        head == "train.py: error: 4 steps in a row, up to step 8, had a non-finite loss or gradient"
+    )
+    assert math.isfinite(float(loss)) and tail.startswith(
+        "and were skipped; stopping, with the last"
+    )
+
+
+def test_an_out_that_cannot_be_a_folder_exits_2_with_one_line(tmp_path, capsys):
+    build = make_build(tmp_path)
+    (tmp_path / "file").write_text("mine\n")
+    for out, reason in [
+        (tmp_path / "file", "File exists"),
+        (tmp_path / "file" / "x", "Not a directory"),
+    ]:
+        assert run_here(build, "--out", str(out)) == 2
+        assert capsys.readouterr().err == f"train.py: error: --out {out}: {reason}\n"
+    assert (tmp_path / "file").read_text() == "mine\n"

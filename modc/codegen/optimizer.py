@@ -7,7 +7,7 @@ import inspect
 from modc.codegen.settings import KINDS, OptimizerSettings, optimizer_settings
 from modc.codegen.source import literal, module, snippets
 from modc.graph import ir
-from modc.runtime.optim import Combined, Constrain, Dualized, Normalized
+from modc.runtime.optim import Combined, Constrain, Dualized, Normalized, SkipNonFinite
 from modc.theory.analysis import Analysis
 
 SIGNATURE = """
@@ -23,7 +23,8 @@ def make_optimizer(
     beta2: float = {beta2},
     eps: float = {eps},
     decay: float = {decay},
-    adamw_lr: float | None = {adamw_lr},
+    adamw_lr: float = {adamw_lr},
+    beta1: float = {beta1},
     compile: bool = False,
 ) -> torch.optim.Optimizer:
 """
@@ -38,10 +39,13 @@ BODY = '''
     normalized:adam       Adam (β1 = momentum, beta2, eps),
     normalized:adafactor  Adafactor (factored second moment, β2_t = 1 − t^(−decay)), each
                           update rescaled per atom to norm lr × TARGETS[name]
-    adamw                 torch.optim.AdamW on every weight (baseline)
-    muon                  torch.optim.Muon on the matrices (2-D weights of POLAR_ATOMS:
-                          not embeddings), AdamW (lr adamw_lr, default lr) on the rest
+    adamw                 torch.optim.AdamW on every weight (baseline; betas momentum, beta2)
+    muon                  torch.optim.Muon (lr, momentum) on the HIDDEN matrices, AdamW
+                          (adamw_lr, betas beta1, beta2) on the rest: embeddings, the head,
+                          gains and biases (baseline, as Muon's authors run it)
     momentum None means 0.9 for normalized:adam, normalized:adafactor and adamw, else 0.95.
+    Every kind skips a step whose gradients hold a NaN or an infinity (weights and state
+    stay as they were) and counts it in `optimizer.skipped`.
     compile: dualized runs its step through torch.compile (a schedule's lr changes do not
     recompile it).
     Weight decay is decoupled; in dualized and normalized:* an atom decays by
@@ -55,6 +59,9 @@ BODY = '''
         raise ValueError("the model's parameters do not match the network this was built for")
     if kind not in KINDS or constraint not in ("none", "cap", "normalize") or polar not in POLAR:
         raise ValueError(f"unknown kind {kind!r}, constraint {constraint!r} or polar {polar!r}")
+    for name, value in (("lr", lr), ("adamw_lr", adamw_lr)):
+        if not 0 <= value < math.inf:
+            raise ValueError(f"{name} must be a finite number ≥ 0, got {value}")
     if momentum is None:
         momentum = 0.9 if kind in ("normalized:adam", "normalized:adafactor", "adamw") else 0.95
     groups: dict[str, dict] = {}
@@ -76,20 +83,18 @@ BODY = '''
         )
     elif kind == "adamw":
         betas = (momentum, beta2)
-        optimizer = torch.optim.AdamW(params.values(), lr, betas, eps, weight_decay)
+        optimizer = Combined([torch.optim.AdamW(params.values(), lr, betas, eps, weight_decay)])
     else:
         if not hasattr(torch.optim, "Muon"):
             raise RuntimeError("the muon baseline needs torch.optim.Muon (torch >= 2.9)")
-        spectral = [n for n, (atom, _) in TARGETS.items() if atom in POLAR_ATOMS]
-        matrices = [p for n, p in params.items() if n in spectral and p.dim() == 2]
-        others = [p for n, p in params.items() if n not in spectral or p.dim() != 2]
+        hidden = [p for n, p in params.items() if n in HIDDEN]
+        rest = [p for n, p in params.items() if n not in HIDDEN]
         parts = []
-        if matrices:
-            parts.append(torch.optim.Muon(matrices, lr, weight_decay, momentum, nesterov))
-        if others:
-            lr_others = lr if adamw_lr is None else adamw_lr
-            betas = (momentum, beta2)
-            parts.append(torch.optim.AdamW(others, lr_others, betas, eps, weight_decay))
+        if hidden:
+            parts.append(torch.optim.Muon(hidden, lr, weight_decay, momentum, nesterov))
+        if rest:
+            betas = (beta1, beta2)
+            parts.append(torch.optim.AdamW(rest, adamw_lr, betas, eps, weight_decay))
         optimizer = Combined(parts)
     if constraint != "none":
         if ATOM_CAP is None:
@@ -120,6 +125,7 @@ def _make(s: OptimizerSettings) -> str:
         "eps": repr(s.eps),
         "decay": repr(s.decay),
         "adamw_lr": repr(s.adamw_lr),
+        "beta1": repr(s.beta1),
     }
     return SIGNATURE.strip("\n").format(**values) + BODY.rstrip()
 
@@ -142,6 +148,9 @@ KINDS = (
 # POLAR_ATOMS take them (their dual maps call polar()).
 POLAR = {{"polar_express": {{}}, "muon": {{"method": "muon", "steps": 5}}}}
 POLAR_ATOMS = ({polar_atoms})
+# The muon baseline's hidden matrices: the 2-D weights of POLAR_ATOMS, but not the head's
+# (the atoms whose output is the network's, through bonds alone).
+HIDDEN = {hidden}
 
 {constraint}
 ATOM_CAP: float | None = {atom_cap!r}
@@ -159,6 +168,33 @@ def _tuple_items(names: list[str]) -> str:
     """The inside of a tuple literal of strings: "", "a",  or "a", "b"."""
     quoted = [f'"{n}"' for n in names]
     return quoted[0] + "," if len(quoted) == 1 else ", ".join(quoted)
+
+
+def output_atoms(node: ir.Node, path: str = "") -> tuple[set[str], bool]:
+    """The paths of the atoms whose output reaches the output of `node` through bonds alone,
+    and whether some route through `node` meets no atom. Paths are the analysis's: a leaf
+    adds its name, a repeat its name and the copy's index."""
+    if isinstance(node, ir.Leaf):
+        return ({path + node.name}, False) if node.is_atom else (set(), True)
+    if isinstance(node, ir.Tare):
+        return output_atoms(node.body, path)
+    if isinstance(node, ir.Tuple):
+        found = [output_atoms(b, path) for b in node.branches]
+        return set().union(*(f[0] for f in found)), any(f[1] for f in found)
+    if isinstance(node, ir.Repeat):
+        count = int(node.count)
+        parts = [
+            (node.first if k == 0 else node.rest, f"{path}{node.name}.{k}.") for k in range(count)
+        ]
+    else:
+        parts = [(part, path) for part in node.parts]
+    heads: set[str] = set()
+    for part, where in reversed(parts):  # from the output back, until every route met an atom
+        found, open_route = output_atoms(part, where)
+        heads |= found
+        if not open_route:
+            return heads, False
+    return heads, True
 
 
 def emit_optimizer(network: ir.Network, analysis: Analysis) -> str:
@@ -186,6 +222,13 @@ def emit_optimizer(network: ir.Network, analysis: Analysis) -> str:
             "# Lipschitz bound is kept at most ATOM_CAP, so the certificate's bound is at most\n"
             "# LIPSCHITZ_BOUND."
         )
+    polar_atoms = [k for k, op in kinds.items() if _takes_polar(op.dualize)]
+    heads = output_atoms(network.root)[0]
+    hidden = "\n".join(
+        f'    "{a.path}.weight",'
+        for a in analysis.atoms
+        if a.kind in polar_atoms and len(a.shape) == 2 and a.path not in heads
+    )
     tables = TABLES.strip().format(
         rows="\n".join(
             f'    "{a.path}.weight": ("{a.kind}", {literal(a.target)}),  # {a.target}'
@@ -195,7 +238,8 @@ def emit_optimizer(network: ir.Network, analysis: Analysis) -> str:
         norms=table("norm"),
         lipschitz=table("lipschitz"),
         caps=table("cap"),
-        polar_atoms=_tuple_items([k for k, op in kinds.items() if _takes_polar(op.dualize)]),
+        polar_atoms=_tuple_items(polar_atoms),
+        hidden=f"(\n{hidden}\n)" if hidden else "()",
         kinds="\n".join(f'    "{k}",' for k in KINDS),
         constraint=constraint,
         atom_cap=settings.atom_cap,
@@ -206,6 +250,7 @@ def emit_optimizer(network: ir.Network, analysis: Analysis) -> str:
         *(op.norm for op in kinds.values()),
         *(op.lipschitz for op in kinds.values()),
         *(op.cap for op in kinds.values() if op.cap is not None),
+        SkipNonFinite,
         Dualized,
         Normalized,
         Combined,

@@ -11,7 +11,9 @@ optimizer:
   beta2: 0.999          # normalized:adam, adamw, and muon's AdamW part
   eps: 1.0e-8           # normalized:adam, adamw, muon's AdamW part
   decay: 1.0            # normalized:adafactor: β2_t = 1 − t^(−decay)
-  adamw_lr: 0.001       # muon: learning rate of the AdamW part (default: lr)
+  adamw_lr: 3.0e-4      # muon: learning rate of the AdamW part (embeddings, head, gains,
+                        # biases); its own, not lr: Muon's authors run AdamW at 3e-4
+  beta1: 0.9            # muon: β1 of the AdamW part (Muon's own momentum is `momentum`)
   constraint: cap       # none | cap (hard cap) | normalize (spectral normalisation)
   lipschitz: 10         # keep the certificate's bound at most this ...
   max_norm: 2.0         # ... or cap every atom's ℓ2 Lipschitz bound at this
@@ -51,6 +53,7 @@ KEYS = (
     "eps",
     "decay",
     "adamw_lr",
+    "beta1",
     "constraint",
     "lipschitz",
     "max_norm",
@@ -69,7 +72,8 @@ class OptimizerSettings:
     beta2: float = 0.999
     eps: float = 1e-8
     decay: float = 1.0
-    adamw_lr: float | None = None
+    adamw_lr: float = 3e-4
+    beta1: float = 0.9
     constraint: str = "none"
     lipschitz: float | None = None
     max_norm: float | None = None
@@ -121,8 +125,9 @@ def optimizer_settings(network: ir.Network) -> OptimizerSettings:
         got["polar"] = _choice("polar", raw["polar"], POLARS)
     if "weight_decay" in raw:
         got["weight_decay"] = _number("weight_decay", raw["weight_decay"], 0, math.inf)
-    if "beta2" in raw:
-        got["beta2"] = _number("beta2", raw["beta2"], 0, 1, closed=False)
+    for key in ("beta1", "beta2"):
+        if key in raw:
+            got[key] = _number(key, raw[key], 0, 1, closed=False)
     if "eps" in raw:
         got["eps"] = _number("eps", raw["eps"], 0, math.inf)
     for key in ("decay", "adamw_lr", "lipschitz", "max_norm"):

@@ -3,9 +3,11 @@
 `Dualized`: momentum, then each atom's dual map scaled to lr · target (steepest descent in
 the modular norm). `Normalized`: SGD, Adam or Adafactor, each update rescaled per atom to
 norm lr · target. `Combined`: torch optimizers over disjoint parameters stepped as one (the
-Muon + AdamW baseline). `Constrain`: a step post-hook that keeps each atom's Lipschitz bound
-under its cap. Weight decay in Dualized and Normalized is decoupled and shared by mass: atom i
-decays by lr · target_i · weight_decay per step, so heavier atoms (larger targets) decay more.
+AdamW and Muon + AdamW baselines). All three are `SkipNonFinite`: a step whose gradients
+hold a NaN or an infinity is skipped, so a non-finite gradient never reaches the weights.
+`Constrain`: a step post-hook that keeps each atom's Lipschitz bound under its cap. Weight
+decay in Dualized and Normalized is decoupled and shared by mass: atom i decays by
+lr · target_i · weight_decay per step, so heavier atoms (larger targets) decay more.
 """
 
 from __future__ import annotations
@@ -43,11 +45,67 @@ def check_groups(groups: list[dict], table: dict, what: str) -> None:
                 )
 
 
-class Dualized(torch.optim.Optimizer):
+def all_finite(tensors: list[torch.Tensor]) -> bool:
+    """Whether every entry of `tensors` is finite, with one host sync per device.
+
+    Each tensor's max |entry| (NaN if it holds a NaN) comes from one fused reduction per
+    device and dtype; only the device's verdict, one bool, is copied to the host.
+    """
+    groups: dict[torch.device, dict[torch.dtype, list[torch.Tensor]]] = {}
+    for t in tensors:
+        if t.numel():
+            groups.setdefault(t.device, {}).setdefault(t.dtype, []).append(t)
+    for by_dtype in groups.values():
+        maxes = [torch.stack(torch._foreach_norm(ts, math.inf)) for ts in by_dtype.values()]
+        if not torch.stack([m.isfinite().all() for m in maxes]).all():  # the device's sync
+            return False
+    return True
+
+
+class SkipNonFinite(torch.optim.Optimizer):
+    """An optimizer that skips every step whose gradients are not all finite.
+
+    Subclasses write `update()`, the step proper. `step()` checks all gradients at once
+    (`all_finite`): if one holds a NaN or an infinity it leaves the weights and every bit
+    of optimizer state (momentum, moments, step counts) as they were and adds one to
+    `skipped`, the steps skipped since the optimizer was made; the next step goes on.
+    """
+
+    def __init__(self, params: object, defaults: dict) -> None:
+        super().__init__(params, defaults)
+        self.skipped = 0
+
+    def update(self) -> None:
+        """One step on the current gradients, all of them finite."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """update() if every gradient is finite, else count the step as skipped."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        if all_finite(grads):
+            self.update()
+        else:
+            self.skipped += 1
+        return loss
+
+
+def check_lr(lr: float) -> None:
+    """A learning rate is a finite number ≥ 0 (NaN fails every comparison, so it fails)."""
+    if not 0 <= lr < math.inf:
+        raise ValueError(f"lr must be a finite number ≥ 0, got {lr}")
+
+
+class Dualized(SkipNonFinite):
     """Steepest descent in the modular norm: every update has atom norm exactly lr · target.
 
     Groups are {"params": [...], "targets": [float per param], "atom": name}; `dual_maps`
-    maps an atom name to `(grad, target, **polar) -> update` and is kept off the state dict;
+    maps an atom name to `(grad, target, **polar) -> update`, a function of grad's direction
+    alone (as every dual map is), and is kept off the state dict;
     `polar` options (e.g. {"method": "muon", "steps": 5}: Muon's Newton–Schulz iteration)
     reach every dual map. Momentum is an EMA of gradients (buf ← β·buf + (1 − β)·g), Nesterov
     optional; decoupled weight decay shared by mass: w ← (1 − lr·target·weight_decay)·w − update.
@@ -67,9 +125,10 @@ class Dualized(torch.optim.Optimizer):
         polar: dict | None = None,
         compile: bool = False,
     ) -> None:
-        if lr < 0 or not 0 <= momentum < 1 or weight_decay < 0:
+        check_lr(lr)
+        if not 0 <= momentum < 1 or not 0 <= weight_decay < math.inf:
             raise ValueError(
-                f"bad hyperparameters lr={lr}, momentum={momentum}, weight_decay={weight_decay}"
+                f"bad hyperparameters momentum={momentum}, weight_decay={weight_decay}"
             )
         defaults = {
             "lr": lr,
@@ -83,13 +142,8 @@ class Dualized(torch.optim.Optimizer):
         self.dual_maps = dual_maps
         self.bank_step = torch.compile(bank_step, dynamic=False) if compile else bank_step
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        """One step: EMA momentum (Nesterov optional), dual map, decoupled decay by mass."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+    def update(self) -> None:
+        """EMA momentum (Nesterov optional), dual map, decoupled decay by mass."""
         for group in self.param_groups:
             for bank in banks(group["params"]):
                 params = [group["params"][i] for i in bank]
@@ -110,7 +164,6 @@ class Dualized(torch.optim.Optimizer):
                     group["weight_decay"],
                     group["polar"],
                 )
-        return loss
 
 
 def banks(params: list[torch.Tensor]) -> list[list[int]]:
@@ -136,16 +189,27 @@ def bank_step(
     """Momentum, the dual map and the update, for one bank of same-shape weights at once.
 
     scales holds lr · target per weight, shaped (k, 1, ..., 1) to broadcast over the bank.
+    A dual map depends only on the direction of its argument, so each weight's direction
+    reaches it scaled to max |entry| 1: a huge but finite gradient cannot overflow the
+    norms inside the dual map (‖g‖² of g = 3e38 is inf in float32).
     """
     torch._foreach_lerp_(buffers, grads, 1 - beta)
-    directions = torch._foreach_lerp(grads, buffers, beta) if nesterov else buffers
-    updates = dual_map(torch.stack(directions), scales, **polar).to(params[0].dtype)
+    directions = torch.stack(torch._foreach_lerp(grads, buffers, beta) if nesterov else buffers)
+    peak = directions.abs().amax(dim=tuple(range(1, directions.dim())), keepdim=True)
+    directions = directions / peak.clamp_min(torch.finfo(directions.dtype).tiny)
+    updates = dual_map(directions, scales, **polar).to(params[0].dtype)
     if weight_decay:
         torch._foreach_mul_(params, list((1 - scales * weight_decay).flatten().unbind(0)))
     torch._foreach_sub_(params, list(updates.unbind(0)))
 
 
-class Normalized(torch.optim.Optimizer):
+def squares(g: torch.Tensor) -> torch.Tensor:
+    """g², each entry capped at the dtype's max / numel, so that sums of them stay finite:
+    (3e38)² is inf in float32, and an inf in a second moment would stay there for good."""
+    return (g * g).clamp_(max=torch.finfo(g.dtype).max / max(1, g.numel()))
+
+
+class Normalized(SkipNonFinite):
     """A base method's update rescaled per atom to atom norm lr · target (normed SGD/Adam).
 
     Groups as for Dualized; `norms` maps an atom name to `weight -> its norm` (kept off the
@@ -176,12 +240,13 @@ class Normalized(torch.optim.Optimizer):
     ) -> None:
         if base not in self.BASES:
             raise ValueError(f"unknown base {base!r}; expected one of {', '.join(self.BASES)}")
-        if lr < 0 or not 0 <= momentum < 1 or not 0 <= beta2 < 1 or weight_decay < 0:
+        check_lr(lr)
+        if not 0 <= momentum < 1 or not 0 <= beta2 < 1 or not 0 <= weight_decay < math.inf:
             raise ValueError(
-                f"bad hyperparameters lr={lr}, momentum={momentum}, beta2={beta2}, "
+                f"bad hyperparameters momentum={momentum}, beta2={beta2}, "
                 f"weight_decay={weight_decay}"
             )
-        if eps < 0 or decay <= 0:
+        if not 0 <= eps < math.inf or not 0 < decay < math.inf:
             raise ValueError(f"bad hyperparameters eps={eps}, decay={decay}")
         defaults = {
             "lr": lr,
@@ -210,11 +275,11 @@ class Normalized(torch.optim.Optimizer):
             m = state.setdefault("exp_avg", torch.zeros_like(p))
             v = state.setdefault("exp_avg_sq", torch.zeros_like(p))
             m.lerp_(g, 1 - beta1)
-            v.lerp_(g * g, 1 - beta2)
+            v.lerp_(squares(g), 1 - beta2)
             denom = (v / (1 - beta2**t)).sqrt_().add_(group["eps"])
             return (m / (1 - beta1**t)).div_(denom)
         rho = 1 - t ** -group["decay"]  # β2_t; 0 at the first step, so v̂ starts at g²
-        g2 = g * g + 1e-30
+        g2 = squares(g) + 1e-30
         if p.dim() >= 2:
             row = state.setdefault("row", torch.zeros_like(g2.mean(-1)))
             col = state.setdefault("col", torch.zeros_like(g2.mean(-2)))
@@ -231,13 +296,8 @@ class Normalized(torch.optim.Optimizer):
         m = state.setdefault("exp_avg", torch.zeros_like(p))
         return m.lerp_(u, 1 - beta1)
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        """One step: the base direction, rescaled to atom norm lr · target; decay by mass."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+    def update(self) -> None:
+        """The base direction, rescaled to atom norm lr · target; decay by mass."""
         for group in self.param_groups:
             norm, lr = self.norms[group["atom"]], group["lr"]
             for p, target in zip(group["params"], group["targets"], strict=True):
@@ -248,10 +308,9 @@ class Normalized(torch.optim.Optimizer):
                 p.mul_(1 - lr * target * group["weight_decay"])
                 if size > 0 and math.isfinite(size):
                     p.sub_(d, alpha=lr * target / size)
-        return loss
 
 
-class Combined(torch.optim.Optimizer):
+class Combined(SkipNonFinite):
     """Torch optimizers over disjoint parameters, stepped, scheduled and saved as one.
 
     `param_groups` are the parts' own group dicts, so an LR scheduler on this optimizer
@@ -262,16 +321,13 @@ class Combined(torch.optim.Optimizer):
         self.parts = [p for p in parts if p.param_groups]
         super().__init__([g for part in self.parts for g in part.param_groups], {})
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        """One step of every part, on the gradients of one closure call."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+    def update(self) -> None:
+        """One step of every part (a SkipNonFinite part's gradients are checked already)."""
         for part in self.parts:
-            part.step()
-        return loss
+            if isinstance(part, SkipNonFinite):
+                part.update()
+            else:
+                part.step()
 
     def state_dict(self) -> dict:
         return {"parts": [part.state_dict() for part in self.parts]}

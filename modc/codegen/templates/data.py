@@ -91,8 +91,13 @@ def read_examples(path: Path, input_shape: tuple[int, ...], classes: int) -> Pai
 
 
 def read_csv(path: Path, features: int, input_shape: tuple[int, ...]) -> Pair:
-    with (gzip.open if path.suffix == ".gz" else open)(path, "rt") as f:
-        lines = [line for line in f.read().splitlines() if line.strip()]
+    try:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rt", encoding="utf-8") as f:
+            lines = [line for line in f.read().splitlines() if line.strip()]
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text: byte 0x{e.object[e.start]:02x}") from None
+    except (OSError, EOFError) as e:  # not gzip, truncated, unreadable
+        raise DataError(f"{path}: cannot be read: {e}") from None
     if not lines:
         raise DataError(f"{path}: no rows")
     for n, line in enumerate(lines, start=1):
@@ -113,7 +118,8 @@ def read_pt(path: Path, features: int, input_shape: tuple[int, ...]) -> Pair:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
         x, y = obj["x"], obj["y"]
-        fits = len(x) == len(y) and x[0].numel() == features
+        real = not any(t.is_complex() or t.dtype == torch.bool for t in (x, y))
+        fits = real and y.dim() == 1 and len(x) == len(y) > 0 and x[0].numel() == features
     except Exception:  # noqa: BLE001 (whatever torch.load or indexing raises, it does not fit)
         fits = False
     if not fits:
@@ -136,9 +142,14 @@ def held_out_split(y: torch.Tensor) -> Pair:
     return (~held).nonzero().flatten(), held.nonzero().flatten()
 
 
+def generator(seed: int, index: int) -> torch.Generator:
+    """A generator seeded by (seed, index); any seed in [0, 2^64) gives a valid seed."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + index) % 2**64)
+
+
 @functools.lru_cache(maxsize=1)
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+    return torch.randperm(n, generator=generator(seed, epoch))
 
 
 def batch_indices(step: int, n: int, batch_size: int, seed: int) -> torch.Tensor:
@@ -234,7 +245,7 @@ class Text:
         self.held = self.pairs(held[starts[:, None] + torch.arange(span)].to(device))
 
     def batch(self, step: int, batch_size: int, seed: int) -> Pair:
-        g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        g = generator(seed, step)
         starts = torch.randint(len(self.train) - self.span + 1, (batch_size, 1), generator=g)
         offsets = starts + torch.arange(self.span)
         return self.pairs(self.train[offsets.to(self.device)])

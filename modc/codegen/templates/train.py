@@ -6,6 +6,7 @@
     python train.py --out runs/mine --resume       # continue a stopped run exactly
     python train.py --optimizer adamw --lr 1e-3    # a baseline, from the same build
     python train.py --constraint cap               # keep the spec's Lipschitz bound
+    python train.py --optimizer muon --lr 0.02 --adamw-lr 3e-4 --beta2 0.95
     python train.py --device cuda --bf16 --compile # bf16 autocast, torch.compile
     torchrun --nproc_per_node 8 train.py --batch-size 64  # 8 processes, data parallel
 
@@ -14,10 +15,16 @@ Optimizers (--optimizer; default: the spec's optimizer: section, else dualized):
     normalized:sgd        SGD, Adam or Adafactor, each update rescaled per layer to the
     normalized:adam       norm that dualized would give it
     normalized:adafactor
-    adamw, muon           baselines: torch.optim.AdamW; torch.optim.Muon (matrices) + AdamW
---constraint cap (hard cap) or normalize (spectral normalisation) keeps every layer's
-Lipschitz bound under the cap compiled from the spec's optimizer.lipschitz, after every
-step, so that the certificate's bound holds throughout training.
+    adamw, muon           baselines: torch.optim.AdamW; torch.optim.Muon on the hidden
+                          matrices + AdamW (--adamw-lr) on embeddings, head, gains, biases
+Every setting of the spec's optimizer: section has a flag (--momentum, --nesterov, --polar,
+--weight-decay, --beta1, --beta2, --eps, --decay, --adamw-lr, --constraint) that overrides it;
+the bound itself (optimizer.lipschitz or max_norm) is compiled into the caps. --constraint
+cap (hard cap) or normalize (spectral normalisation) keeps every layer's Lipschitz bound
+under that cap after every step, so that the certificate's bound holds throughout training.
+A step whose loss or gradients are not finite is skipped: the weights and the optimizer's
+state stay as they were, the metrics count it, and after --max-skips such steps in a row
+the run stops (status 1).
 
 Data (--data):
     mnist        data/mnist_5k.csv.gz next to this script: 5,000 digits, pixels scaled to [0, 1]
@@ -46,10 +53,13 @@ factors out to the processes (each computed once) and gathers them. Rank 0 write
 file; a collective that waits longer than --timeout seconds for a failed process fails.
 
 Output in --out (default runs/<name>):
-    metrics.csv         step,loss,lr,eval_loss,eval_acc,lipschitz_upper: a row per step
+    metrics.csv         step,loss,lr,eval_loss,eval_acc,lipschitz_upper,skipped: a row per
+                        step; skipped counts the steps skipped so far
     certificates.jsonl  the certificate's report every --certify-every steps, a JSON a line
-    checkpoint.pt       model, optimizer, scheduler, step, args; --resume continues from it
-                        with the same batches, and on CPU ends with the same weights
+    checkpoint.pt       model, optimizer, scheduler, step, args and their SHA-256; --resume
+                        checks it and continues with the same batches, and on CPU ends with
+                        the same weights; a damaged checkpoint is refused and left as it is
+    train.lock          held while a run writes here: one --out takes one run at a time
     final.json          steps, train_loss, eval_loss, eval_acc, seconds; losses per token for text
     certificate.json    the Lipschitz certificate of the trained weights
 
@@ -58,6 +68,9 @@ Imports torch and the Python standard library only.
 
 import argparse
 import contextlib
+import ctypes
+import hashlib
+import inspect
 import json
 import math
 import os
@@ -92,24 +105,100 @@ from distributed import (  # noqa: E402
 from model import INPUT_SHAPE, OUTPUT_SHAPE, build_model  # noqa: E402
 from optimizer import make_optimizer  # noqa: E402
 
-FIELDS = ["step", "loss", "lr", "eval_loss", "eval_acc", "lipschitz_upper"]
+try:
+    import fcntl
+except ImportError:  # Windows
+    import msvcrt
+
+    fcntl = None
+
+FIELDS = ["step", "loss", "lr", "eval_loss", "eval_acc", "lipschitz_upper", "skipped"]
+# The optimizer's settings, passed to make_optimizer; their defaults are its own, which are
+# the spec's (None: make_optimizer's default, or a setting that it does not take).
+SETTINGS = ["constraint", "momentum", "nesterov", "polar", "weight_decay"]
+SETTINGS += ["beta1", "beta2", "eps", "decay", "adamw_lr"]
+SPEC_OPTIMIZER = {
+    name: p.default
+    for name, p in inspect.signature(make_optimizer).parameters.items()
+    if p.default is not p.empty
+}
 DEFAULTS = {
     "data": "synthetic",
     "steps": 1000,
     "batch_size": 128,
     "grad_accum": 1,
     "lr": 0.1,
-    "optimizer": None,  # None: the default of optimizer.py, from the spec
-    "constraint": None,
-    "momentum": None,
-    "weight_decay": None,
+    "optimizer": SPEC_OPTIMIZER.get("kind"),
+    **{key: SPEC_OPTIMIZER.get(key) for key in SETTINGS},
     "schedule": "linear",
     "warmup": 0,
     "eval_every": 100,
     "checkpoint_every": 100,
     "certify_every": 0,
     "seed": 0,
+    "max_skips": 10,
 }
+KINDS = getattr(sys.modules[make_optimizer.__module__], "KINDS", None)
+POLARS = list(getattr(sys.modules[make_optimizer.__module__], "POLAR", {})) or None
+
+
+def number(low: float, high: float = math.inf, low_open: bool = False) -> Callable:
+    """A check: a finite number in [low, high), or (low, high) when `low_open`."""
+
+    def check(v: object) -> bool:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            return False
+        return (low < v if low_open else low <= v) and v < high
+
+    return check
+
+
+def integer(low: int, high: float = math.inf) -> Callable:
+    """A check: an integer in [low, high)."""
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and low <= v < high
+
+
+def one_of(choices: list[str] | None) -> Callable:
+    """A check: one of `choices` (any string if None)."""
+    return lambda v: isinstance(v, str) and (choices is None or v in choices)
+
+
+# What each of DEFAULTS must be, on the command line and in a checkpoint's args; None is
+# also fine for the optimizer's kind and settings (make_optimizer's own default then).
+RULES = {
+    "data": ("a data set's name or a path", one_of(None)),
+    "steps": ("an integer ≥ 1", integer(1)),
+    "batch_size": ("an integer ≥ 1", integer(1)),
+    "grad_accum": ("an integer ≥ 1", integer(1)),
+    "lr": ("a finite number ≥ 0", number(0)),
+    "optimizer": ("an optimizer kind", one_of(KINDS)),
+    "constraint": ("none, cap or normalize", one_of(["none", "cap", "normalize"])),
+    "momentum": ("a number in [0, 1)", number(0, 1)),
+    "nesterov": ("true or false", lambda v: isinstance(v, bool)),
+    "polar": ("a polar method", one_of(POLARS)),
+    "weight_decay": ("a finite number ≥ 0", number(0)),
+    "beta1": ("a number in [0, 1)", number(0, 1)),
+    "beta2": ("a number in [0, 1)", number(0, 1)),
+    "eps": ("a finite number ≥ 0", number(0)),
+    "decay": ("a finite number > 0", number(0, low_open=True)),
+    "adamw_lr": ("a finite number ≥ 0", number(0)),
+    "schedule": ("constant, cosine or linear", one_of(["constant", "cosine", "linear"])),
+    "warmup": ("an integer ≥ 0", integer(0)),
+    "eval_every": ("an integer ≥ 0", integer(0)),
+    "checkpoint_every": ("an integer ≥ 0", integer(0)),
+    "certify_every": ("an integer ≥ 0", integer(0)),
+    "seed": ("an integer in [0, 2^64)", integer(0, 2**64)),
+    "max_skips": ("an integer ≥ 1", integer(1)),
+}
+
+
+def bad_arg(args: dict) -> tuple[str, str] | None:
+    """The first of `args` that breaks its rule, as (key, "must be ..., got VALUE"), or None."""
+    for key, (what, ok) in RULES.items():
+        value = args.get(key)
+        if not ((value is None and key in ["optimizer", *SETTINGS]) or ok(value)):
+            return key, f"must be {what}, got {value!r}"
+    return None
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -143,15 +232,17 @@ def train_step(
     optimizer: Optimizer,
     scheduler: LambdaLR,
     batches: list[tuple[torch.Tensor, torch.Tensor]],
-    step: int,
     bf16: bool = False,
-) -> tuple[float, float]:
+) -> tuple[float, float, bool]:
     """One update on the micro-batches [(x, y), ...], the gradient of their mean loss (DDP
     averages it over the ranks in the last backward); returns the loss, a mean over the
-    micro-batches and the ranks, and the learning rate it used. With bf16 the forward
-    passes run under bfloat16 autocast (the loss in float32)."""
+    micro-batches and the ranks (so every rank decides alike), the learning rate it used,
+    and whether the step was skipped: its loss or its gradients were not finite, so the
+    weights and the optimizer's state stay as they were (the optimizer checks the
+    gradients). With bf16 the forward passes run under bfloat16 autocast (the loss in
+    float32)."""
     optimizer.zero_grad(set_to_none=True)
-    total = 0.0
+    value = 0.0
     for i, (x, y) in enumerate(batches):
         last = i == len(batches) - 1
         no_sync = getattr(model, "no_sync", contextlib.nullcontext)  # DDP: reduce once
@@ -159,15 +250,15 @@ def train_step(
             with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
                 logits = model(x)
             loss = F.cross_entropy(*flat(logits.float(), y))
-            (loss / len(batches)).backward()
-        total += loss.item() / len(batches)
-    total = mean_over_ranks(total, x.device)
-    if not math.isfinite(total):
-        diverged(f"the loss is {total} at step {step}")
+            (loss / len(batches)).backward()  # every rank: DDP's all-reduce waits for all
+        value += loss.item() / len(batches)
+    value = mean_over_ranks(value, x.device)
     lr = optimizer.param_groups[0]["lr"]
-    optimizer.step()
+    skipped_before = getattr(optimizer, "skipped", 0)
+    if math.isfinite(value):
+        optimizer.step()
     scheduler.step()
-    return total, lr
+    return value, lr, not math.isfinite(value) or getattr(optimizer, "skipped", 0) > skipped_before
 
 
 @torch.no_grad()
@@ -224,6 +315,42 @@ def write_json(path: Path, obj: dict) -> None:
     write_atomic(path, lambda f: f.write(json.dumps(obj, indent=2).encode() + b"\n"))
 
 
+def digest(obj: object) -> str:
+    """SHA-256 of a checkpoint's contents, in order: each tensor by dtype, shape and bytes,
+    containers by their items, anything else by type and repr."""
+    h = hashlib.sha256()
+
+    def feed(o: object) -> None:
+        if isinstance(o, torch.Tensor):
+            t = o.detach().cpu().contiguous()
+            h.update(f"tensor {t.dtype} {tuple(t.shape)}:".encode())
+            if t.numel():  # the tensor's bytes in place, without a copy
+                h.update((ctypes.c_char * t.nbytes).from_address(t.data_ptr()))
+        elif isinstance(o, (dict, list, tuple)):
+            h.update(f"{type(o).__name__} {len(o)}:".encode())
+            for item in o.items() if isinstance(o, dict) else o:
+                feed(item)
+        else:
+            h.update(f"{type(o).__name__} {o!r};".encode())
+
+    feed(obj)
+    return h.hexdigest()
+
+
+CHECKPOINT = {  # what --resume needs, and its type
+    "model": dict,
+    "optimizer": dict,
+    "scheduler": dict,
+    "rng": torch.Tensor,
+    "step": int,
+    "args": dict,
+    "loss": float,
+    "seconds": float,
+    "skipped": int,
+    "in_a_row": int,
+}
+
+
 def save_checkpoint(
     path: Path,
     model: nn.Module,
@@ -231,7 +358,8 @@ def save_checkpoint(
     scheduler: LambdaLR,
     **info: object,
 ) -> None:
-    """All that --resume needs: the three states, the CPU RNG, and step, args, ..."""
+    """All that --resume needs (CHECKPOINT: the three states, the CPU RNG, step, args, ...)
+    and the digest of it all, which --resume checks."""
     if not all(p.isfinite().all() for p in model.parameters()):
         diverged(f"the weights are not finite after step {info['step']}")
     ckpt = {
@@ -241,7 +369,26 @@ def save_checkpoint(
         "rng": torch.get_rng_state(),
         **info,
     }
+    ckpt["sha256"] = digest(ckpt)
     write_atomic(path, lambda f: torch.save(ckpt, f))
+
+
+def load_checkpoint(path: Path) -> dict:
+    """The checkpoint at `path`, its digest checked; anything else ends the run with one
+    line, and the file is left as it is."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 (truncated, foreign, a folder: whatever load raises)
+        fail(f"{path} cannot be read as a checkpoint ({type(e).__name__}); it is left as it is")
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("sha256"), str):
+        fail(f"{path} is not a checkpoint of train.py (no checksum); it is left as it is")
+    content = {k: v for k, v in ckpt.items() if k != "sha256"}
+    if digest(content) != ckpt["sha256"]:
+        fail(f"{path} is damaged: its contents do not match its checksum; it is left as it is")
+    for key, kind in CHECKPOINT.items():
+        if not isinstance(content.get(key), kind) or isinstance(content.get(key), bool):
+            fail(f"{path} has no {key} of type {kind.__name__}; it is left as it is")
+    return content
 
 
 def start_metrics(path: Path, keep_until: int) -> None:
@@ -290,7 +437,7 @@ class Progress:
         self.start, self.steps, self.quiet = start, steps, quiet
         self.tty, self.t0, self.shown = sys.stderr.isatty(), time.time(), 0.0
 
-    def update(self, step: int, loss: float) -> None:
+    def update(self, step: int, loss: float, skipped: int) -> None:
         now, last = time.time(), step == self.steps
         decile = step * 10 // self.steps > (step - 1) * 10 // self.steps
         if self.quiet or not (last or (now - self.shown > 0.1 if self.tty else decile)):
@@ -299,7 +446,8 @@ class Progress:
         eta = int((self.steps - step) / max(rate, 1e-9))
         line = (
             f"step {step:>{len(str(self.steps))}}/{self.steps} "
-            f"[{'#' * (20 * step // self.steps):<20}] loss {loss:.4f} | "
+            f"[{'#' * (20 * step // self.steps):<20}] loss {loss:.4f}"
+            f"{f' ({skipped} skipped)' if skipped else ''} | "
             f"{rate:.1f} it/s | ETA {eta // 60}:{eta % 60:02d}"
         )
         if self.tty:  # back to the start of the line, and clear what is left of it
@@ -331,15 +479,26 @@ def parse_args() -> argparse.Namespace:
     p.add_argument(
         "--optimizer",
         choices=getattr(sys.modules[make_optimizer.__module__], "KINDS", None),
-        help="optimizer kind (default: the spec's)",
+        help="optimizer kind",
     )
     p.add_argument(
         "--constraint",
         choices=["none", "cap", "normalize"],
-        help="Lipschitz constraint after each step (default: the spec's)",
+        help="Lipschitz constraint after each step",
     )
-    p.add_argument("--momentum", type=float, help="momentum (β1) of the optimizer")
+    p.add_argument(
+        "--momentum",
+        type=float,
+        help="momentum (β1) of the optimizer; None: 0.9 for the Adam family, else 0.95",
+    )
+    p.add_argument("--nesterov", action=argparse.BooleanOptionalAction, help="Nesterov momentum")
+    p.add_argument("--polar", choices=POLARS, help="dualized: how polar factors are computed")
     p.add_argument("--weight-decay", type=float, help="decoupled weight decay")
+    p.add_argument("--beta1", type=float, help="muon: β1 of the AdamW part")
+    p.add_argument("--beta2", type=float, help="β2 of normalized:adam, adamw, muon's AdamW")
+    p.add_argument("--eps", type=float, help="ε of normalized:adam, adamw, muon's AdamW")
+    p.add_argument("--decay", type=float, help="normalized:adafactor: β2_t = 1 − t^(−decay)")
+    p.add_argument("--adamw-lr", type=float, help="muon: learning rate of the AdamW part")
     p.add_argument("--schedule", choices=["constant", "cosine", "linear"], help="lr decay")
     p.add_argument("--warmup", type=int, help="steps of linear lr warm-up")
     p.add_argument(
@@ -349,6 +508,9 @@ def parse_args() -> argparse.Namespace:
         help="auto: cuda if available",
     )
     p.add_argument("--seed", type=int, help="seeds the initial weights and the batch order")
+    p.add_argument(
+        "--max-skips", type=int, help="stop after this many skipped (non-finite) steps in a row"
+    )
     p.add_argument(
         "--out",
         default=str(Path("runs", spec.get("name", HERE.name))),
@@ -378,10 +540,10 @@ def parse_args() -> argparse.Namespace:
     p.set_defaults(**DEFAULTS)
     p.set_defaults(**{k: v for k, v in spec.get("train", {}).items() if k in DEFAULTS})
     args = p.parse_args()
-    if args.steps < 1 or args.batch_size < 1 or args.grad_accum < 1:
-        p.error("--steps, --batch-size and --grad-accum must be at least 1")
+    if problem := bad_arg(vars(args)):
+        fail(f"--{problem[0].replace('_', '-')} {problem[1]}")
     if not 0 < args.timeout < math.inf:
-        p.error("--timeout must be a positive number of seconds")
+        fail(f"--timeout must be a positive number of seconds, got {args.timeout}")
     if args.data not in NAMES:  # a path: absolute, for --resume
         path = Path(args.data).expanduser()  # relative to the cwd, else to this directory
         path = HERE / path if not path.exists() and (HERE / path).exists() else path
@@ -389,19 +551,22 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def resume_from(args: argparse.Namespace) -> dict | None:
-    """With --resume, the checkpoint in --out. Its arguments (all but --device, --out,
-    --quiet, --bf16, --compile and --timeout) replace the command line's: the run continues
-    as it began. Every rank reads it: --out must be on a file system that all of them see."""
+def resume_from(args: argparse.Namespace) -> tuple[dict | None, list[str]]:
+    """With --resume, the checkpoint in --out, checked, and the arguments it changes. Its
+    arguments (all but --device, --out, --quiet, --bf16, --compile and --timeout) replace
+    the command line's: the run continues as it began. Every rank reads it: --out must be
+    on a file system that all of them see."""
     path = Path(args.out) / "checkpoint.pt"
-    if not (args.resume and path.exists()):
+    if not (args.resume and (path.exists() or path.is_symlink())):
         if args.resume and not ranks()[0]:
             print(
                 f"train.py: no checkpoint in {args.out}; starting at step 0",
                 file=sys.stderr,
             )
-        return None
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        return None, []
+    ckpt = load_checkpoint(path)
+    if problem := bad_arg(ckpt["args"]):
+        fail(f"{path} has a bad args.{problem[0]}: it {problem[1]}; it is left as it is")
     if ckpt.get("ranks", 1) != ranks()[1] and not ranks()[0]:
         print(
             f"train.py: the checkpoint is of {ckpt.get('ranks', 1)} processes, this run has "
@@ -409,13 +574,8 @@ def resume_from(args: argparse.Namespace) -> dict | None:
             file=sys.stderr,
         )
     changed = [k for k in DEFAULTS if vars(args)[k] != ckpt["args"].get(k)]
-    if changed and not ranks()[0]:
-        print(
-            f"train.py: resuming with the checkpoint's {', '.join(changed)}",
-            file=sys.stderr,
-        )
     vars(args).update({k: ckpt["args"].get(k) for k in DEFAULTS})
-    return ckpt
+    return ckpt, changed
 
 
 def get_data(data: str, device: torch.device) -> Dataset:
@@ -433,13 +593,8 @@ def build(
     from `ckpt` when resuming."""
     torch.manual_seed(args.seed)
     model = build_model().to(device)
-    options = {
-        "kind": args.optimizer,
-        "constraint": args.constraint,
-        "momentum": args.momentum,
-        "weight_decay": args.weight_decay,
-        "compile": args.compile or None,
-    }
+    options = {"kind": args.optimizer, **{k: vars(args)[k] for k in SETTINGS}}
+    options["compile"] = args.compile or None
     try:
         optimizer = make_optimizer(
             model, args.lr, **{k: v for k, v in options.items() if v is not None}
@@ -451,11 +606,32 @@ def build(
         optimizer.dual_maps = split_dual_maps(optimizer.dual_maps, atoms, Dealer())
     scheduler = LambdaLR(optimizer, lr_factor(args.schedule, args.warmup, args.steps))
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        torch.set_rng_state(ckpt["rng"])
+        try:
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            torch.set_rng_state(ckpt["rng"])
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            fail(
+                f"{Path(args.out) / 'checkpoint.pt'} is for another network or optimizer "
+                f"({first}); it is left as it is"
+            )
     return model, optimizer, scheduler
+
+
+def lock(out: Path) -> IO:
+    """Hold out/train.lock while this process lives (the system frees it however the
+    process ends): a second run on the same --out stops at once with a clear error."""
+    f = open(out / "train.lock", "a+b")  # noqa: SIM115 (kept open: that holds the lock)
+    try:
+        if fcntl is not None:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        else:
+            msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
+    except OSError:
+        fail(f"{out} is in use by another run of train.py; let it finish, or pass another --out")
+    return f
 
 
 def main() -> None:
@@ -465,20 +641,26 @@ def main() -> None:
     device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
     if launched():  # by torchrun: one of several processes
         device = join(device, args.timeout)
+    out, held = Path(args.out), contextlib.nullcontext()
     try:
-        train(args, device)
+        if ranks()[0] == 0:  # rank 0 alone writes in --out
+            out.mkdir(parents=True, exist_ok=True)
+            held = lock(out)
+    except OSError as e:
+        fail(f"--out {out}: {e.strerror or e}")
+    try:
+        with held:
+            train(args, device, out)
     finally:
         leave()
 
 
-def train(args: argparse.Namespace, device: torch.device) -> None:
-    """The run: on every rank; only rank 0 writes files."""
+def train(args: argparse.Namespace, device: torch.device, out: Path) -> None:
+    """The run in `out`, on every rank; rank 0, which holds the lock of `out`, alone writes."""
     rank, world = ranks()
     writes = rank == 0
-    out = Path(args.out)
     if writes:
-        out.mkdir(parents=True, exist_ok=True)
-        for stale in out.glob("*.tmp"):  # left by a run killed while writing
+        for stale in out.glob("*.tmp"):  # left by a killed run (only this run may write here)
             stale.unlink()
         if world > 1 or args.grad_accum > 1:
             print(
@@ -487,10 +669,13 @@ def train(args: argparse.Namespace, device: torch.device) -> None:
                 "(--grad-accum)",
                 file=sys.stderr,
             )
-    ckpt = resume_from(args)
+    ckpt, changed = resume_from(args)
     dataset = get_data(args.data, device)
     model, optimizer, scheduler = build(args, device, ckpt)
+    if changed and writes:
+        print(f"train.py: resuming with the checkpoint's {', '.join(changed)}", file=sys.stderr)
     start, loss, seconds = (ckpt["step"], ckpt["loss"], ckpt["seconds"]) if ckpt else (0, 0.0, 0.0)
+    skipped, in_a_row = (ckpt["skipped"], ckpt["in_a_row"]) if ckpt else (0, 0)
 
     def due(step: int, every: int) -> bool:
         return step == args.steps or (every > 0 and step % every == 0)
@@ -506,10 +691,16 @@ def train(args: argparse.Namespace, device: torch.device) -> None:
     model.train()
     for step in range(start + 1, args.steps + 1):  # `step` counts the updates made so far
         batches = micro_batches(dataset, step - 1, args.batch_size, args.grad_accum, args.seed)
-        loss, lr = train_step(forward, optimizer, scheduler, batches, step, args.bf16)
+        loss, lr, skip = train_step(forward, optimizer, scheduler, batches, args.bf16)
+        skipped, in_a_row = skipped + skip, in_a_row + 1 if skip else 0
+        if in_a_row >= args.max_skips:  # every rank alike: the loss is the ranks' mean
+            diverged(
+                f"{in_a_row} steps in a row, up to step {step}, had a non-finite loss or "
+                f"gradient (loss {loss:.4g}) and were skipped"
+            )
         if not writes:
             continue
-        row = {"step": step, "loss": loss, "lr": lr}
+        row = {"step": step, "loss": loss, "lr": lr, "skipped": skipped}
         with torch.random.fork_rng(rng_devices):  # measuring never changes the training run
             if due(step, args.eval_every):
                 row["eval_loss"], row["eval_acc"] = evaluate(model, *dataset.held_out(), args.bf16)
@@ -526,9 +717,11 @@ def train(args: argparse.Namespace, device: torch.device) -> None:
                 args=vars(args),
                 loss=loss,
                 seconds=seconds + time.time() - t0,
+                skipped=skipped,
+                in_a_row=in_a_row,
                 ranks=world,
             )
-        progress.update(step, loss)
+        progress.update(step, loss, skipped)
     seconds += time.time() - t0
     if not writes:
         return
