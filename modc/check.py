@@ -56,7 +56,7 @@ def _rows(
         (
             "  " * depth + prefix + name,
             f"{_shape(node.in_shape)} → {_shape(node.out_shape)}",
-            _count(count(node, sympy.Integer(1), Largest())[0]),
+            _count(count(node, sympy.Integer(1), Largest())),
             str(sympy.nsimplify(mass) if mass.is_number else mass),
             str(a.sensitivity(node)),
         )

@@ -41,11 +41,13 @@ def cmd_bounds(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from modc.sweep import sweep
-    from modc.sweep.runner import usable_cores
+    from modc.sweep.runner import MAX_JOBS, usable_cores
 
     args.jobs = min(usable_cores(), 8) if args.jobs is None else args.jobs
     if min(args.jobs, args.seeds, args.steps) < 1:
         raise ModcError("--jobs, --seeds and --steps must be at least 1")
+    if args.jobs > MAX_JOBS:
+        raise ModcError(f"--jobs {args.jobs}: at most {MAX_JOBS} runs in parallel")
     train_args = ["--steps", str(args.steps)] + (["--data", args.data] if args.data else [])
     out = Path(args.out or Path("sweeps") / Path(args.spec).stem)
     optimizers = [o.strip() for o in args.optimizer.split(",") if o.strip()]
@@ -53,13 +55,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     text = sweep(
         Path(args.spec),
         args.vary,
-        args.lr,
+        args.lr or [],
         optimizers,
         out,
         train_args,
         args.jobs,
         args.seeds,
         args.param,
+        args.set,
     )
     minutes, seconds = divmod(round(time.monotonic() - start), 60)
     print(text)
@@ -141,18 +144,30 @@ def _parser() -> argparse.ArgumentParser:
         "--free", default="", metavar="NAMES", help="comma-separated parameters to keep as symbols"
     )
 
-    s = command("sweep", cmd_sweep, "train a grid of sizes × learning rates to check transfer")
+    s = command(
+        "sweep", cmd_sweep, "train a grid of sizes × settings × learning rates to check transfer"
+    )
     s.add_argument(
         "--vary",
         action="append",
-        required=True,
+        default=[],
         metavar="NAME=V1,V2,...",
         help="a parameter and its values, e.g. width=32,64,128 (repeatable)",
     )
     s.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SETTING=V1,V2,...",
+        help="an optimizer setting and its values, e.g. decay=0.5,0.8,1 or clip=none,1 "
+        "(repeatable)",
+    )
+    s.add_argument(
         "--lr",
-        default="2^-8:2^2",
-        help="LO:HI[:FACTOR] geometric grid (default factor 2) or a list a,b,c",
+        action="append",
+        metavar="[KIND=]GRID",
+        help="LO:HI[:FACTOR] geometric grid (default factor 2) or a list a,b,c; KIND=GRID for "
+        "one optimizer (repeatable; default: a range per kind; at most 64 points a grid)",
     )
     s.add_argument("--steps", type=int, default=200, help="steps per run")
     s.add_argument("--optimizer", default="dualized", help="comma-separated optimizer kinds")

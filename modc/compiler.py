@@ -16,7 +16,7 @@ from modc.graph import ir
 from modc.graph.budget import check_budget
 from modc.graph.elaborate import elaborate
 from modc.graph.params import parse_override
-from modc.spec import ast, load_spec
+from modc.spec import ast, load_spec, read_source
 from modc.theory.analysis import Analysis, analyze
 
 
@@ -68,7 +68,8 @@ def build(
     """
     params = _texts(params)
     if out is None:
-        text = repr(path) if isinstance(path, ast.Spec) else Path(path).resolve().read_bytes()
+        # a file is read as compile reads it: refused if too long, before reading it all
+        text = repr(path) if isinstance(path, ast.Spec) else read_source(path).text
         key = hashlib.sha256(repr((text, params)).encode())
         out = Path(tempfile.gettempdir()) / "modc-builds" / key.hexdigest()[:16]
     where = compile_spec(path, out, params)

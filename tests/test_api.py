@@ -195,8 +195,6 @@ class Recipe:
             return m.residual(self.depth + 1, a), f"residual(depth + 1) {{ {ta} }}"
         if pick == 8:
             return m.tare(3, a), f"tare(3) {{ {ta} }}"
-        if "wrap(" in ta:  # elaboration takes wrap(wrap(x)) for recursion
-            return m.tare(3, a), f"tare(3) {{ {ta} }}"
         self.defs["wrap"] = "def wrap(f) = Gain > f"
         return wrap(a), f"wrap({ta})"
 

@@ -60,8 +60,8 @@ def run_case(path: Path, analyse: bool) -> bool:
 
 @pytest.fixture
 def small_budget(monkeypatch):
-    """Keep mutated depths cheap: at most 2,000 atom copies."""
-    monkeypatch.setattr(budget, "MAX_ATOMS", 2000)
+    """Keep mutated depths cheap: at most 2,000 operations, every copy counted."""
+    monkeypatch.setattr(budget, "MAX_OPERATIONS", 2000)
 
 
 def test_mutated_specs_fail_cleanly(tmp_path: Path, small_budget):

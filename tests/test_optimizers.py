@@ -403,10 +403,10 @@ def test_spec_optimizer_section_sets_the_defaults(write_spec, tmp_path):
 )
 def test_bad_optimizer_settings_are_refused(write_spec, section, message):
     spec = write_spec("input: 6\nnetwork:\n  - Linear: 3\noptimizer:\n" + section)
-    network, _ = modc.load(spec)
     with pytest.raises(ModcError) as e:
-        optimizer_settings(network)
+        modc.load(spec)  # `check` refuses what `compile` would, at the setting
     assert message in e.value.message
+    assert (e.value.span.line, e.value.span.col) == (5, 3)
     if "momentun" in section:
         assert "momentum" in e.value.hint
 
@@ -422,9 +422,8 @@ def test_unreachable_lipschitz_bound_is_refused(write_spec):
         "input: 6\nnetwork:\n  - sum:\n    - [Identity]\n    - [Linear: 6]\noptimizer:\n"
         "  lipschitz: 0.5\n"
     )
-    network, _ = modc.load(spec)
     with pytest.raises(ModcError, match="bonds alone give a bound of 1"):
-        optimizer_settings(network)
+        modc.load(spec)
 
 
 @pytest.fixture(scope="module")

@@ -525,6 +525,7 @@ def test_every_optimizer_setting_has_a_flag_recorded_in_the_runs_args(tmp_path, 
         | {"beta1": 0.8, "beta2": 0.95, "eps": 1e-6},
         "dualized": {"polar": "muon", "constraint": "normalize"},
         "normalized:adafactor": {"decay": 0.8},
+        "adafactor": {"clip": 2.0, "eps1": 1e-20, "eps2": 0.01},
     }
     # every setting a spec can hold has a flag, but the bound, which is compiled into the caps
     assert set(KEYS) - {"kind", "lipschitz", "max_norm"} == {k for r in runs.values() for k in r}
@@ -550,6 +551,8 @@ def test_every_optimizer_setting_has_a_flag_recorded_in_the_runs_args(tmp_path, 
     assert (adamw["lr"], adamw["betas"], adamw["eps"]) == (0.002, (0.8, 0.95), 1e-6)
     assert groups["dualized"]["param_groups"][0]["polar"] == {"method": "muon", "steps": 5}
     assert groups["normalized:adafactor"]["param_groups"][0]["decay"] == 0.8
+    adafactor = groups["adafactor"]["param_groups"][0]
+    assert (adafactor["clip"], adafactor["eps1"], adafactor["eps2"]) == (2.0, 1e-20, 0.01)
 
 
 POISON = """

@@ -7,7 +7,14 @@ import inspect
 from modc.codegen.settings import KINDS, OptimizerSettings, optimizer_settings
 from modc.codegen.source import literal, module, snippets
 from modc.graph import ir
-from modc.runtime.optim import Combined, Constrain, Dualized, Normalized, SkipNonFinite
+from modc.runtime.optim import (
+    Adafactor,
+    Combined,
+    Constrain,
+    Dualized,
+    Normalized,
+    SkipNonFinite,
+)
 from modc.theory.analysis import Analysis
 
 SIGNATURE = """
@@ -23,6 +30,10 @@ def make_optimizer(
     beta2: float = {beta2},
     eps: float = {eps},
     decay: float = {decay},
+    clip: float | None = {clip},
+    clip_alpha: float | None = {clip_alpha},
+    eps1: float = {eps1},
+    eps2: float = {eps2},
     adamw_lr: float = {adamw_lr},
     beta1: float = {beta1},
     compile: bool = False,
@@ -43,7 +54,11 @@ BODY = '''
     muon                  torch.optim.Muon (lr, momentum) on the HIDDEN matrices, AdamW
                           (adamw_lr, betas beta1, beta2) on the rest: embeddings, the head,
                           gains and biases (baseline, as Muon's authors run it)
-    momentum None means 0.9 for normalized:adam, normalized:adafactor and adamw, else 0.95.
+    adafactor             Adafactor itself (Shazeer & Stern 2018): relative step min(lr, 1/√t)
+                          times max(eps2, RMS(W)), β2_t = 1 − t^(−decay), update clipping at
+                          the constant clip, at t^(decay/(2(clip_alpha − 1))), or none
+    momentum None means 0.9 for normalized:adam, normalized:adafactor and adamw, 0 (off)
+    for adafactor, else 0.95; decay, clip and clip_alpha apply to both Adafactors.
     Every kind skips a step whose gradients hold a NaN or an infinity (weights and state
     stay as they were) and counts it in `optimizer.skipped`.
     compile: dualized runs its step through torch.compile (a schedule's lr changes do not
@@ -64,6 +79,7 @@ BODY = '''
             raise ValueError(f"{name} must be a finite number ≥ 0, got {value}")
     if momentum is None:
         momentum = 0.9 if kind in ("normalized:adam", "normalized:adafactor", "adamw") else 0.95
+        momentum = 0.0 if kind == "adafactor" else momentum
     groups: dict[str, dict] = {}
     for name, (atom, target) in TARGETS.items():
         group = groups.setdefault(atom, {"params": [], "targets": [], "atom": atom})
@@ -79,7 +95,12 @@ BODY = '''
     elif kind.startswith("normalized:"):
         base = kind.split(":")[1]
         optimizer = Normalized(
-            atoms, NORMS, lr, base, momentum, nesterov, beta2, eps, decay, weight_decay
+            atoms, NORMS, lr, base, momentum, nesterov, beta2, eps, decay, weight_decay,
+            clip, clip_alpha,
+        )
+    elif kind == "adafactor":
+        optimizer = Adafactor(
+            params.values(), lr, decay, clip, clip_alpha, eps1, eps2, momentum, weight_decay
         )
     elif kind == "adamw":
         betas = (momentum, beta2)
@@ -124,6 +145,10 @@ def _make(s: OptimizerSettings) -> str:
         "beta2": repr(s.beta2),
         "eps": repr(s.eps),
         "decay": repr(s.decay),
+        "clip": repr(s.clip),
+        "clip_alpha": repr(s.clip_alpha),
+        "eps1": repr(s.eps1),
+        "eps2": repr(s.eps2),
         "adamw_lr": repr(s.adamw_lr),
         "beta1": repr(s.beta1),
     }
@@ -253,6 +278,7 @@ def emit_optimizer(network: ir.Network, analysis: Analysis) -> str:
         SkipNonFinite,
         Dualized,
         Normalized,
+        Adafactor,
         Combined,
         Constrain,
     ]

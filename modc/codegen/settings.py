@@ -3,14 +3,21 @@
 ```yaml
 optimizer:
   kind: dualized        # dualized | normalized:sgd | normalized:adam | normalized:adafactor
-                        # | adamw | muon
-  momentum: 0.95        # β1 of every kind (default 0.95; 0.9 for the Adam family)
+                        # | adamw | muon | adafactor
+  momentum: 0.95        # β1 of every kind (default 0.95; 0.9 for the Adam family; 0, off,
+                        # for adafactor: Shazeer & Stern 2018 §7.1)
   nesterov: true        # dualized, normalized:sgd, muon
   polar: polar_express  # dualized: polar_express (8 steps) | muon (Muon's 5-step quintic)
   weight_decay: 0.0     # decoupled; shared by mass in dualized and normalized:*
   beta2: 0.999          # normalized:adam, adamw, and muon's AdamW part
   eps: 1.0e-8           # normalized:adam, adamw, muon's AdamW part
-  decay: 1.0            # normalized:adafactor: β2_t = 1 − t^(−decay)
+  decay: 1.0            # adafactor, normalized:adafactor: β2_t = 1 − t^(−decay); 1.0 gives
+                        # the Õ(1/√T) rate of Hong & Lin 2024, S&S 2018 (and torch) use 0.8
+  clip: none            # adafactor, normalized:adafactor: update clipping U/max(1, RMS(U)/d):
+                        # none | d (a constant, S&S 2018 §6 use 1) | alpha=A (Hong & Lin's
+                        # time-varying d_t = t^(decay/(2(A−1))), A > 1)
+  eps1: 1.0e-30         # adafactor: added to G² in the second moment (S&S 2018 Alg. 4)
+  eps2: 1.0e-3          # adafactor: the step is max(eps2, RMS(W)) times the relative step
   adamw_lr: 3.0e-4      # muon: learning rate of the AdamW part (embeddings, head, gains,
                         # biases); its own, not lr: Muon's authors run AdamW at 3e-4
   beta1: 0.9            # muon: β1 of the AdamW part (Muon's own momentum is `momentum`)
@@ -40,6 +47,7 @@ KINDS = (
     "normalized:adafactor",
     "adamw",
     "muon",
+    "adafactor",
 )
 CONSTRAINTS = ("none", "cap", "normalize")
 POLARS = ("polar_express", "muon")
@@ -52,6 +60,9 @@ KEYS = (
     "beta2",
     "eps",
     "decay",
+    "clip",
+    "eps1",
+    "eps2",
     "adamw_lr",
     "beta1",
     "constraint",
@@ -72,6 +83,10 @@ class OptimizerSettings:
     beta2: float = 0.999
     eps: float = 1e-8
     decay: float = 1.0
+    clip: float | None = None
+    clip_alpha: float | None = None
+    eps1: float = 1e-30
+    eps2: float = 1e-3
     adamw_lr: float = 3e-4
     beta1: float = 0.9
     constraint: str = "none"
@@ -106,6 +121,24 @@ def _choice(key: str, value: object, choices: tuple[str, ...]) -> str:
     )
 
 
+def _clip(value: object) -> dict[str, float]:
+    """`clip: none`, a constant threshold d > 0, or `alpha=A` (A > 1): the time-varying one."""
+    if value == "none":
+        return {}
+    if isinstance(value, str) and value.startswith("alpha="):
+        try:
+            alpha = float(value[len("alpha=") :])
+        except ValueError:
+            alpha = math.nan
+        if alpha > 1 and math.isfinite(alpha):
+            return {"clip_alpha": alpha}
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        return {"clip": _positive("clip", value)}
+    raise ModcError(
+        f"optimizer.clip must be none, a positive number d, or alpha=A with A > 1; got {value!r}"
+    )
+
+
 def optimizer_settings(network: ir.Network) -> OptimizerSettings:
     """The checked `optimizer:` section of `network`, with the constraint's cap solved."""
     raw = dict(network.optimizer)
@@ -130,7 +163,11 @@ def optimizer_settings(network: ir.Network) -> OptimizerSettings:
             got[key] = _number(key, raw[key], 0, 1, closed=False)
     if "eps" in raw:
         got["eps"] = _number("eps", raw["eps"], 0, math.inf)
-    for key in ("decay", "adamw_lr", "lipschitz", "max_norm"):
+    if "clip" in raw:
+        got.update(_clip(raw["clip"]))
+    if "eps2" in raw:
+        got["eps2"] = _number("eps2", raw["eps2"], 0, math.inf)
+    for key in ("decay", "eps1", "adamw_lr", "lipschitz", "max_norm"):
         if key in raw:
             got[key] = _positive(key, raw[key])
     bounded = "lipschitz" in got or "max_norm" in got

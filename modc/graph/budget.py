@@ -1,24 +1,27 @@
-"""Refuse networks too large to hold in memory, before anything is allocated.
+"""Refuse networks too large to build or to hold in memory, before anything is allocated.
 
-The count comes from the module IR alone (weight shapes times copies), so it is cheap
-for any depth and runs before the analysis, whose work grows with the number of copies.
+Elaboration counts operations (atoms and bonds, every copy of a repeated body counted) as
+it goes, so that no spec makes it, or anything after it, work without bound. The weights'
+size comes from the module IR alone (weight shapes times copies), so it is cheap for any
+depth and runs before the analysis.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from math import prod
 
 import sympy
 
 from modc.errors import ModcError
 from modc.graph import ir
+from modc.source import Span
 
 #: Bytes per parameter: weights are float32.
 BYTES = 4
-#: Most copies of atoms (layers with weights) a network may have.
-MAX_ATOMS = 100_000
+#: Most operations (atoms and bonds, every copy counted) a network may have.
+MAX_OPERATIONS = 100_000
 #: Environment variable that sets the memory limit in bytes (default: physical memory).
 LIMIT_VARIABLE = "MODC_MAX_BYTES"
 
@@ -29,6 +32,25 @@ class Largest:
 
     leaf: ir.Leaf | None = None
     count: sympy.Expr = sympy.Integer(0)
+
+
+@dataclass
+class Operations:
+    """The operations elaborated so far, every copy counted; refuses more than `limit`."""
+
+    used: int = 0
+    limit: int = field(default_factory=lambda: MAX_OPERATIONS)
+
+    def add(self, n: int, span: Span | None) -> None:
+        """Count `n` more operations, made by the text at `span`."""
+        self.used += n
+        if self.used > self.limit:
+            raise ModcError(
+                f"this network has at least {self.used:,} operations (atoms and bonds, every "
+                f"copy counted); modc handles at most {self.limit:,}",
+                span,
+                "lower the depth or the repeat counts",
+            )
 
 
 def memory_limit() -> int:
@@ -42,41 +64,28 @@ def memory_limit() -> int:
         return 64 * 2**30
 
 
-def count(node: ir.Node, copies: sympy.Expr, largest: Largest) -> tuple[sympy.Expr, sympy.Expr]:
-    """(parameters, atom copies) under `node`, each copy counted; tracks the largest atom."""
+def count(node: ir.Node, copies: sympy.Expr, largest: Largest) -> sympy.Expr:
+    """The parameters under `node`, each copy counted; tracks the largest atom."""
     if isinstance(node, ir.Leaf):
         if not node.is_atom:
-            return sympy.Integer(0), sympy.Integer(0)
+            return sympy.Integer(0)
         n = prod(node.op.weight_shape(), start=sympy.Integer(1))
         if (n * copies).is_number and (largest.leaf is None or n * copies > largest.count):
             largest.leaf, largest.count = node, n * copies
-        return n, sympy.Integer(1)
+        return n
     if isinstance(node, ir.Repeat):
         if node.rest is node.first:
-            p, a = count(node.first, copies * node.count, largest)
-            return p * node.count, a * node.count
-        first = count(node.first, copies, largest)
+            return count(node.first, copies * node.count, largest) * node.count
         rest = count(node.rest, copies * (node.count - 1), largest)
-        return first[0] + rest[0] * (node.count - 1), first[1] + rest[1] * (node.count - 1)
-    total, atoms = sympy.Integer(0), sympy.Integer(0)
-    for child in node.children():
-        p, a = count(child, copies, largest)
-        total, atoms = total + p, atoms + a
-    return total, atoms
+        return count(node.first, copies, largest) + rest * (node.count - 1)
+    return sum((count(child, copies, largest) for child in node.children()), sympy.Integer(0))
 
 
 def check_budget(network: ir.Network, limit: int | None = None) -> sympy.Expr:
     """The network's parameter count; a ModcError if its weights would not fit in memory."""
     largest = Largest()
-    params, atoms = count(network.root, sympy.Integer(1), largest)
+    params = count(network.root, sympy.Integer(1), largest)
     at = largest.leaf.span if largest.leaf is not None else None
-    if atoms.is_number and atoms > MAX_ATOMS:
-        raise ModcError(
-            f"this network has {int(atoms):,} layers with weights; modc handles at most "
-            f"{MAX_ATOMS:,}",
-            at,
-            "lower the depth or the repeat counts",
-        )
     limit = memory_limit() if limit is None else limit
     if params.is_number and params * BYTES > limit:
         part = largest.leaf.op.describe() if largest.leaf is not None else "the network"

@@ -7,20 +7,26 @@ and library operations.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import gc
 import keyword
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import sympy
 
-from modc.errors import ModcError, did_you_mean
+from modc.errors import ModcError, did_you_mean, unknown_argument
 from modc.graph import ir
-from modc.graph.evaluate import evaluate, require_size
+from modc.graph.budget import Operations
+from modc.graph.evaluate import evaluate, require_finite, require_size
 from modc.graph.params import bind_params
-from modc.ops import OPS, Op, Shape, ShapeError, show
+from modc.graph.settings import check_optimizer
+from modc.ops import OPS, Op, Shape, ShapeError, argument_names, show
 from modc.ops.base import REQUIRED
 from modc.source import Span
 from modc.spec import ast
+from modc.spec.settings import check_settings
 
 # Attribute names that would shadow nn.Module's own members in generated code.
 _RESERVED = {
@@ -55,14 +61,16 @@ class Scope:
     used: set[str] = field(default_factory=set)
     counts: dict[str, int] = field(default_factory=dict)
 
-    def claim(self, wanted: str | None, kind: str, span: Span | None) -> str:
+    def claim(self, wanted: str | None, kind: str, span: Span | None, prefix: str = "") -> str:
+        """A fresh attribute name: `prefix` + the name the spec gives, or kind + a number."""
         if wanted is None:
-            n = self.counts.get(kind, 0) + 1
-            while f"{kind}{n}" in self.used:
+            n = self.counts.get(prefix + kind, 0) + 1
+            while f"{prefix}{kind}{n}" in self.used:
                 n += 1
-            self.counts[kind] = n
+            self.counts[prefix + kind] = n
             wanted = f"{kind}{n}"
-        elif wanted in self.used:
+        wanted = prefix + wanted
+        if wanted in self.used:
             raise ModcError(f"the name '{wanted}' is used twice in the same block", span)
         name = wanted + "_" if keyword.iskeyword(wanted) or wanted in _RESERVED else wanted
         self.used.add(wanted)
@@ -71,20 +79,47 @@ class Scope:
 
 @dataclass
 class Context:
+    """What a term is elaborated among: names in scope, the block it names its atoms in,
+    the definitions it is inside (`stack`), and the operations counted so far.
+
+    `prefix` starts the name of every atom and repeat made here: `block(name=enc)` names
+    the atoms of its expansion enc_linear1, enc_head, ...
+    """
+
     env: dict[str, sympy.Expr]
     terms: dict[str, Closure]
     defs: dict[str, ast.Def]
     scope: Scope
+    ops: Operations
     stack: tuple[str, ...] = ()
+    prefix: str = ""
+
+    def within(self, **changes: object) -> Context:
+        """This context with some fields replaced."""
+        return dataclasses.replace(self, **changes)
+
+    def claim(self, wanted: str | None, kind: str, span: Span | None) -> str:
+        """An attribute name in this block, starting with `prefix`."""
+        try:
+            return self.scope.claim(wanted, kind, span, self.prefix)
+        except ModcError as err:
+            if self.stack:
+                err.hint = (
+                    "give each use of the definition its own name=: the names inside start with it"
+                )
+            raise
 
 
 @dataclass
 class Closure:
-    """A sub-network passed to a definition, with the names it was written among."""
+    """A sub-network passed to a definition, with the names it was written among and the
+    definitions it was written inside (a recursion is a cycle where it was written, not
+    where it is expanded: `wrap(wrap(x))` is no recursion)."""
 
     term: ast.Term
     env: dict[str, sympy.Expr]
     terms: dict[str, Closure]
+    stack: tuple[str, ...] = ()
 
 
 _EXPRS = (ast.Num, ast.Name, ast.BinOp, ast.Neg, ast.Func)
@@ -96,10 +131,18 @@ def elaborate(
     free: Collection[str] = (),
 ) -> ir.Network:
     """The module IR of `spec` with the given parameter overrides and free parameters."""
+    check_settings(spec)
     env = bind_params(spec, overrides, free)
     input_shape = tuple(require_size(evaluate(e, env), e.span, "an input size") for e in spec.input)
-    ctx = Context(env, {}, {d.name: d for d in spec.defs}, Scope())
-    root = term(spec.network, input_shape, ctx)
+    ctx = Context(env, {}, {d.name: d for d in spec.defs}, Scope(), Operations())
+    with _collector_paused():
+        root = term(spec.network, input_shape, ctx)
+    if root.out_shape and isinstance(root.out_shape[0], tuple):
+        raise ModcError(
+            f"the network's output must be one tensor, but it is a tuple of {len(root.out_shape)}",
+            spec.network.span,
+            "combine the branches, for example with > Add",
+        )
     if spec.output is not None:
         declared = tuple(evaluate(e, env) for e in spec.output)
         if root.out_shape != declared:
@@ -108,7 +151,7 @@ def elaborate(
                 f"declares {show(declared)}",
                 spec.output[0].span if spec.output else spec.span,
             )
-    return ir.Network(
+    network = ir.Network(
         name=spec.name,
         params=env,
         input_shape=input_shape,
@@ -117,6 +160,23 @@ def elaborate(
         optimizer={s.key: s.value for s in spec.optimizer},
         source_name=spec.span.source.name if spec.span else "<spec>",
     )
+    if not free:
+        check_optimizer(network, spec)
+    return network
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cycle collector: elaboration makes up to MAX_OPERATIONS long-lived
+    nodes and no cycles, and the collector would scan them again and again (half the time
+    of a large network)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def term(t: ast.Term, shape: Shape, ctx: Context) -> ir.Node:
@@ -137,29 +197,52 @@ def term(t: ast.Term, shape: Shape, ctx: Context) -> ir.Node:
         return ir.Tuple(shape, t.span, tuple(term(b, shape, ctx) for b in t.items))
     if isinstance(t, ast.Sum):
         branches = ir.Tuple(shape, t.span, tuple(term(b, shape, ctx) for b in t.items))
-        return ir.Compose(shape, t.span, (branches, leaf("Add", {}, branches.out_shape, t.span)))
+        add = leaf("Add", {}, branches.out_shape, t.span, ctx)
+        return ir.Compose(shape, t.span, (branches, add))
     if isinstance(t, ast.Scale):
-        body = term(t.body, shape, ctx)
-        factor = leaf("Mul", {"factor": evaluate(t.factor, ctx.env)}, (body.out_shape,), t.span)
-        return ir.Compose(shape, t.span, (body, factor))
+        factor = require_finite(evaluate(t.factor, ctx.env), t.factor.span, "a scalar factor")
+        return scaled(term(t.body, shape, ctx), factor, t.span, ctx)
     if isinstance(t, ast.Repeat):
         return repeat(t.count, t.body, t.name, "repeat", shape, ctx, t.span)
     if isinstance(t, ast.Residual):
         return repeat(t.depth, t.body, t.name, "residual", shape, ctx, t.span)
     if isinstance(t, ast.Tare):
-        mass = evaluate(t.mass, ctx.env)
+        mass = require_finite(evaluate(t.mass, ctx.env), t.mass.span, "a tared mass")
         if mass.is_number and not mass > 0:
             raise ModcError(f"a tared mass must be positive, got {mass}", t.mass.span)
         return ir.Tare(shape, t.span, mass, term(t.body, shape, ctx))
     raise TypeError(f"unknown spec node {type(t).__name__}")
 
 
-def leaf(op: str, values: dict, shapes: tuple[Shape, ...], span: Span | None) -> ir.Leaf:
+def leaf(
+    op: str, values: dict, shapes: tuple[Shape, ...], span: Span | None, ctx: Context
+) -> ir.Leaf:
     """A bond node inserted by elaboration (Add, Mul) rather than written by the user."""
+    ctx.ops.add(1, span)
     try:
         return ir.Leaf(shapes[0] if len(shapes) == 1 else shapes, span, OPS[op](values, shapes))
     except ShapeError as e:
         raise ModcError(f"shape mismatch: {e}", span) from None
+
+
+def scaled(node: ir.Node, factor: sympy.Expr, span: Span | None, ctx: Context) -> ir.Node:
+    """`factor · node`; a tuple is scaled branch by branch: a·(x, y) = (a·x, a·y)."""
+    out = node.out_shape
+    if not (out and isinstance(out[0], tuple)):
+        return ir.Compose(
+            node.in_shape, span, (node, leaf("Mul", {"factor": factor}, (out,), span, ctx))
+        )
+    if isinstance(node, ir.Tuple):
+        branches = tuple(scaled(b, factor, span, ctx) for b in node.branches)
+        return ir.Tuple(node.in_shape, node.span, branches)
+    if isinstance(node, ir.Compose):
+        last = scaled(node.parts[-1], factor, span, ctx)
+        return ir.Compose(node.in_shape, node.span, (*node.parts[:-1], last))
+    if isinstance(node, ir.Tare):
+        return ir.Tare(node.in_shape, node.span, node.mass, scaled(node.body, factor, span, ctx))
+    raise ModcError(
+        "cannot scale this tuple as a whole", span, "scale each branch inside the tuple"
+    )
 
 
 def repeat(
@@ -171,23 +254,34 @@ def repeat(
     ctx: Context,
     span: Span | None,
 ) -> ir.Repeat:
-    """`body ** count`, or the residual form ((1 − 1/L)·x + (1/L)·body(x)) ** L."""
+    """`body ** count`, or the residual form ((1 − 1/L)·x + (1/L)·body(x)) ** L.
+
+    The body is elaborated once (twice if the first copy changes the shape) and its
+    operations are counted once per copy, before anything else is elaborated.
+    """
     count = require_size(evaluate(count_expr, ctx.env), count_expr.span, "a repeat count")
-    attr = ctx.scope.claim(name, kind, span)
-    inner = Context(ctx.env, ctx.terms, ctx.defs, Scope(), ctx.stack)
+    copies = int(count) if count.is_Integer else 1
+    attr = ctx.claim(name, kind, span)
+    inner = ctx.within(scope=Scope(), prefix="")
+    before = ctx.ops.used
     if kind == "residual":
         block = residual_block(body, shape, inner, count)
+        ctx.ops.add((ctx.ops.used - before) * (copies - 1), span)
         return ir.Repeat(shape, span, count, block, block, attr)
     first = rest = term(body, shape, inner)
-    if first.out_shape != shape:
-        inner = Context(ctx.env, ctx.terms, ctx.defs, Scope(), ctx.stack)
-        rest = term(body, first.out_shape, inner)
+    once = ctx.ops.used - before
+    if first.out_shape != shape and count != 1:
+        before = ctx.ops.used
+        rest = term(body, first.out_shape, ctx.within(scope=Scope(), prefix=""))
+        once = ctx.ops.used - before
         if rest.out_shape != first.out_shape:
             raise ModcError(
                 f"shape mismatch: repeated copies must keep the shape after the first, but "
                 f"this body maps {show(first.out_shape)} to {show(rest.out_shape)}",
                 span,
             )
+        copies = max(copies - 1, 1)  # the first copy is counted already
+    ctx.ops.add(once * (copies - 1), span)
     return ir.Repeat(shape, span, count, first, rest, attr)
 
 
@@ -200,18 +294,19 @@ def residual_block(body: ast.Term, shape: Shape, ctx: Context, depth: sympy.Expr
             f"{show(shape)} to {show(block.out_shape)}",
             body.span,
         )
-    skip = leaf("Mul", {"factor": 1 - 1 / depth}, (shape,), body.span)
-    scaled = leaf("Mul", {"factor": 1 / depth}, (shape,), body.span)
-    branch = ir.Compose(shape, body.span, (block, scaled))
+    skip = leaf("Mul", {"factor": 1 - 1 / depth}, (shape,), body.span, ctx)
+    scaled_block = leaf("Mul", {"factor": 1 / depth}, (shape,), body.span, ctx)
+    branch = ir.Compose(shape, body.span, (block, scaled_block))
     both = ir.Tuple(shape, body.span, (skip, branch))
-    return ir.Compose(shape, body.span, (both, leaf("Add", {}, both.out_shape, body.span)))
+    return ir.Compose(shape, body.span, (both, leaf("Add", {}, both.out_shape, body.span, ctx)))
 
 
 def call(c: ast.Call, shape: Shape, ctx: Context) -> ir.Node:
     """An operation of the library, a definition, or a sub-network passed as an argument."""
     if c.op in ctx.terms and not c.args and not c.kwargs:
         clo = ctx.terms[c.op]
-        return term(clo.term, shape, Context(clo.env, clo.terms, ctx.defs, ctx.scope, ctx.stack))
+        inner = ctx.within(env=clo.env, terms=clo.terms, stack=clo.stack, prefix=named(ctx, c.name))
+        return term(clo.term, shape, inner)
     if c.op in ctx.env and c.op not in ctx.defs:
         raise ModcError(f"'{c.op}' is a number here, not a network", c.span)
     if c.op in ctx.defs:
@@ -230,14 +325,26 @@ def call(c: ast.Call, shape: Shape, ctx: Context) -> ir.Node:
         )
     if cls.arity == 0 and len(given) < 2:
         raise ModcError(f"{cls.name} takes a tuple of inputs, such as (a, b) > {c.op}", c.span)
+    if not cls.atom and c.name is not None:
+        raise ModcError(
+            f"{cls.name} has no weights to name",
+            c.span,
+            "name= names an operation with weights, a definition's use, or a repeat",
+        )
+    ctx.ops.add(1, c.span)
     try:
         op = cls(values, given)
     except ShapeError as e:
         raise ModcError(f"shape mismatch: {e}", c.span) from None
     if not op.atom:
         return ir.Leaf(shape, c.span, op)
-    name = ctx.scope.claim(c.name, c.op.lower(), c.span)
+    name = ctx.claim(c.name, c.op.lower(), c.span)
     return ir.Leaf(shape, c.span, op, name, mass)
+
+
+def named(ctx: Context, name: str | None) -> str:
+    """The prefix of the names made inside a use given `name=` (`enc_` for name=enc)."""
+    return ctx.prefix if name is None else f"{ctx.prefix}{name}_"
 
 
 def inputs(shape: Shape | tuple[Shape, ...]) -> tuple[Shape, ...]:
@@ -256,14 +363,10 @@ def bind_args(cls: type[Op], c: ast.Call, ctx: Context) -> tuple[dict, sympy.Exp
             getattr(extra, "span", c.span),
         )
     given.update(zip(names, c.args, strict=False))
-    allowed = names + (["mass"] if cls.atom else [])
+    allowed = argument_names(cls)
     for key, value in c.kwargs:
         if key not in allowed:
-            raise ModcError(
-                f"{cls.name} has no argument '{key}'",
-                getattr(value, "span", c.span),
-                did_you_mean(key, allowed),
-            )
+            raise unknown_argument(cls.name, key, allowed, getattr(value, "span", c.span))
         if key in given:
             raise ModcError(
                 f"argument '{key}' of {cls.name} is given twice",
@@ -277,23 +380,31 @@ def bind_args(cls: type[Op], c: ast.Call, ctx: Context) -> tuple[dict, sympy.Exp
                 raise ModcError(f"{cls.name} needs the argument '{arg.name}'", c.span)
             values[arg.name] = arg.default
             continue
-        values[arg.name] = number(given[arg.name], cls.name, arg.kind, ctx)
-    mass = number(given["mass"], cls.name, "number", ctx) if "mass" in given else sympy.Integer(1)
+        values[arg.name] = number(given[arg.name], cls.name, arg.name, arg.kind, ctx)
+    mass = sympy.Integer(1)
+    if "mass" in given:
+        mass = number(given["mass"], cls.name, "mass", "number", ctx)
     return values, mass
 
 
-def number(value: ast.Arg, op: str, kind: str, ctx: Context) -> sympy.Expr:
+def number(value: ast.Arg, op: str, arg: str, kind: str, ctx: Context) -> sympy.Expr:
     """An argument that must be a number (or, for kind 'size', a positive integer)."""
     if not isinstance(value, _EXPRS):
         raise ModcError(f"{op} takes numbers, not a sub-network", value.span)
     if isinstance(value, ast.Name) and value.id in ctx.terms and value.id not in ctx.env:
         raise ModcError(f"'{value.id}' is a network here, not a number", value.span)
     v = evaluate(value, ctx.env)
-    return require_size(v, value.span, f"the size given to {op}") if kind == "size" else v
+    if kind == "size":
+        return require_size(v, value.span, f"the size given to {op}")
+    return require_finite(v, value.span, f"the argument '{arg}' of {op}")
 
 
 def use_def(d: ast.Def, c: ast.Call, shape: Shape, ctx: Context) -> ir.Node:
-    """Expand a definition with its arguments bound; refuse recursion."""
+    """Expand a definition with its arguments bound; refuse recursion.
+
+    An error inside the expansion lists this call in its trace, so that an error in a
+    library definition leads back to the user's text.
+    """
     if d.name in ctx.stack:
         chain = " → ".join([*ctx.stack[ctx.stack.index(d.name) :], d.name])
         raise ModcError(f"recursive definition: {chain}", c.span)
@@ -306,11 +417,7 @@ def use_def(d: ast.Def, c: ast.Call, shape: Shape, ctx: Context) -> ir.Node:
     bound = dict(zip(d.params, c.args, strict=False))
     for key, value in c.kwargs:
         if key not in d.params:
-            raise ModcError(
-                f"'{d.name}' has no argument '{key}'",
-                getattr(value, "span", c.span),
-                did_you_mean(key, d.params),
-            )
+            raise unknown_argument(f"'{d.name}'", key, d.params, getattr(value, "span", c.span))
         bound[key] = value
     env, terms = dict(ctx.env), dict(ctx.terms)
     for key, value in bound.items():
@@ -321,9 +428,13 @@ def use_def(d: ast.Def, c: ast.Call, shape: Shape, ctx: Context) -> ir.Node:
         if isinstance(value, _EXPRS):
             env[key] = evaluate(value, ctx.env)
         else:
-            terms[key] = Closure(value, ctx.env, ctx.terms)
-    inner = Context(env, terms, ctx.defs, ctx.scope, (*ctx.stack, d.name))
-    return term(d.body, shape, inner)
+            terms[key] = Closure(value, ctx.env, ctx.terms, ctx.stack)
+    inner = ctx.within(env=env, terms=terms, stack=(*ctx.stack, d.name), prefix=named(ctx, c.name))
+    try:
+        return term(d.body, shape, inner)
+    except ModcError as err:
+        err.trace.append((f"definition '{d.name}'", c.span))
+        raise
 
 
 def names_network(name: str, ctx: Context) -> bool:

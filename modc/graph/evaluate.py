@@ -7,6 +7,7 @@ the result may be symbolic. User text is never handed to sympy: the tree is buil
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from fractions import Fraction
 
@@ -18,6 +19,14 @@ from modc.spec import ast
 
 #: Largest exponent magnitude allowed in a number literal (1e400) or a numeric power.
 MAX_EXPONENT = 4096
+#: Most bits in the numerator or denominator of an exact value (10^4096 has 13,607).
+MAX_BITS = 16_384
+#: Most bits of a number under sqrt(): sympy looks for factors of it, slowly when long.
+MAX_ROOT_BITS = 2048
+#: Largest size or count: shapes are int64 in torch.
+MAX_SIZE = 2**62
+#: Largest magnitude of a number that reaches generated code (a factor, a scale, a mass).
+MAX_MAGNITUDE = 2**53
 
 _FUNCTIONS: dict[str, Callable[..., sympy.Expr]] = {
     "sqrt": sympy.sqrt,
@@ -46,20 +55,39 @@ def evaluate(e: ast.Expr, env: Mapping[str, sympy.Expr]) -> sympy.Expr:
             raise ModcError(
                 f"unknown function '{e.name}'", e.span, did_you_mean(e.name, _FUNCTIONS)
             )
-        value = _FUNCTIONS[e.name](*(evaluate(a, env) for a in e.args))
-        return _checked(value, e.span, f"{e.name}() of these arguments")
+        args = [evaluate(a, env) for a in e.args]
+        if e.name == "sqrt" and args[0].is_Rational and _bits(args[0]) > MAX_ROOT_BITS:
+            raise ModcError(
+                f"sqrt() takes numbers of at most {MAX_ROOT_BITS:,} bits, got {brief(args[0])}",
+                e.span,
+            )
+        value = _FUNCTIONS[e.name](*args)
+        return _checked(value, e, f"{e.name}() of these arguments")
     raise TypeError(f"not an expression: {e!r}")
 
 
 def number(text: str, span: Span) -> sympy.Rational:
     """The exact value of a number literal: an Integer or a Rational."""
+    value = _literal(text)
+    if value is None:
+        raise ModcError(f"invalid number '{text}'", span)
+    if isinstance(value, str):
+        raise ModcError(f"number {text} is {value}", span)
+    return value
+
+
+@functools.lru_cache(maxsize=4096)
+def _literal(text: str) -> sympy.Rational | str | None:
+    """The value of a literal; why it is refused (a str); None if it is not a number."""
+    _, _, exponent = text.lower().partition("e")
     try:
-        _, _, exponent = text.lower().partition("e")
         if exponent and abs(int(exponent)) > MAX_EXPONENT:
-            raise ModcError(f"number {text} is out of range", span)
+            return "out of range"
         value = Fraction(text)
     except ValueError:
-        raise ModcError(f"invalid number '{text}'", span) from None
+        return None
+    if max(value.numerator.bit_length(), value.denominator.bit_length()) > MAX_BITS:
+        return f"too large: exact numbers have at most {MAX_BITS:,} bits"
     return sympy.Rational(value.numerator, value.denominator)
 
 
@@ -84,23 +112,58 @@ def _binop(e: ast.BinOp, a: sympy.Expr, b: sympy.Expr) -> sympy.Expr:
         value = _power(e, a, b)
     else:
         raise ModcError(f"unknown operator '{op}'", _operator_span(e))
-    return _checked(value, _operator_span(e), f"'{op}' of these operands")
+    return _checked(value, e, f"'{op}' of these operands")
 
 
 def _power(e: ast.BinOp, a: sympy.Expr, b: sympy.Expr) -> sympy.Expr:
     """`a ^ b`, refusing numeric powers too large to compute."""
     if a.is_zero and b.is_negative:
         raise ModcError("division by zero (zero to a negative power)", _operator_span(e))
-    if a.is_number and b.is_number and abs(a) not in (0, 1) and abs(b) > MAX_EXPONENT:
-        raise ModcError(f"exponent {b} is too large", _operator_span(e))
+    if a.is_number and b.is_number and abs(a) not in (0, 1):
+        if abs(b) > MAX_EXPONENT:
+            raise ModcError(f"exponent {brief(b)} is too large", _operator_span(e))
+        if a.is_Rational and b.is_Rational and _bits(a) * abs(b) > MAX_BITS:
+            raise ModcError(
+                f"{brief(a)} ^ {brief(b)} is too large: exact numbers have at most "
+                f"{MAX_BITS:,} bits",
+                _operator_span(e),
+            )
     return a**b
 
 
-def _checked(value: sympy.Expr, span: Span, what: str) -> sympy.Expr:
-    """`value`, unless it is infinite, undefined or a non-real number."""
-    if value.has(*_BAD) or (value.is_number and value.is_real is False):
-        raise ModcError(f"{what} is not a finite real number: {value}", span)
-    return value
+def _checked(value: sympy.Expr, e: ast.BinOp | ast.Func, what: str) -> sympy.Expr:
+    """`value`, unless it is infinite, undefined, a non-real number or too large.
+
+    An error points at the operator of `e`, or at the call.
+    """
+    if value.is_Rational:
+        if _bits(value) <= MAX_BITS:
+            return value
+        problem = f"is too large: exact numbers have at most {MAX_BITS:,} bits"
+    elif value.has(*_BAD) or (value.is_number and value.is_real is False):
+        problem = f"is not a finite real number: {brief(value)}"
+    else:
+        return value
+    span = _operator_span(e) if isinstance(e, ast.BinOp) else e.span
+    raise ModcError(f"{what} {problem}", span)
+
+
+def _bits(value: sympy.Rational) -> int:
+    """The size of an exact fraction: bits of its numerator or denominator, the larger."""
+    return max(int(value.p).bit_length(), int(value.q).bit_length())
+
+
+def brief(value: sympy.Expr) -> str:
+    """A value for a message: a long number as 1.2e+400, anything else as sympy prints it."""
+    text = str(value)
+    if len(text) <= 24:
+        return text
+    if value.is_number and value.is_real:
+        try:
+            return str(sympy.Float(value, 3))
+        except (TypeError, ValueError):
+            pass
+    return text[:20] + "…"
 
 
 def _operator_span(e: ast.BinOp) -> Span:
@@ -124,11 +187,29 @@ def _operator_span(e: ast.BinOp) -> Span:
 
 
 def require_size(value: sympy.Expr | int, span: Span, what: str) -> sympy.Expr:
-    """`value` if it can be a size or count: a positive integer, or symbolic."""
+    """`value` if it can be a size or count: a positive integer up to MAX_SIZE, or symbolic."""
     if isinstance(value, int):
         value = sympy.Integer(value)
+    if value.is_Integer and 0 < int(value) <= MAX_SIZE:
+        return value
     if value.is_number and value.is_integer is None:
         value = sympy.simplify(value)
     if value.is_number and not (value.is_integer and value > 0):
-        raise ModcError(f"{what} must be a positive integer, got {value}", span)
+        raise ModcError(f"{what} must be a positive integer, got {brief(value)}", span)
+    if value.is_number and value > MAX_SIZE:
+        raise ModcError(f"{what} must be at most 2^62, got {brief(value)}", span)
+    return value
+
+
+def require_finite(value: sympy.Expr, span: Span, what: str) -> sympy.Expr:
+    """`value` if generated code can hold it as a float: 0, or a magnitude within
+    [1/MAX_MAGNITUDE, MAX_MAGNITUDE]; symbolic values pass."""
+    if not value.is_number or value.is_zero:
+        return value
+    size = abs(value)
+    if size > MAX_MAGNITUDE or size < sympy.Rational(1, MAX_MAGNITUDE):
+        raise ModcError(
+            f"{what} must be 0 or have a magnitude between 2^-53 and 2^53, got {brief(value)}",
+            span,
+        )
     return value

@@ -2,9 +2,10 @@
 
 `Dualized`: momentum, then each atom's dual map scaled to lr · target (steepest descent in
 the modular norm). `Normalized`: SGD, Adam or Adafactor, each update rescaled per atom to
-norm lr · target. `Combined`: torch optimizers over disjoint parameters stepped as one (the
-AdamW and Muon + AdamW baselines). All three are `SkipNonFinite`: a step whose gradients
-hold a NaN or an infinity is skipped, so a non-finite gradient never reaches the weights.
+norm lr · target. `Adafactor`: Shazeer & Stern's method itself, relative steps and all.
+`Combined`: torch optimizers over disjoint parameters stepped as one (the AdamW and Muon +
+AdamW baselines). All four are `SkipNonFinite`: a step whose gradients hold a NaN or an
+infinity is skipped, so a non-finite gradient never reaches the weights.
 `Constrain`: a step post-hook that keeps each atom's Lipschitz bound under its cap. Weight
 decay in Dualized and Normalized is decoupled and shared by mass: atom i decays by
 lr · target_i · weight_decay per step, so heavier atoms (larger targets) decay more.
@@ -218,8 +219,9 @@ class Normalized(SkipNonFinite):
       "adam"       bias-corrected m / (sqrt(v) + eps), β1 = momentum, β2 = beta2;
       "adafactor"  g / sqrt(v̂) with v̂ the factored (row × column) second moment of g² + 1e-30
                    over the last two axes, decay β2_t = 1 − t^(−decay) (decay 1 by default,
-                   as the convergence analysis of Adafactor advises), then momentum β1 on that.
-                   No update clipping: it scales a whole tensor, which the rescaling undoes.
+                   as the convergence analysis of Adafactor advises), update clipping as in
+                   Adafactor (`clip`, `clip_alpha`), then momentum β1 on that. Clipping scales
+                   a whole tensor, which the rescaling undoes: it matters only through β1.
     A zero (or non-finite) direction gives no update. Weight decay as in Dualized.
     """
 
@@ -237,6 +239,8 @@ class Normalized(SkipNonFinite):
         eps: float = 1e-8,
         decay: float = 1.0,
         weight_decay: float = 0.0,
+        clip: float | None = None,
+        clip_alpha: float | None = None,
     ) -> None:
         if base not in self.BASES:
             raise ValueError(f"unknown base {base!r}; expected one of {', '.join(self.BASES)}")
@@ -257,7 +261,10 @@ class Normalized(SkipNonFinite):
             "eps": eps,
             "decay": decay,
             "weight_decay": weight_decay,
+            "clip": clip,
+            "clip_alpha": clip_alpha,
         }
+        check_clip(clip, clip_alpha)
         super().__init__(groups, defaults)
         check_groups(self.param_groups, norms, "norm")
         self.norms = norms
@@ -278,19 +285,9 @@ class Normalized(SkipNonFinite):
             v.lerp_(squares(g), 1 - beta2)
             denom = (v / (1 - beta2**t)).sqrt_().add_(group["eps"])
             return (m / (1 - beta1**t)).div_(denom)
-        rho = 1 - t ** -group["decay"]  # β2_t; 0 at the first step, so v̂ starts at g²
-        g2 = squares(g) + 1e-30
-        if p.dim() >= 2:
-            row = state.setdefault("row", torch.zeros_like(g2.mean(-1)))
-            col = state.setdefault("col", torch.zeros_like(g2.mean(-2)))
-            row.lerp_(g2.mean(-1), 1 - rho)
-            col.lerp_(g2.mean(-2), 1 - rho)
-            # sqrt(v̂) for v̂ = row colᵀ / mean(row), as a product of roots: no underflow
-            rms = (row / row.mean(-1, keepdim=True)).sqrt().unsqueeze(-1) * col.sqrt().unsqueeze(-2)
-        else:
-            v = state.setdefault("exp_avg_sq", torch.zeros_like(p))
-            rms = v.lerp_(g2, 1 - rho).sqrt()
-        u = g / rms
+        u = factored_step(g, state, beta2=1 - t ** -group["decay"], eps1=1e-30)
+        if (d := threshold(group["clip"], group["clip_alpha"], group["decay"], t)) is not None:
+            u = clip_rms(u, d)
         if beta1 == 0:
             return u
         m = state.setdefault("exp_avg", torch.zeros_like(p))
@@ -308,6 +305,123 @@ class Normalized(SkipNonFinite):
                 p.mul_(1 - lr * target * group["weight_decay"])
                 if size > 0 and math.isfinite(size):
                     p.sub_(d, alpha=lr * target / size)
+
+
+class Adafactor(SkipNonFinite):
+    """Adafactor (Shazeer & Stern, 2018, Algorithms 4 and 5), with the second-moment decay
+    that its convergence analysis recommends (Hong & Lin, 2024).
+
+    At step t, for each weight W with gradient G:
+      ρ_t = min(lr, 1/√t)                   relative step (S&S §8; lr caps it, as in torch)
+      α_t = max(eps2, RMS(W_{t−1})) · ρ_t   step scaled by the weight's RMS (S&S §8)
+      β2_t = 1 − t^(−decay)                 (S&S §7.2 use decay 0.8; decay 1.0, the default
+                                             here, gives the Õ(1/√T) rate of Hong & Lin)
+      V̂ = R Cᵀ / mean(R)                    R, C: EMAs (β2_t) of the row and column means of
+                                             G² + eps1 over the last two axes (S&S Alg. 4);
+                                             a vector (or scalar) keeps V̂ unfactored (Alg. 5)
+      U = G / √V̂, then Û = U / max(1, RMS(U)/d) with d = clip (S&S §6; d = 1 there), or
+        d_t = t^(decay / (2(clip_alpha − 1))) (Hong & Lin's time-varying threshold), or no
+        clipping (clip None, the default: the analysis finds no benefit in it)
+      m = β1·m + (1 − β1)·Û if momentum β1 > 0 (S&S §7.1; off by default), else m = Û
+      W ← (1 − lr·weight_decay)·W − α_t · m  (decay decoupled, by lr as torch does)
+    With decay 0.8, clip 1 and weight decay by lr, this is torch.optim.Adafactor, except
+    that eps1 is added to G² (as the paper does) where torch clamps the factors and V̂ at eps1
+    (its default: the dtype's machine epsilon); the two differ only where G² < eps1.
+    """
+
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-2,
+        decay: float = 1.0,
+        clip: float | None = None,
+        clip_alpha: float | None = None,
+        eps1: float = 1e-30,
+        eps2: float = 1e-3,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+    ) -> None:
+        if not lr >= 0 or not decay > 0 or not 0 <= momentum < 1 or not weight_decay >= 0:
+            raise ValueError(
+                f"bad hyperparameters lr={lr}, decay={decay}, momentum={momentum}, "
+                f"weight_decay={weight_decay}"
+            )
+        if not eps1 > 0 or not eps2 >= 0:
+            raise ValueError(f"bad hyperparameters eps1={eps1} (must be > 0), eps2={eps2}")
+        check_lr(lr)
+        check_clip(clip, clip_alpha)
+        defaults = {
+            "lr": lr,
+            "decay": decay,
+            "clip": clip,
+            "clip_alpha": clip_alpha,
+            "eps1": eps1,
+            "eps2": eps2,
+            "momentum": momentum,
+            "weight_decay": weight_decay,
+        }
+        super().__init__(params, defaults)
+
+    def update(self) -> None:
+        """One step of Adafactor on every weight that has a gradient."""
+        for group in self.param_groups:
+            lr, decay = group["lr"], group["decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                state["step"] = t = state.get("step", 0) + 1
+                size = p.norm().div(math.sqrt(max(p.numel(), 1))).clamp_(min=group["eps2"])
+                size.mul_(min(lr, t**-0.5))
+                if group["weight_decay"]:
+                    p.mul_(1 - lr * group["weight_decay"])
+                u = factored_step(p.grad, state, 1 - t**-decay, group["eps1"])
+                d = threshold(group["clip"], group["clip_alpha"], decay, t)
+                if d is not None:
+                    u = clip_rms(u, d)
+                if group["momentum"]:
+                    u = state.setdefault("exp_avg", torch.zeros_like(p)).lerp_(
+                        u, 1 - group["momentum"]
+                    )
+                p.sub_(u * size)
+
+
+def factored_step(g: torch.Tensor, state: dict, beta2: float, eps1: float) -> torch.Tensor:
+    """G / √V̂ with V̂ Adafactor's second moment of G² + eps1 (EMA with weight beta2 on the
+    past): factored over the last two axes as R Cᵀ / mean(R) for two or more axes, whole for
+    fewer. √V̂ is taken as a product of roots, which does not underflow."""
+    g2 = squares(g) + eps1
+    if g.dim() >= 2:
+        row = state.setdefault("row", torch.zeros_like(g2.mean(-1)))
+        col = state.setdefault("col", torch.zeros_like(g2.mean(-2)))
+        row.lerp_(g2.mean(-1), 1 - beta2)
+        col.lerp_(g2.mean(-2), 1 - beta2)
+        root = (row / row.mean(-1, keepdim=True)).sqrt().unsqueeze(-1) * col.sqrt().unsqueeze(-2)
+    else:
+        root = state.setdefault("exp_avg_sq", torch.zeros_like(g)).lerp_(g2, 1 - beta2).sqrt()
+    return g / root
+
+
+def threshold(clip: float | None, clip_alpha: float | None, decay: float, t: int) -> float | None:
+    """The update-clipping threshold at step t: the constant `clip`, the time-varying
+    t^(decay / (2(clip_alpha − 1))), or None (no clipping)."""
+    if clip_alpha is not None:
+        return t ** (decay / (2 * (clip_alpha - 1)))
+    return clip
+
+
+def clip_rms(u: torch.Tensor, d: float) -> torch.Tensor:
+    """u / max(1, RMS(u) / d), without a host sync."""
+    rms = u.norm().div(math.sqrt(max(u.numel(), 1)) * d)
+    return u / rms.clamp(min=1)
+
+
+def check_clip(clip: float | None, clip_alpha: float | None) -> None:
+    """At most one kind of clipping, with d > 0 or α > 1."""
+    if clip is not None and clip_alpha is not None:
+        raise ValueError("give clip (a constant threshold) or clip_alpha, not both")
+    if (clip is not None and not clip > 0) or (clip_alpha is not None and not clip_alpha > 1):
+        raise ValueError(f"bad clipping clip={clip} (must be > 0), clip_alpha={clip_alpha} (> 1)")
 
 
 class Combined(SkipNonFinite):

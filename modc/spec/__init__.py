@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from modc.errors import ModcError
-from modc.source import Source
+from modc.source import MAX_SOURCE_BYTES, Source, TooLarge
 from modc.spec import ast
 from modc.spec.includes import STD, resolve
 
-__all__ = ["load_spec", "parse_file"]
+__all__ = ["load_spec", "parse_file", "read_source"]
 
 SUFFIXES = (".yaml", ".yml", ".modc")
 
@@ -29,13 +29,29 @@ def parse_file(
     statement that names this file: errors in finding it point there.
     """
     path = Path(path)
+    source = read_source(path, include)
+    if path.suffix.lower() == ".modc":
+        from modc.spec.dsl_front import load_dsl
+
+        return load_dsl(source, library)
+    from modc.spec.yaml_front import load_yaml
+
+    return load_yaml(source, library)
+
+
+def read_source(path: str | Path, include: ast.Include | None = None) -> Source:
+    """The text of a spec file, or a ModcError saying why it cannot be read.
+
+    The one place where modc reads a spec: a file longer than MAX_SOURCE_BYTES (or one
+    that never ends) is refused here.
+    """
+    path = Path(path)
     at = include.span if include is not None else None
-    suffix = path.suffix.lower()
-    if suffix not in SUFFIXES:
+    if path.suffix.lower() not in SUFFIXES:
         what = f"cannot include '{include.path}'" if include else f"cannot read '{path}'"
         raise ModcError(f"{what}: a spec file ends in " + ", ".join(SUFFIXES), at)
     try:
-        source = Source.read(path)
+        return Source.read(path)
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         if include is None:
             raise ModcError(f"no such file: {path}") from None
@@ -48,15 +64,13 @@ def parse_file(
         raise ModcError(f"cannot include '{include.path}': no such file", at, hint) from None
     except UnicodeDecodeError:
         raise ModcError(f"cannot read '{path}': not UTF-8 text", at) from None
+    except TooLarge:
+        raise ModcError(
+            f"cannot read '{path}': a spec file may have at most {MAX_SOURCE_BYTES:,} bytes",
+            at,
+        ) from None
     except OSError as err:
         raise ModcError(f"cannot read '{path}': {err.strerror or err}", at) from None
-    if suffix == ".modc":
-        from modc.spec.dsl_front import load_dsl
-
-        return load_dsl(source, library)
-    from modc.spec.yaml_front import load_yaml
-
-    return load_yaml(source, library)
 
 
 def _parse_included(path: Path, include: ast.Include) -> ast.Spec:

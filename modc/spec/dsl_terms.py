@@ -14,7 +14,7 @@ from lark import Token, Tree
 from modc.errors import ModcError, did_you_mean
 from modc.source import Source, Span
 from modc.spec import ast
-from modc.spec.expr import FUNCTIONS
+from modc.spec.expr import FUNCTIONS, check_arity
 
 #: Constructs written `kw(value, name=...) { body }`, and the keywords each accepts.
 BLOCKS: dict[str, tuple[str, ...]] = {"repeat": ("name",), "residual": ("name",), "tare": ()}
@@ -126,11 +126,7 @@ class Builder:
             if a.data == "kwarg":
                 raise ModcError(f"{name}() takes no keyword arguments", self.span(a))
             values.append(self.expr(a))
-        fewest, most = FUNCTIONS[name]
-        if (most is not None and len(values) > most) or len(values) < fewest:
-            want = f"{most}" if most == fewest else f"at least {fewest}"
-            plural = "" if want == "1" else "s"
-            raise ModcError(f"{name}() takes {want} argument{plural}, got {len(values)}", span)
+        check_arity(name, len(values), span)
         return ast.Func(name, tuple(values), self.span(t))
 
     # ------------------------------------------------------------ network terms

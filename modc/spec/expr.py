@@ -33,6 +33,9 @@ FUNCTIONS: dict[str, tuple[int, int | None]] = {
     "ceil": (1, 1),
 }
 
+#: Most arguments of one call of a built-in function (min, max).
+MAX_ARGS = 64
+
 _OPERATORS = {"PLUS", "MINUS", "STAR", "DSTAR", "SLASH", "DSLASH", "PERCENT", "CARET"}
 _PUNCT_WORDS = {"LPAR": "'('", "RPAR": "')'", "COMMA": "','"}
 
@@ -148,14 +151,16 @@ def _build(tree: Tree | Token, pos: _Positions) -> ast.Expr:
             if arglist is None
             else tuple(_build(a, pos) for a in arglist.children if isinstance(a, Tree))
         )
-        _check_arity(name, len(args), name_span)
+        check_arity(name, len(args), name_span)
         return ast.Func(name, args, span)
     raise AssertionError(f"unexpected parse tree {kind!r}")
 
 
-def _check_arity(name: str, nargs: int, span: Span) -> None:
+def check_arity(name: str, nargs: int, span: Span) -> None:
     """Reject a call of a built-in function with the wrong number of arguments."""
     fewest, most = FUNCTIONS[name]
+    if most is None and nargs > MAX_ARGS:
+        raise ModcError(f"{name}() takes at most {MAX_ARGS} arguments, got {nargs:,}", span)
     if most is not None and nargs != most:
         plural = "" if most == 1 else "s"
         raise ModcError(f"{name}() takes {most} argument{plural}, got {nargs}", span)

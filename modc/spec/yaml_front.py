@@ -39,16 +39,25 @@ TOP_KEYS = (
 
 
 _PLAIN_TAGS = ("str", "int", "float", "bool", "null")
+#: YAML 1.1 breaks lines at U+0085, U+2028 and U+2029, which editors (and YAML 1.2) do
+#: not: the parser sees private-use stand-ins, and scalars get the characters back.
+_BREAKS = {"\x85": "\uf8f0", "\u2028": "\uf8f1", "\u2029": "\uf8f2"}
 
 
 def load_yaml(source: Source, library: bool = False) -> ast.Spec:
     """Parse a YAML spec into the spec AST. A `library` file needs no input or network."""
+    text = source.text
+    hidden = any(c in text for c in _BREAKS) and not any(c in text for c in _BREAKS.values())
     try:
-        root = yaml.compose(source.text, Loader=yaml.SafeLoader)
+        root = yaml.compose(
+            text.translate(str.maketrans(_BREAKS)) if hidden else text, Loader=yaml.SafeLoader
+        )
+        back = str.maketrans({v: k for k, v in _BREAKS.items()} if hidden else {})
+        _scalars(root, back, source, set())
     except yaml.MarkedYAMLError as err:
         raise _yaml_error(source, err) from None
     except yaml.reader.ReaderError as err:
-        raise ModcError(f"invalid YAML: {err.reason}", _offset_span(source, err.position)) from None
+        raise ModcError(f"invalid YAML: {err.reason}", source.span_at(err.position)) from None
     except RecursionError:
         raise ModcError("spec nested too deeply", Span(source, 1, 1)) from None
     try:
@@ -57,23 +66,42 @@ def load_yaml(source: Source, library: bool = False) -> ast.Spec:
         raise ModcError("spec nested too deeply", Span(source, 1, 1)) from None
 
 
+def _scalars(node: Node | None, back: dict, source: Source, seen: set[int]) -> None:
+    """Check every scalar under `node`: put back what _BREAKS hid (`back`), and refuse a
+    lone surrogate (from a YAML escape such as \\udcff), which no file or generated code
+    can hold."""
+    if node is None or id(node) in seen:
+        return
+    seen.add(id(node))
+    if isinstance(node, ScalarNode):
+        node.value = node.value.translate(back)
+        bad = next((c for c in node.value if "\ud800" <= c <= "\udfff"), None)
+        if bad is not None:
+            raise ModcError(
+                f"a lone surrogate (U+{ord(bad):04X}) is not a character",
+                source.span_at(node.start_mark.index),
+                "write the character itself, or its code point as \\U followed by 8 hex digits",
+            )
+    elif isinstance(node, SequenceNode):
+        for child in node.value:
+            _scalars(child, back, source, seen)
+    elif isinstance(node, MappingNode):
+        for key, value in node.value:
+            _scalars(key, back, source, seen)
+            _scalars(value, back, source, seen)
+
+
 def _yaml_error(source: Source, err: yaml.MarkedYAMLError) -> ModcError:
     """A ModcError at the problem mark of a PyYAML error."""
     mark = err.problem_mark or err.context_mark
-    span = Span(source, mark.line + 1, mark.column + 1) if mark else Span(source, 1, 1)
+    span = source.span_at(mark.index) if mark else Span(source, 1, 1)
     problem, hint = err.problem or err.context or "syntax error", None
     if err.context and err.problem and problem.startswith("but "):
         problem = f"{err.context}, {problem}"  # "expected a single document ..., but found ..."
     elif err.context and err.context_mark and err.context_mark is not mark:
-        ctx = err.context_mark
-        hint = f"{err.context} at line {ctx.line + 1}, column {ctx.column + 1}"
+        ctx = source.span_at(err.context_mark.index)
+        hint = f"{err.context} at line {ctx.line}, column {ctx.col}"
     return ModcError(f"invalid YAML: {problem}", span, hint)
-
-
-def _offset_span(source: Source, offset: int) -> Span:
-    """The span of character `offset` of the source text."""
-    before = source.text[:offset]
-    return Span(source, before.count("\n") + 1, offset - (before.rfind("\n") + 1) + 1)
 
 
 class _Walker(TermWalker):

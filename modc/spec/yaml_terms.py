@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from modc.errors import ModcError, did_you_mean
+from modc.errors import ModcError, did_you_mean, unknown_argument
 from modc.source import Source, Span
 from modc.spec import ast
 from modc.spec.dsl_terms import MAX_DEPTH
@@ -58,13 +58,11 @@ class TermWalker:
 
     def span(self, node: Node) -> Span:
         """The span of a node: its first character, as wide as its text on that line."""
-        start, end = node.start_mark, node.end_mark
-        width = (
-            end.column - start.column
-            if isinstance(node, ScalarNode) and end.line == start.line
-            else 1
-        )
-        return Span(self.source, start.line + 1, start.column + 1, max(width, 1))
+        start = self.source.span_at(node.start_mark.index)
+        text = self.source.text[node.start_mark.index : node.end_mark.index]
+        if isinstance(node, ScalarNode) and "\n" not in text:
+            return start.shift(0, len(text))
+        return start
 
     def visit(self, node: Node) -> None:
         """Count a node, refusing specs that expand to too many (through aliases)."""
@@ -196,7 +194,7 @@ class TermWalker:
                 f"write {{{op}: {value}}}",
             )
         hint = None
-        if node.start_mark.line != node.end_mark.line:
+        if "\n" in self.source.text[node.start_mark.index : node.end_mark.index]:
             hint = "this text runs over several lines; is a '- ' item indented too far?"
         raise ModcError(f"expected an operation name or a mapping, got {text!r}", span, hint)
 
@@ -224,7 +222,10 @@ class TermWalker:
                 name = self.ident(e.value, "a module name")
             else:
                 self.check_ident(e.key, e.span, "an argument name")
-                kwargs[e.key] = self.arg(e.value)
+                try:
+                    kwargs[e.key] = self.arg(e.value)
+                except ModcError as err:
+                    raise _unknown_argument(entry.key, e) or err from None
         return ast.Call(entry.key, args, tuple(kwargs.items()), name, entry.span)
 
     def arg(self, node: Node) -> ast.Arg:
@@ -311,6 +312,16 @@ class TermWalker:
             offset = len(raw) - len(content) + len(quote)
             return node.value, start.shift(offset, len(node.value)), True
         return node.value, start.shift(len(quote)), False
+
+
+def _unknown_argument(op: str, e: _Entry) -> ModcError | None:
+    """The error for a keyword that the library operation `op` does not take, if it is one:
+    a wrong name is told as such, not as a wrong value."""
+    from modc.ops import OPS, argument_names
+
+    if op not in OPS or e.key in argument_names(OPS[op]):
+        return None
+    return unknown_argument(op, e.key, argument_names(OPS[op]), e.span)
 
 
 def _is_null(node: Node) -> bool:

@@ -1,13 +1,16 @@
-"""`modc sweep`: train a grid of widths or depths × learning rates, to check transfer."""
+"""`modc sweep`: train a grid of sizes × optimizer settings × learning rates, to check
+transfer: each optimizer on its own lr grid, and an optimum on a grid's edge flagged, not
+counted."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from modc.errors import ModcError
 from modc.fileio import write_atomic
-from modc.sweep.grid import parse_lrs, parse_vary, plan
+from modc.sweep.grid import check_optimizers, lr_grids, parse_set, parse_vary, plan
 from modc.sweep.report import plot, summary, write_csv
 from modc.sweep.runner import execute
 
@@ -15,16 +18,19 @@ from modc.sweep.runner import execute
 def sweep(
     spec: Path,
     vary: list[str],
-    lrs: str,
+    lrs: list[str],
     optimizers: list[str],
     out: Path,
     train_args: list[str],
     jobs: int = 1,
     seeds: int = 1,
     fixed: list[str] = (),
+    settings: list[str] = (),
 ) -> str:
     """Run the grid and write results.csv and transfer.png into `out`; returns the summary.
 
+    `vary` ("width=32,64") lists sizes, `settings` ("decay=0.5,1") optimizer settings, `lrs`
+    the lr grids ("LO:HI" for all, "KIND=LO:HI" for one; see grid.lr_grids).
     `fixed` ("name=value") holds the other parameters of every variant; a directory keeps
     the fixed parameters and training arguments it was first swept with, so that finished
     runs are only reused for the same grid.
@@ -32,15 +38,28 @@ def sweep(
     axes = [parse_vary(v) for v in vary]
     if both := {f.split("=", 1)[0].strip() for f in fixed} & {name for name, _ in axes}:
         raise ModcError(f"{', '.join(sorted(both))}: set with both -p and --vary")
-    runs = plan(axes, optimizers, parse_lrs(lrs), seeds)
+    _folder(Path(out))
+    check_optimizers(optimizers)
+    chosen = [parse_set(s) for s in settings]
+    runs = plan(axes, optimizers, lr_grids(list(lrs), optimizers), seeds, chosen)
     _same_setup(Path(out), {"fixed": list(fixed), "train": train_args})
     results = execute(Path(spec), runs, Path(out), train_args, jobs, list(fixed))
     write_csv(results, Path(out) / "results.csv")
-    names = " × ".join(name for name, _ in axes) or "lr"
+    names = " × ".join(name for name, _ in [*axes, *chosen]) or "lr"
     plot(results, Path(out) / "transfer.png", f"{Path(spec).name}: held-out loss, by {names}")
     text = summary(results)
     write_atomic(Path(out) / "summary.txt", text + "\n")
     return text
+
+
+def _folder(out: Path) -> None:
+    """Make the sweep's folder, or say in one line why it cannot be made or written."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ModcError(f"-o {out}: cannot make the sweep folder ({e.strerror})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ModcError(f"-o {out}: the sweep folder is not writable")
 
 
 def _same_setup(out: Path, setup: dict) -> None:

@@ -1,4 +1,10 @@
-"""Running a sweep's grid: each variant compiled once, runs in parallel, finished runs kept."""
+"""Running a sweep's grid: each variant compiled once, runs in parallel, finished runs kept.
+
+A run that diverges (train.py's status 1 with its own message) is a result; any other
+failure stops the sweep with one line naming the run and its log, since it is a set-up
+error (bad data, a flag, memory) that the remaining runs would repeat. Finished runs are
+kept, so a rerun after the fix continues where this one stopped.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +17,12 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-from modc.compiler import compile_spec
+from modc.codegen.build import write_build
+from modc.compiler import load
+from modc.errors import ModcError
 from modc.sweep.grid import Run
+
+MAX_JOBS = 256  # runs in parallel: each is a process
 
 
 @dataclass
@@ -39,6 +49,10 @@ def _finished(run_dir: Path, run: Run) -> Result | None:
     return Result(run, f.get("train_loss"), f.get("eval_loss"), f.get("eval_acc"), bad)
 
 
+class Failed(Exception):
+    """A run that ended neither with a result nor with divergence."""
+
+
 def _train(build: Path, run: Run, out: Path, args: list[str], threads: int) -> Result:
     cmd = [
         sys.executable,
@@ -55,13 +69,17 @@ def _train(build: Path, run: Run, out: Path, args: list[str], threads: int) -> R
         *args,
     ]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if proc.returncode == 1:  # train.py stops with status 1 on a non-finite loss
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "diverged").write_text(proc.stderr)
-    elif proc.returncode != 0:
-        raise RuntimeError(f"run {run.id} failed:\n{proc.stderr.strip()}")
-    return _finished(out, run)
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "train.log"
+    with open(log, "w") as f:
+        code = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
+    last = (log.read_text(errors="replace").strip().splitlines() or [""])[-1]
+    if code == 1 and last.startswith("train.py: error:"):  # stopped on a non-finite loss
+        (out / "diverged").write_text(last + "\n")
+    result = _finished(out, run) if code in (0, 1) else None
+    if result is None:
+        raise Failed(f"run {run.id} failed (exit status {code}): {last.strip()[:300]}; log: {log}")
+    return result
 
 
 def execute(
@@ -78,9 +96,7 @@ def execute(
     builds: dict[str, Path] = {}
     for run in runs:
         if run.variant_id not in builds:
-            where = out / "builds" / (run.variant_id or "default")
-            params = [*fixed, *(f"{k}={v}" for k, v in run.variant)]
-            builds[run.variant_id] = compile_spec(spec, where, params)
+            builds[run.variant_id] = _compile(spec, run, out / "builds", fixed)
     results: dict[Run, Result] = {}
     todo = []
     for run in runs:
@@ -96,12 +112,26 @@ def execute(
             pool.submit(_train, builds[r.variant_id], r, out / "runs" / r.id, train_args, threads)
             for r in todo
         ]
-        for future in as_completed(futures):
-            result = future.result()
-            results[result.run] = result
-            bar.advance()
+        try:
+            for future in as_completed(futures):
+                result = future.result()
+                results[result.run] = result
+                bar.advance()
+        except Failed as e:
+            for f in futures:
+                f.cancel()  # the runs under way finish (and are kept); no new one starts
+            bar.close()
+            raise ModcError(f"{e}; the finished runs are kept for a rerun") from None
     bar.close()
     return [results[r] for r in runs]
+
+
+def _compile(spec: Path, run: Run, builds: Path, fixed: list[str]) -> Path:
+    """The build of run's variant: the spec with its sizes, and its optimizer settings in
+    place of the spec's own (so the build's defaults are the swept values)."""
+    network, analysis = load(spec, [*fixed, *(f"{k}={v}" for k, v in run.sizes)])
+    network.optimizer = {**network.optimizer, **dict(run.settings)}
+    return write_build(network, analysis, builds / (run.variant_id or "default"))
 
 
 class Progress:

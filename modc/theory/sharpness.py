@@ -39,6 +39,8 @@ SIGMA = sympy.Symbol("σ", positive=True)  # the loss's Lipschitz constant in th
 TAU = sympy.Symbol("τ", nonnegative=True)  # the loss's smoothness in the output
 _K = sympy.Symbol("k", integer=True, nonnegative=True)
 _J = sympy.Symbol("j", integer=True, nonnegative=True)
+#: Largest number of copies composed one by one; more are summed in closed form.
+ITERATE = 16
 
 
 class Masses(Protocol):
@@ -151,7 +153,8 @@ def power(
     real: Sharp | None = None,
     sums: tuple[str, dict] | None = None,
 ) -> Sharp:
-    """n composed copies of c: by iteration for a number n, in closed form otherwise.
+    """n composed copies of c: by iteration for a small number n, in closed form otherwise
+    (so that the work does not grow with n).
 
     With M_k the first k copies and W_k = k·ω_k, B_k = k·β_k, A_k = k²·α_k, the rule gives
     W_{k+1} = r W_k + ω, B_{k+1} = r B_k + (γ W_k/ν + β) ν̂^k and
@@ -161,7 +164,7 @@ def power(
     `sums` = (name, definitions) names each geometric sum Σ_{k<n} x^k of a symbol x
     `Σ_name` there, as abbreviate() names the constants.
     """
-    if n.is_Integer:
+    if n.is_Integer and n <= ITERATE:
         acc = c
         for _ in range(int(n) - 1):
             acc = compose(acc, c)

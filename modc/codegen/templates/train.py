@@ -17,6 +17,8 @@ Optimizers (--optimizer; default: the spec's optimizer: section, else dualized):
     normalized:adafactor
     adamw, muon           baselines: torch.optim.AdamW; torch.optim.Muon on the hidden
                           matrices + AdamW (--adamw-lr) on embeddings, head, gains, biases
+    adafactor             Adafactor (Shazeer & Stern): relative step min(--lr, 1/sqrt(t)) times
+                          each weight's RMS; try --lr 0.01
 Every setting of the spec's optimizer: section has a flag (--momentum, --nesterov, --polar,
 --weight-decay, --beta1, --beta2, --eps, --decay, --adamw-lr, --constraint) that overrides it;
 the bound itself (optimizer.lipschitz or max_norm) is compiled into the caps. --constraint
@@ -116,7 +118,7 @@ FIELDS = ["step", "loss", "lr", "eval_loss", "eval_acc", "lipschitz_upper", "ski
 # The optimizer's settings, passed to make_optimizer; their defaults are its own, which are
 # the spec's (None: make_optimizer's default, or a setting that it does not take).
 SETTINGS = ["constraint", "momentum", "nesterov", "polar", "weight_decay"]
-SETTINGS += ["beta1", "beta2", "eps", "decay", "adamw_lr"]
+SETTINGS += ["beta1", "beta2", "eps", "decay", "clip", "clip_alpha", "eps1", "eps2", "adamw_lr"]
 SPEC_OPTIMIZER = {
     name: p.default
     for name, p in inspect.signature(make_optimizer).parameters.items()
@@ -158,6 +160,19 @@ def integer(low: int, high: float = math.inf) -> Callable:
     return lambda v: isinstance(v, int) and not isinstance(v, bool) and low <= v < high
 
 
+def clip_setting(text: str) -> tuple[float | None, float | None]:
+    """`--clip none | d | alpha=A` as make_optimizer's (clip, clip_alpha)."""
+    try:
+        if text == "none":
+            return None, None
+        if text.startswith("alpha="):
+            return None, float(text[len("alpha=") :])
+        return float(text), None
+    except ValueError:
+        message = f"expected none, a number or alpha=A, got {text!r}"
+        raise argparse.ArgumentTypeError(message) from None
+
+
 def one_of(choices: list[str] | None) -> Callable:
     """A check: one of `choices` (any string if None)."""
     return lambda v: isinstance(v, str) and (choices is None or v in choices)
@@ -181,6 +196,10 @@ RULES = {
     "beta2": ("a number in [0, 1)", number(0, 1)),
     "eps": ("a finite number ≥ 0", number(0)),
     "decay": ("a finite number > 0", number(0, low_open=True)),
+    "clip": ("a finite number > 0", number(0, low_open=True)),
+    "clip_alpha": ("a finite number > 1", number(1, low_open=True)),
+    "eps1": ("a finite number > 0", number(0, low_open=True)),
+    "eps2": ("a finite number ≥ 0", number(0)),
     "adamw_lr": ("a finite number ≥ 0", number(0)),
     "schedule": ("constant, cosine or linear", one_of(["constant", "cosine", "linear"])),
     "warmup": ("an integer ≥ 0", integer(0)),
@@ -497,7 +516,15 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--beta1", type=float, help="muon: β1 of the AdamW part")
     p.add_argument("--beta2", type=float, help="β2 of normalized:adam, adamw, muon's AdamW")
     p.add_argument("--eps", type=float, help="ε of normalized:adam, adamw, muon's AdamW")
-    p.add_argument("--decay", type=float, help="normalized:adafactor: β2_t = 1 − t^(−decay)")
+    p.add_argument("--decay", type=float, help="adafactor kinds: β2_t = 1 − t^(−decay)")
+    p.add_argument(
+        "--clip",
+        type=clip_setting,
+        dest="clip_setting",
+        help="adafactor: update clipping: none, a constant d, or alpha=A (d_t = t^(c/(2(A-1))))",
+    )
+    p.add_argument("--eps1", type=float, help="adafactor: added to G² in the second moment")
+    p.add_argument("--eps2", type=float, help="adafactor: the step is max(eps2, RMS(W)) × ρ_t")
     p.add_argument("--adamw-lr", type=float, help="muon: learning rate of the AdamW part")
     p.add_argument("--schedule", choices=["constant", "cosine", "linear"], help="lr decay")
     p.add_argument("--warmup", type=int, help="steps of linear lr warm-up")
@@ -539,7 +566,11 @@ def parse_args() -> argparse.Namespace:
     )
     p.set_defaults(**DEFAULTS)
     p.set_defaults(**{k: v for k, v in spec.get("train", {}).items() if k in DEFAULTS})
+    p.set_defaults(clip_setting=None)
     args = p.parse_args()
+    if args.clip_setting is not None:  # --clip sets both of make_optimizer's clip settings
+        args.clip, args.clip_alpha = args.clip_setting
+    del args.clip_setting
     if problem := bad_arg(vars(args)):
         fail(f"--{problem[0].replace('_', '-')} {problem[1]}")
     if not 0 < args.timeout < math.inf:
