@@ -17,7 +17,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from modc.compiler import compile_spec
 
     out = compile_spec(args.spec, args.out, args.param, args.force)
-    print(f"wrote {out}/ (model.py, optimizer.py, certificate.py, train.py, data.py, spec.json)")
+    files = "model.py, optimizer.py, certificate.py, train.py, data.py, options.py, distributed.py"
+    print(f"wrote {out}/ ({files}, spec.json)")
     print(f"train it: python {out}/train.py")
     return 0
 

@@ -15,8 +15,16 @@ import modc
 from tests.conftest import SPECS
 from tests.conftest import modc as run_modc
 
-GENERATED = ("model.py", "optimizer.py", "certificate.py", "train.py", "data.py", "options.py")
-GENERATED += ("spec.json",)
+GENERATED = (
+    "model.py",
+    "optimizer.py",
+    "certificate.py",
+    "train.py",
+    "data.py",
+    "options.py",
+    "distributed.py",
+    "spec.json",
+)
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +86,15 @@ def test_generated_files_import_with_only_torch(name, request):
 @pytest.mark.parametrize("name", ["mlp", "resmlp"])
 def test_generated_files_import_only_torch_and_the_standard_library(name, request):
     build = request.getfixturevalue(name)
-    allowed = set(sys.stdlib_module_names) | {"torch", "model", "optimizer", "certificate", "data"}
-    allowed.add("options")
+    allowed = set(sys.stdlib_module_names) | {
+        "torch",
+        "model",
+        "optimizer",
+        "certificate",
+        "data",
+        "distributed",
+        "options",
+    }
     for file in GENERATED:
         if not file.endswith(".py"):
             continue

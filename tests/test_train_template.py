@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from modc.codegen.distributed import emit_distributed
+
 TEMPLATES = Path(__file__).resolve().parents[1] / "modc" / "codegen" / "templates"
 
 MODEL = """\
@@ -97,6 +99,7 @@ def make_build(root: Path) -> Path:
         ("train.py", (TEMPLATES / "train.py").read_text()),
         ("data.py", (TEMPLATES / "data.py").read_text()),
         ("options.py", (TEMPLATES / "options.py").read_text()),
+        ("distributed.py", emit_distributed()),
     ]:
         (build / name).write_text(text)
     return build

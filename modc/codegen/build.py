@@ -9,6 +9,7 @@ from importlib import resources
 from pathlib import Path
 
 from modc.codegen.certificate import emit_certificate
+from modc.codegen.distributed import emit_distributed
 from modc.codegen.model import emit_model
 from modc.codegen.optimizer import emit_optimizer
 from modc.errors import ModcError
@@ -94,6 +95,7 @@ def write_build(
         "model.py": emit_model(network),
         "optimizer.py": emit_optimizer(network, analysis),
         "certificate.py": emit_certificate(network, analysis),
+        "distributed.py": emit_distributed(),
         "spec.json": spec_json(network, analysis),
     }
     templates = resources.files("modc.codegen") / "templates"

@@ -29,8 +29,11 @@ from modc.errors import shown
 # whether it is of the standard library (those come first, as isort orders them).
 IMPORTS = [
     ("math", "import math", True),
+    ("os", "import os", True),
     ("Callable", "from collections.abc import Callable", True),
+    ("timedelta", "from datetime import timedelta", True),
     ("torch", "import torch", False),
+    ("dist", "import torch.distributed as dist", False),
     ("F", "import torch.nn.functional as F", False),
     ("nn", "from torch import nn", False),
 ]

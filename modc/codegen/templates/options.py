@@ -47,6 +47,7 @@ def rules(kinds: list[str] | None, polars: list[str] | None) -> dict[str, tuple[
         "data": ("a data set's name or a path", one_of(None)),
         "steps": ("an integer ≥ 1", integer(1)),
         "batch_size": ("an integer ≥ 1", integer(1)),
+        "grad_accum": ("an integer ≥ 1", integer(1)),
         "lr": ("a finite number ≥ 0", number(0)),
         "optimizer": ("an optimizer kind", one_of(kinds)),
         "constraint": ("none, cap or normalize", one_of(["none", "cap", "normalize"])),

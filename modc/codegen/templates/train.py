@@ -8,6 +8,7 @@
     python train.py --constraint cap               # keep the spec's Lipschitz bound
     python train.py --optimizer muon --lr 0.02 --adamw-lr 3e-4 --beta2 0.95
     python train.py --device cuda --bf16 --compile # bf16 autocast, torch.compile
+    torchrun --nproc_per_node 8 train.py --batch-size 64  # 8 processes, data parallel
 
 Optimizers (--optimizer; default: the spec's optimizer: section, else dualized):
     dualized              momentum, then each layer's dual map: every step has modular norm lr
@@ -46,6 +47,13 @@ below vocab (128 for ASCII). The first 90% of the bytes trains, on windows at ra
 up to 256 fixed, non-overlapping windows spread over the last 10% are held out, so eval_loss
 is the mean cross-entropy per token (nats) and eval_acc the next-byte accuracy.
 
+Several processes (torchrun; gloo on CPU, nccl on CUDA, one GPU a process): data parallel
+with DDP. --batch-size is per process: a step's global batch is batch-size × processes ×
+--grad-accum examples, the same examples whatever the number of processes, so a run of one
+process with that global batch takes the same steps. The dualized optimizer deals its polar
+factors out to the processes (each computed once) and gathers them. Rank 0 writes every
+file; a collective that waits longer than --timeout seconds for a failed process fails.
+
 Output in --out (default runs/<name>):
     metrics.csv         step,loss,lr,eval_loss,eval_acc,lipschitz_upper,skipped: a row per
                         step; skipped counts the steps skipped so far
@@ -61,6 +69,7 @@ Imports torch and the Python standard library only.
 """
 
 import argparse
+import contextlib
 import ctypes
 import hashlib
 import inspect
@@ -84,6 +93,17 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # the files modc generated next to this one
 from certificate import report  # noqa: E402
 from data import NAMES, DataError, Dataset, load  # noqa: E402
+from distributed import (  # noqa: E402
+    Dealer,
+    data_parallel,
+    join,
+    launched,
+    leave,
+    mean_over_ranks,
+    micro_batches,
+    ranks,
+    split_dual_maps,
+)
 from model import INPUT_SHAPE, OUTPUT_SHAPE, build_model  # noqa: E402
 from optimizer import make_optimizer  # noqa: E402
 from options import SETTINGS, rules  # noqa: E402
@@ -105,6 +125,7 @@ DEFAULTS = {
     "data": "synthetic",
     "steps": 1000,
     "batch_size": 128,
+    "grad_accum": 1,
     "lr": 0.1,
     "optimizer": SPEC_OPTIMIZER.get("kind"),
     **{key: SPEC_OPTIMIZER.get(key) for key in SETTINGS},
@@ -146,7 +167,10 @@ def bad_arg(args: dict) -> tuple[str, str] | None:
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    print(f"train.py: error: {message}", file=sys.stderr)
+    """Stop with `message`. Under torchrun every rank meets the same failures (arguments,
+    data, the loss: a mean over the ranks), so rank 0 alone says it, once."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"train.py: error: {message}", file=sys.stderr)
     sys.exit(code)
 
 
@@ -172,22 +196,31 @@ def train_step(
     model: nn.Module,
     optimizer: Optimizer,
     scheduler: LambdaLR,
-    x: torch.Tensor,
-    y: torch.Tensor,
+    batches: list[tuple[torch.Tensor, torch.Tensor]],
     bf16: bool = False,
 ) -> tuple[float, float, bool]:
-    """One update on the batch (x, y); returns its loss, the learning rate it used, and
-    whether the step was skipped: its loss or its gradients were not finite, so the weights
-    and the optimizer's state stay as they were (the optimizer checks the gradients).
-    With bf16 the forward pass runs under bfloat16 autocast (the loss in float32)."""
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
-        logits = model(x)
-    loss = F.cross_entropy(*flat(logits.float(), y))
-    lr, value = optimizer.param_groups[0]["lr"], loss.item()
-    skipped_before = getattr(optimizer, "skipped", 0)
+    """One update on the micro-batches [(x, y), ...], the gradient of their mean loss (DDP
+    averages it over the ranks in the last backward); returns the loss, a mean over the
+    micro-batches and the ranks (so every rank decides alike), the learning rate it used,
+    and whether the step was skipped: its loss or its gradients were not finite, so the
+    weights and the optimizer's state stay as they were (the optimizer checks the
+    gradients). With bf16 the forward passes run under bfloat16 autocast (the loss in
+    float32)."""
     optimizer.zero_grad(set_to_none=True)
+    value = 0.0
+    for i, (x, y) in enumerate(batches):
+        last = i == len(batches) - 1
+        no_sync = getattr(model, "no_sync", contextlib.nullcontext)  # DDP: reduce once
+        with contextlib.nullcontext() if last else no_sync():
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+                logits = model(x)
+            loss = F.cross_entropy(*flat(logits.float(), y))
+            (loss / len(batches)).backward()  # every rank: DDP's all-reduce waits for all
+        value += loss.item() / len(batches)
+    value = mean_over_ranks(value, x.device)
+    lr = optimizer.param_groups[0]["lr"]
+    skipped_before = getattr(optimizer, "skipped", 0)
     if math.isfinite(value):
-        loss.backward()
         optimizer.step()
     scheduler.step()
     return value, lr, not math.isfinite(value) or getattr(optimizer, "skipped", 0) > skipped_before
@@ -404,7 +437,10 @@ def parse_args() -> argparse.Namespace:
         "--data", help="mnist, shakespeare, synthetic, or PATH to a .csv, .csv.gz, .pt or .txt file"
     )
     p.add_argument("--steps", type=int, help="optimizer steps")
-    p.add_argument("--batch-size", type=int, help="examples per step")
+    p.add_argument("--batch-size", type=int, help="examples per step and process")
+    p.add_argument(
+        "--grad-accum", type=int, help="micro-batches of --batch-size per step and process"
+    )
     p.add_argument("--lr", type=float, help="peak learning rate")
     p.add_argument(
         "--optimizer",
@@ -463,6 +499,12 @@ def parse_args() -> argparse.Namespace:
     )
     p.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt")
     p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        help="seconds a process waits for the others (torchrun) before it fails",
+    )
     p.add_argument("--bf16", action="store_true", help="forward passes under bfloat16 autocast")
     p.add_argument(
         "--compile",
@@ -478,6 +520,8 @@ def parse_args() -> argparse.Namespace:
     del args.clip_setting
     if problem := bad_arg(vars(args)):
         fail(f"--{problem[0].replace('_', '-')} {problem[1]}")
+    if not 0 < args.timeout < math.inf:
+        fail(f"--timeout must be a positive number of seconds, got {args.timeout}")
     if args.data not in NAMES:  # a path: absolute, for --resume
         path = Path(args.data).expanduser()  # relative to the cwd, else to this directory
         path = HERE / path if not path.exists() and (HERE / path).exists() else path
@@ -487,11 +531,12 @@ def parse_args() -> argparse.Namespace:
 
 def resume_from(args: argparse.Namespace) -> tuple[dict | None, list[str]]:
     """With --resume, the checkpoint in --out, checked, and the arguments it changes. Its
-    arguments (all but --device, --out, --quiet, --bf16 and --compile) replace the command
-    line's: the run continues as it began."""
+    arguments (all but --device, --out, --quiet, --bf16, --compile and --timeout) replace
+    the command line's: the run continues as it began. Every rank reads it: --out must be
+    on a file system that all of them see."""
     path = Path(args.out) / "checkpoint.pt"
     if not (args.resume and (path.exists() or path.is_symlink())):
-        if args.resume:
+        if args.resume and not ranks()[0]:
             print(
                 f"train.py: no checkpoint in {args.out}; starting at step 0",
                 file=sys.stderr,
@@ -500,6 +545,12 @@ def resume_from(args: argparse.Namespace) -> tuple[dict | None, list[str]]:
     ckpt = load_checkpoint(path)
     if problem := bad_arg(ckpt["args"]):
         fail(f"{path} has a bad args.{problem[0]}: it {problem[1]}; it is left as it is")
+    if ckpt.get("ranks", 1) != ranks()[1] and not ranks()[0]:
+        print(
+            f"train.py: the checkpoint is of {ckpt.get('ranks', 1)} processes, this run has "
+            f"{ranks()[1]}: the global batch (--batch-size × processes × --grad-accum) changes",
+            file=sys.stderr,
+        )
     changed = [k for k in DEFAULTS if vars(args)[k] != ckpt["args"].get(k)]
     vars(args).update({k: ckpt["args"].get(k) for k in DEFAULTS})
     return ckpt, changed
@@ -528,6 +579,9 @@ def build(
         )
     except ValueError as e:
         fail(str(e))
+    if ranks()[1] > 1 and hasattr(optimizer, "dual_maps"):  # dualized: polar factors dealt out
+        atoms = sys.modules[make_optimizer.__module__].POLAR_ATOMS
+        optimizer.dual_maps = split_dual_maps(optimizer.dual_maps, atoms, Dealer())
     scheduler = LambdaLR(optimizer, lr_factor(args.schedule, args.warmup, args.steps))
     if ckpt is not None:
         try:
@@ -563,24 +617,40 @@ def main() -> None:
     if args.device == "cuda" and not torch.cuda.is_available():
         fail("--device cuda, but CUDA is not available")
     device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
-    out = Path(args.out)
+    if launched():  # by torchrun: one of several processes
+        device = join(device, args.timeout)
+    out, held = Path(args.out), contextlib.nullcontext()
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        held = lock(out)
+        if ranks()[0] == 0:  # rank 0 alone writes in --out
+            out.mkdir(parents=True, exist_ok=True)
+            held = lock(out)
     except OSError as e:
         fail(f"--out {out}: {e.strerror or e}")
-    with held:
-        train(args, device, out)
+    try:
+        with held:
+            train(args, device, out)
+    finally:
+        leave()
 
 
 def train(args: argparse.Namespace, device: torch.device, out: Path) -> None:
-    """The run in `out`, which this process holds the lock of."""
-    for stale in out.glob("*.tmp"):  # left by a killed run (only this run may write here)
-        stale.unlink()
+    """The run in `out`, on every rank; rank 0, which holds the lock of `out`, alone writes."""
+    rank, world = ranks()
+    writes = rank == 0
+    if writes:
+        for stale in out.glob("*.tmp"):  # left by a killed run (only this run may write here)
+            stale.unlink()
+        if world > 1 or args.grad_accum > 1:
+            print(
+                f"train.py: global batch {args.batch_size * world * args.grad_accum} = "
+                f"{args.batch_size} (--batch-size) × {world} processes × {args.grad_accum} "
+                "(--grad-accum)",
+                file=sys.stderr,
+            )
     ckpt, changed = resume_from(args)
     dataset = get_data(args.data, device)
     model, optimizer, scheduler = build(args, device, ckpt)
-    if changed:
+    if changed and writes:
         print(f"train.py: resuming with the checkpoint's {', '.join(changed)}", file=sys.stderr)
     start, loss, seconds = (ckpt["step"], ckpt["loss"], ckpt["seconds"]) if ckpt else (0, 0.0, 0.0)
     skipped, in_a_row = (ckpt["skipped"], ckpt["in_a_row"]) if ckpt else (0, 0)
@@ -588,22 +658,26 @@ def train(args: argparse.Namespace, device: torch.device, out: Path) -> None:
     def due(step: int, every: int) -> bool:
         return step == args.steps or (every > 0 and step % every == 0)
 
-    start_metrics(out / "metrics.csv", keep_until=start)
-    start_reports(out / "certificates.jsonl", keep_until=start)
-    progress = Progress(start, args.steps, args.quiet)
+    if writes:
+        start_metrics(out / "metrics.csv", keep_until=start)
+        start_reports(out / "certificates.jsonl", keep_until=start)
+    progress = Progress(start, args.steps, args.quiet or not writes)
     rng_devices = [device] if device.type == "cuda" else []
     t0 = time.time()
-    forward = torch.compile(model) if args.compile else model  # same weights as model
+    forward = data_parallel(model, device)  # same weights as model
+    forward = torch.compile(forward) if args.compile else forward
     model.train()
     for step in range(start + 1, args.steps + 1):  # `step` counts the updates made so far
-        x, y = dataset.batch(step - 1, args.batch_size, args.seed)
-        loss, lr, skip = train_step(forward, optimizer, scheduler, x, y, args.bf16)
+        batches = micro_batches(dataset, step - 1, args.batch_size, args.grad_accum, args.seed)
+        loss, lr, skip = train_step(forward, optimizer, scheduler, batches, args.bf16)
         skipped, in_a_row = skipped + skip, in_a_row + 1 if skip else 0
-        if in_a_row >= args.max_skips:
+        if in_a_row >= args.max_skips:  # every rank alike: the loss is the ranks' mean
             diverged(
                 f"{in_a_row} steps in a row, up to step {step}, had a non-finite loss or "
                 f"gradient (loss {loss:.4g}) and were skipped"
             )
+        if not writes:
+            continue
         row = {"step": step, "loss": loss, "lr": lr, "skipped": skipped}
         with torch.random.fork_rng(rng_devices):  # measuring never changes the training run
             if due(step, args.eval_every):
@@ -625,9 +699,12 @@ def train(args: argparse.Namespace, device: torch.device, out: Path) -> None:
                 seconds=seconds + time.time() - t0,
                 skipped=skipped,
                 in_a_row=in_a_row,
+                ranks=world,
             )
         progress.update(step, loss, skipped)
     seconds += time.time() - t0
+    if not writes:
+        return
 
     eval_loss, eval_acc = evaluate(model, *dataset.held_out(), args.bf16)
     print(
