@@ -15,6 +15,7 @@ import itertools
 import json
 import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -422,3 +423,20 @@ def test_python_api_build_is_safe(sandbox):
     cached = modc.build(spec)  # this user's private cache
     assert cached.path.parent.stat().st_mode & 0o077 == 0
     assert not any(sandbox.iterdir())
+
+
+def test_default_run_folder_stays_under_runs(sandbox):
+    """train.py's default --out is runs/FOLDER, the spec name reduced as for build/."""
+    spec = sandbox.parent / "escape.yaml"
+    spec.write_text("name: ../../escape\n" + BODY_YAML, encoding="utf-8")
+    build = compile_spec(spec)
+    got = subprocess.run(
+        [sys.executable, str(build / "train.py"), "--steps", "1", "--quiet", "--data", "synthetic"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert got.returncode == 0, got.stderr
+    assert sorted(p.name for p in sandbox.iterdir()) == ["build", "runs"]
+    assert [p.name for p in (sandbox / "runs").iterdir()] == ["_.._escape"]
+    assert not (sandbox.parent.parent / "escape").exists()

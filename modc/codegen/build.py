@@ -30,6 +30,7 @@ def spec_json(network: ir.Network, analysis: Analysis) -> str:
     doc = {
         **MARK,
         "name": network.name,
+        "folder": folder_name(network.name),  # train.py's default run folder: runs/FOLDER
         "source": source,
         "train": network.train,
         "optimizer": network.optimizer,

@@ -487,7 +487,7 @@ def parse_args() -> argparse.Namespace:
     )
     p.add_argument(
         "--out",
-        default=str(Path("runs", spec.get("name", HERE.name))),
+        default=str(Path("runs", spec.get("folder", HERE.name))),
         help="run directory",
     )
     p.add_argument("--eval-every", type=int, help="steps between evaluations (0: at the end)")
