@@ -30,6 +30,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture
+def one_thread():
+    """Run a test on one torch thread: its tensors are small, and threads only contend
+    (CI runners have two cores)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def trials(request: pytest.FixtureRequest) -> int | None:
     """`--trials N` from the command line, or None for a test's own lean default."""
     return request.config.getoption("--trials")

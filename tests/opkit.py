@@ -12,7 +12,6 @@ import math
 from collections.abc import Callable
 from types import SimpleNamespace
 
-import pytest
 import sympy
 import torch
 import torch.nn.functional as F
@@ -21,15 +20,6 @@ from torch import nn
 from modc.ops import OPS, Op
 
 Norm = Callable[[torch.Tensor], torch.Tensor]
-
-
-@pytest.fixture
-def one_thread():
-    """Run a test on one torch thread: these tensors are tiny, and threads only contend."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def make(name: str, values: dict | None = None, *shapes: tuple) -> Op:

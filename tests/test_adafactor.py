@@ -18,13 +18,7 @@ from modc.errors import ModcError
 from modc.runtime.optim import Adafactor, Normalized, clip_rms, threshold
 from tests.conftest import ROOT, SPECS
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Net(nn.Module):

@@ -18,6 +18,8 @@ import torch
 import modc
 from modc.theory.lipschitz import capped_bound
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 WIDTH, POSITIONS = 8, 4
 LEAVES = ["Linear(8)", "ReLU", "GELU", "Bias", "Gain", "RMSClip", "Abs", "RoPE"]
 
@@ -49,14 +51,6 @@ def spec(rng: random.Random) -> str:
         f'name "random"\ninclude "std/attention.modc"\ninput ({POSITIONS}, {WIDTH})\n'
         f"network = Linear(8) > {body}\n"
     )
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("seed", range(50))

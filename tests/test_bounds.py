@@ -22,7 +22,6 @@ from tests.netspecs import ATTENTION, CNN, GELU_MLP
 from tests.opkit import (
     clip_rms,
     img,
-    one_thread,  # noqa: F401 - the fixture below
     tok,
 )
 

@@ -11,6 +11,8 @@ import modc
 from modc.theory.lipschitz import capped_bound
 from tests.conftest import SPECS
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 # Standard-library specs and small values for the size parameters each has. A spec that is
 # not in specs/ yet is skipped, so new ones switch on as they land.
 FAMILIES = {
@@ -21,15 +23,6 @@ FAMILIES = {
 }
 KINDS = ["dualized", "normalized:sgd", "normalized:adam", "normalized:adafactor"]
 _builds: dict[tuple, modc.Build] = {}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices: threads only contend (and CI runners have two cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def cached_build(spec: str, params: dict[str, int], tmp: str) -> modc.Build:

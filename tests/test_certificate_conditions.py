@@ -11,6 +11,8 @@ import torch
 
 import modc
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 RESIDUAL_RMS = """
 input: [1, 4, 4]
 output: 10
@@ -40,14 +42,6 @@ network = RMSClip
     > ((heads(16, 2), (heads(16, 2), heads(16, 2)) > AttentionQK > CausalMask > Softmax)
        > 1/3 * ApplyScores > MergeHeads > Linear(16))
 """
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_rms_divide_below_its_floor_is_reported_and_not_within(write_spec, tmp_path):

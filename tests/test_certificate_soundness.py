@@ -22,6 +22,8 @@ import torch
 import modc
 from tests.conftest import SPECS
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 GPT_BODY = """
 name "gpt_body"
 include "std/gpt.modc"
@@ -89,14 +91,6 @@ FAMILIES = {
 }
 WEIGHTS = ("init", "scaled", "blown", "low_rank", "zeroed", "trained")
 _builds: dict[str, modc.Build] = {}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def build_of(family: str, root) -> modc.Build:

@@ -18,17 +18,9 @@ from modc.optim import PlacementError
 from modc.runtime.optim import WEIGHT_AXES, Combined, Dualized
 from tests.conftest import SPECS
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SHAKESPEARE = Path(modc.__file__).parent / "data" / "shakespeare.txt"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small matrices: threads only contend (and CI runners have two cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 # --- a nanoGPT-style model, in plain torch -------------------------------------------------
 

@@ -17,7 +17,6 @@ import torch.nn.functional as F
 from tests.opkit import (
     emit,
     make,
-    one_thread,  # noqa: F401 - the fixture below
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")

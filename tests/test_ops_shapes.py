@@ -13,7 +13,6 @@ from modc.ops import OPS, ShapeError
 from tests.opkit import (
     emit,
     make,
-    one_thread,  # noqa: F401 - the fixture below
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -24,14 +24,7 @@ from modc.runtime.optim import Combined, Constrain, Dualized, Normalized
 from modc.runtime.polar import polar
 from tests.conftest import SPECS
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices: threads only contend (and CI runners have two cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def linear_norm(w: torch.Tensor) -> float:

@@ -10,21 +10,14 @@ import torch
 
 from modc.runtime.polar import fast_dtype, gram_flops, polar, standard_flops
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SHAPES = [(784, 256), (256, 256), (10, 256), (256, 10), (256, 1024), (1024, 256)]
 KINDS = ["gauss", "ill", "rank1", "rank2", "rank5"]
 # The stated bands: σ_max within TOP of 1 and every σ of a direction where σ(g) > RESOLVED·σ_max(g)
 # in [LOW, 1 + TOP], (TOP, LOW, RESOLVED) by dtype. Polar Express, 8 steps. bfloat16 resolves
 # less: its schedule starts at a design bound above its rounding floor (polar.BF16_START).
 BANDS = {torch.float32: (1e-5, 0.99, 1e-3), torch.bfloat16: (0.02, 0.97, 0.1)}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small matrices: threads only contend (and CI runners have two cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def random_matrix(kind: str, m: int, n: int, seed: int = 0) -> torch.Tensor:

@@ -25,7 +25,6 @@ from tests.opkit import (
     img,
     lift_rms,
     make,
-    one_thread,  # noqa: F401 - the fixture below
     rows_l1,
     tok,
 )

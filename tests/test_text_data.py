@@ -13,12 +13,11 @@ import torch
 
 from modc.compiler import compile_spec
 from tests.conftest import SPECS
-from tests.test_train_template import (  # noqa: F401 (one_thread is a fixture)
+from tests.test_train_template import (
     compiled,
     finish,
     launch,
     logged,
-    one_thread,
     run_here,
     weights,
 )

@@ -357,15 +357,6 @@ def test_hard_cap_keeps_the_certificate_under_the_spec_bound_for_500_steps(tmp_p
     assert json.loads((run / "certificate.json").read_text())["lipschitz_upper"] <= 2
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny matrices in this process: threads only contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_every_optimizer_kind_trains_from_the_same_build(tmp_path, capsys, one_thread):
     build = compiled(tmp_path, "mlp.yaml", {"width": 8, "depth": 2}, "optimizer:\n  lipschitz: 3\n")
     kinds = ["dualized", "normalized:sgd", "normalized:adam", "normalized:adafactor", "adamw"]
