@@ -99,8 +99,8 @@ def test_attention_with_zero_queries_and_keys_is_bounded(tmp_path):
     torch.manual_seed(0)
     model = build.model.build_model().double()
     with torch.no_grad():
-        model.linear2.weight.zero_()
-        model.linear3.weight.zero_()
+        model.q.weight.zero_()
+        model.k.weight.zero_()
     x = 0.4 * torch.randn(4, 64, 16, dtype=torch.float64)
     rep = build.certificate.report(model, x)
     inside = build.certificate.inside

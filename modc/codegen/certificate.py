@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import sympy
 
+from modc.codegen.model import call, fused_calls
 from modc.codegen.settings import optimizer_settings
 from modc.codegen.source import WIDTH, docstring, literal, module, plain, quote, snippets
 from modc.errors import shown
@@ -139,12 +140,15 @@ def layout(term: Term, indent: int, head: str, parent: str = "") -> list[str]:
 
 class Source(Domain[Term]):
     """The fold's values as Python source over a module `m`: one `<space>_<scope>` function
-    per generated class (the network, each repeated body), as model.py has them."""
+    per generated class (the network, each repeated body, each use of a definition), as
+    model.py has them, each naming weights as its class does (`m.q.weight`)."""
 
-    def __init__(self, space: str) -> None:
+    def __init__(self, space: str, root: ir.Node) -> None:
         self.space = space
         self.functions: list[str] = []
         self.names: set[str] = {self.whole}  # lipschitz_upper calls it by this name
+        self.bodies: dict[tuple[str, ...], str] = {}  # a function's lines → its name
+        self.local = local_names(root)
 
     @property
     def whole(self) -> str:
@@ -152,20 +156,31 @@ class Source(Domain[Term]):
         return f"{self.space}_network"
 
     def function(self, term: Term, wanted: str | None, doc: str) -> str:
-        """A function `<space>_<wanted>(m)` returning `term`, or with wanted None, the
-        whole network's; its name."""
+        """A function `<space>_<wanted>(m)` returning `term` (one already written with the
+        same body, if any), or with wanted None, the whole network's; its name."""
+        body = tuple(layout(term, 4, "return "))
+        key = (str(wanted), doc, *body)
+        if wanted is not None and key in self.bodies:
+            return self.bodies[key]
         name, n = (self.whole, 1) if wanted is None else (f"{self.space}_{wanted}", 1)
         while wanted is not None and name in self.names:
             n += 1
             name = f"{self.space}_{wanted}{n}"
         self.names.add(name)
+        self.bodies[key] = name
         lines = [f"def {name}(m: nn.Module) -> float:", docstring(doc, 4)]
-        lines += ["    " + line for line in layout(term, 4, "return ")]
+        lines += ["    " + line for line in body]
         self.functions.append("\n".join(lines))
         return name
 
     def atom(self, leaf: ir.Leaf, space: str) -> Term:
-        return leaf.op.lipschitz_call(f"m.{leaf.name}.weight", space)
+        return leaf.op.lipschitz_call(f"m.{self.local[id(leaf)]}.weight", space)
+
+    def used(self, node: ir.Node, value: Term) -> Term:
+        """A use of a definition: its class's function, called on its submodule."""
+        use = node.use
+        fn = self.function(value, use.definition, f"Bound for a use of {call(use)}.")
+        return f"{fn}(m.{self.local[id(use)]})"
 
     def constant(self, value: sympy.Expr) -> Term:
         return value
@@ -185,7 +200,7 @@ class Source(Domain[Term]):
 
     def repeat(self, node: ir.Repeat, values: Sequence[Term]) -> Term:
         """A product over the copies, each bounded by its body's function."""
-        copies, rest = f"m.{node.name}", values[-1]
+        copies, rest = f"m.{self.local[id(node)]}", values[-1]
         doc = f"Bound for one copy of '{node.name}'."
         if len(values) == 2:
             first = self.function(
@@ -198,6 +213,25 @@ class Source(Domain[Term]):
                 [f"{first}({copies}[0])", f"math.prod({each}(b) for b in {copies}[1:])"]
             )
         return f"math.prod({self.function(rest, node.name, doc)}(b) for b in {copies})"
+
+
+def local_names(root: ir.Node) -> dict[int, str]:
+    """The name each atom, repeat and use of a definition (its `Use`) has in its generated
+    class: its path from the enclosing repeated body, less the uses of definitions it is
+    inside (model.py makes each a class)."""
+    names: dict[int, str] = {}
+
+    def visit(n: ir.Node, prefix: str) -> None:
+        if n.use is not None and n.use.attr is not None and n is not root:
+            names[id(n.use)] = n.use.attr
+            prefix = f"{prefix}{n.use.attr}."
+        if isinstance(n, ir.Leaf | ir.Repeat) and n.name:
+            names[id(n)] = n.name.removeprefix(prefix)
+        for child in n.children():
+            visit(child, "" if isinstance(n, ir.Repeat) else prefix)
+
+    visit(root, "")
+    return names
 
 
 def evaluations(node: ir.Node) -> int:
@@ -233,8 +267,10 @@ def _string_lines(text: str, indent: int) -> str:
 
 
 def _conditions(network: ir.Network) -> tuple[list, dict[str, list]]:
-    """Each condition once (by text) and, per runtime function of a conditioned operation,
-    the checks to run on its calls: (condition index, measure, input, limit, at_least)."""
+    """Each condition once (by text) and, per runtime function that model.py calls for a
+    conditioned operation (its own, or the fused attention that stands for it), the checks
+    to run on its calls: (condition index, measure, argument, limit, at_least)."""
+    calls = fused_calls(network)
     texts: dict[str, int] = {}
     checks: dict[str, list] = {}
     conditions = []
@@ -242,8 +278,10 @@ def _conditions(network: ir.Network) -> tuple[list, dict[str, list]]:
         if c.text not in texts:
             texts[c.text] = len(conditions)
             conditions.append(c)
-        row = (texts[c.text], c.measure, c.input, c.limit, c.at_least)
-        fn = node.op.runtime[0].__name__
+        fn, args = calls[id(node)]
+        if args[c.input] is None:  # fusion keeps every input a condition is checked on
+            raise AssertionError(f"{fn} does not receive the input of: {c.text}")
+        row = (texts[c.text], c.measure, args[c.input], c.limit, c.at_least)
         if row not in checks.setdefault(fn, []):
             checks[fn].append(row)
     return conditions, checks
@@ -252,7 +290,7 @@ def _conditions(network: ir.Network) -> tuple[list, dict[str, list]]:
 def emit_certificate(network: ir.Network, analysis: Analysis) -> str:
     """The text of certificate.py."""
     settings = optimizer_settings(network)
-    sources = {space: Source(space) for space in (L2, ACTIVATION)}
+    sources = {space: Source(space, network.root) for space in (L2, ACTIVATION)}
     for space, src in sources.items():
         term = lipschitz(network.root, src, space)
         src.function(term, None, f"Bound for the whole network, in the {space} norm.")

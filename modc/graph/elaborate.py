@@ -31,23 +31,38 @@ from modc.spec.settings import check_settings
 
 @dataclass
 class Scope:
-    """The names of one generated class (the network, or a repeated body)."""
+    """The attribute names of one generated class: the network, a repeated body, or a use
+    of a definition. Names are per class, so that adding a layer in one class renames
+    nothing in another."""
 
     used: set[str] = field(default_factory=set)
     counts: dict[str, int] = field(default_factory=dict)
     attributes: set[str] = field(default_factory=set)
 
-    def claim(self, wanted: str | None, kind: str, span: Span | None, prefix: str = "") -> str:
-        """A fresh attribute name: `prefix` + the name the spec gives, or kind + a number."""
+    def claim(self, wanted: str | None, kind: str, span: Span | None) -> str:
+        """A fresh attribute name: the name the spec gives, or kind + a number."""
         if wanted is None:
-            n = self.counts.get(prefix + kind, 0) + 1
-            while f"{prefix}{kind}{n}" in self.used:
+            n = self.counts.get(kind, 0) + 1
+            while f"{kind}{n}" in self.used:
                 n += 1
-            self.counts[prefix + kind] = n
+            self.counts[kind] = n
             wanted = f"{kind}{n}"
-        wanted = prefix + wanted
         if wanted in self.used:
             raise ModcError(f"the name '{wanted}' is used twice in the same block", span)
+        return self._take(wanted, span)
+
+    def claim_use(self, wanted: str | None, definition: str, span: Span | None) -> str:
+        """The attribute of a use of `definition`: the name the spec gives, else the
+        definition's own, then definition2, definition3, ... for later unnamed uses."""
+        if wanted is not None:
+            return self.claim(wanted, definition, span)
+        name, n = definition, 1
+        while name in self.used:
+            n += 1
+            name = f"{definition}{n}"
+        return self._take(name, span)
+
+    def _take(self, wanted: str, span: Span | None) -> str:
         try:  # the attribute in generated code: the name, or renamed clear of nn.Module's
             name = attribute(wanted, self.attributes)
         except ValueError as e:
@@ -59,11 +74,11 @@ class Scope:
 
 @dataclass
 class Context:
-    """What a term is elaborated among: names in scope, the block it names its atoms in,
+    """What a term is elaborated among: names in scope, the class it names its atoms in,
     the definitions it is inside (`stack`), and the operations counted so far.
 
-    `prefix` starts the name of every atom and repeat made here: `block(name=enc)` names
-    the atoms of its expansion enc_linear1, enc_head, ...
+    `prefix` is the path from the enclosing repeated body (or the network) to that class:
+    `block(name=enc)` makes a submodule `enc`, so its atoms are enc.linear1, enc.out, ...
     """
 
     env: dict[str, sympy.Expr]
@@ -79,15 +94,16 @@ class Context:
         return dataclasses.replace(self, **changes)
 
     def claim(self, wanted: str | None, kind: str, span: Span | None) -> str:
-        """An attribute name in this block, starting with `prefix`."""
-        try:
-            return self.scope.claim(wanted, kind, span, self.prefix)
-        except ModcError as err:
-            if self.stack:
-                err.hint = (
-                    "give each use of the definition its own name=: the names inside start with it"
-                )
-            raise
+        """The path of a new atom or repeat of this class: `prefix` + its attribute."""
+        return self.prefix + self.scope.claim(wanted, kind, span)
+
+    def enter(
+        self, name: str | None, definition: str, span: Span | None, **changes: object
+    ) -> tuple[str, Context]:
+        """The attribute of a use in this class (`name`, else the definition's name) and
+        the context of the use's own class, that submodule."""
+        attr = self.scope.claim_use(name, definition, span)
+        return attr, self.within(scope=Scope(), prefix=f"{self.prefix}{attr}.", **changes)
 
 
 @dataclass
@@ -116,7 +132,7 @@ def elaborate(
     input_shape = tuple(require_size(evaluate(e, env), e.span, "an input size") for e in spec.input)
     ctx = Context(env, {}, {d.name: d for d in spec.defs}, Scope(), Operations())
     with _collector_paused():
-        root = term(spec.network, input_shape, ctx)
+        root = whole(spec.network, input_shape, ctx)
     if root.out_shape and isinstance(root.out_shape[0], tuple):
         raise ModcError(
             f"the network's output must be one tensor, but it is a tuple of {len(root.out_shape)}",
@@ -214,12 +230,13 @@ def scaled(node: ir.Node, factor: sympy.Expr, span: Span | None, ctx: Context) -
         )
     if isinstance(node, ir.Tuple):
         branches = tuple(scaled(b, factor, span, ctx) for b in node.branches)
-        return ir.Tuple(node.in_shape, node.span, branches)
+        return ir.Tuple(node.in_shape, node.span, branches, use=node.use)
     if isinstance(node, ir.Compose):
         last = scaled(node.parts[-1], factor, span, ctx)
-        return ir.Compose(node.in_shape, node.span, (*node.parts[:-1], last))
+        return ir.Compose(node.in_shape, node.span, (*node.parts[:-1], last), use=node.use)
     if isinstance(node, ir.Tare):
-        return ir.Tare(node.in_shape, node.span, node.mass, scaled(node.body, factor, span, ctx))
+        body = scaled(node.body, factor, span, ctx)
+        return ir.Tare(node.in_shape, node.span, node.mass, body, use=node.use)
     raise ModcError(
         "cannot scale this tuple as a whole", span, "scale each branch inside the tuple"
     )
@@ -248,11 +265,11 @@ def repeat(
         block = residual_block(body, shape, inner, count)
         ctx.ops.add((ctx.ops.used - before) * (copies - 1), span)
         return ir.Repeat(shape, span, count, block, block, attr)
-    first = rest = term(body, shape, inner)
+    first = rest = whole(body, shape, inner)
     once = ctx.ops.used - before
     if first.out_shape != shape and count != 1:
         before = ctx.ops.used
-        rest = term(body, first.out_shape, ctx.within(scope=Scope(), prefix=""))
+        rest = whole(body, first.out_shape, ctx.within(scope=Scope(), prefix=""))
         once = ctx.ops.used - before
         if rest.out_shape != first.out_shape:
             raise ModcError(
@@ -267,7 +284,7 @@ def repeat(
 
 def residual_block(body: ast.Term, shape: Shape, ctx: Context, depth: sympy.Expr) -> ir.Node:
     """(1 − 1/L)·x + (1/L)·body(x): a Tuple of two scaled branches, then Add."""
-    block = term(body, shape, ctx)
+    block = whole(body, shape, ctx)
     if block.out_shape != shape:
         raise ModcError(
             f"shape mismatch: a residual block must keep the shape, but this one maps "
@@ -281,16 +298,34 @@ def residual_block(body: ast.Term, shape: Shape, ctx: Context, depth: sympy.Expr
     return ir.Compose(shape, body.span, (both, leaf("Add", {}, both.out_shape, body.span, ctx)))
 
 
-def call(c: ast.Call, shape: Shape, ctx: Context) -> ir.Node:
-    """An operation of the library, a definition, or a sub-network passed as an argument."""
+def whole(t: ast.Term, shape: Shape, ctx: Context) -> ir.Node:
+    """The IR of a term that is the whole body of a generated class (the network, a
+    repeated body, a definition): a use of a definition there, without name=, is that
+    class itself rather than a submodule of it (`blocks.0.attention.q`, not
+    `blocks.0.transformer_block.attention.q`)."""
+    inner = t.items[0] if isinstance(t, ast.Seq) and len(t.items) == 1 else t
+    if isinstance(inner, ast.Call) and inner.name is None:
+        return call(inner, shape, ctx, in_place=True)
+    return term(t, shape, ctx)
+
+
+def call(c: ast.Call, shape: Shape, ctx: Context, in_place: bool = False) -> ir.Node:
+    """An operation of the library, a definition, or a sub-network passed as an argument.
+    A use of a definition, or a named use of a sub-network, gets its own class unless it
+    is the whole body of the class it is in (`in_place`)."""
     if c.op in ctx.terms and not c.args and not c.kwargs:
         clo = ctx.terms[c.op]
-        inner = ctx.within(env=clo.env, terms=clo.terms, stack=clo.stack, prefix=named(ctx, c.name))
-        return term(clo.term, shape, inner)
+        changes = {"env": clo.env, "terms": clo.terms, "stack": clo.stack}
+        if c.name is None:
+            return term(clo.term, shape, ctx.within(**changes))
+        attr, inner = ctx.enter(c.name, c.name, c.span, **changes)
+        node = term(clo.term, shape, inner)
+        node.use = ir.Use(c.name, attr, span=c.span, definition_span=clo.term.span)
+        return node
     if c.op in ctx.env and c.op not in ctx.defs:
         raise ModcError(f"'{c.op}' is a number here, not a network", c.span)
     if c.op in ctx.defs:
-        return use_def(ctx.defs[c.op], c, shape, ctx)
+        return use_def(ctx.defs[c.op], c, shape, ctx, in_place)
     if c.op not in OPS:
         known = [*OPS, *ctx.defs, *ctx.terms, "repeat", "residual", "tare", "scale", "sum"]
         raise ModcError(f"unknown operation '{c.op}'", c.span, did_you_mean(c.op, known))
@@ -320,11 +355,6 @@ def call(c: ast.Call, shape: Shape, ctx: Context) -> ir.Node:
         return ir.Leaf(shape, c.span, op)
     name = ctx.claim(c.name, c.op.lower(), c.span)
     return ir.Leaf(shape, c.span, op, name, mass)
-
-
-def named(ctx: Context, name: str | None) -> str:
-    """The prefix of the names made inside a use given `name=` (`enc_` for name=enc)."""
-    return ctx.prefix if name is None else f"{ctx.prefix}{name}_"
 
 
 def inputs(shape: Shape | tuple[Shape, ...]) -> tuple[Shape, ...]:
@@ -379,8 +409,9 @@ def number(value: ast.Arg, op: str, arg: str, kind: str, ctx: Context) -> sympy.
     return require_finite(v, value.span, f"the argument '{arg}' of {op}")
 
 
-def use_def(d: ast.Def, c: ast.Call, shape: Shape, ctx: Context) -> ir.Node:
-    """Expand a definition with its arguments bound; refuse recursion.
+def use_def(d: ast.Def, c: ast.Call, shape: Shape, ctx: Context, in_place: bool = False) -> ir.Node:
+    """Expand a definition with its arguments bound, as a submodule of its own class (or,
+    `in_place`, as the whole of the class it is in); refuse recursion.
 
     An error inside the expansion lists this call in its trace, so that an error in a
     library definition leads back to the user's text.
@@ -409,12 +440,19 @@ def use_def(d: ast.Def, c: ast.Call, shape: Shape, ctx: Context) -> ir.Node:
             env[key] = evaluate(value, ctx.env)
         else:
             terms[key] = Closure(value, ctx.env, ctx.terms, ctx.stack)
-    inner = ctx.within(env=env, terms=terms, stack=(*ctx.stack, d.name), prefix=named(ctx, c.name))
+    changes = {"env": env, "terms": terms, "stack": (*ctx.stack, d.name)}
+    if in_place:
+        attr, inner = None, ctx.within(**changes)
+    else:
+        attr, inner = ctx.enter(c.name, d.name, c.span, **changes)
     try:
-        return term(d.body, shape, inner)
+        node = whole(d.body, shape, inner)
     except ModcError as err:
         err.trace.append((f"definition '{d.name}'", c.span))
         raise
+    args = tuple((k, env[k]) for k in d.params if k in env)
+    node.use = ir.Use(d.name, attr, args, c.span, d.span)
+    return node
 
 
 def names_network(name: str, ctx: Context) -> bool:

@@ -26,10 +26,25 @@ from modc.source import Span
 ONE = sympy.Integer(1)
 
 
+@dataclass(frozen=True)
+class Use:
+    """A use of a definition (or a named use of a network passed as an argument): generated
+    code makes it a submodule, attribute `attr` of its enclosing class (None where the use
+    is that class's whole body: a repeated body, the network), of a class named after
+    `definition`. Layout only: no rule of the theory reads it."""
+
+    definition: str
+    attr: str | None
+    args: tuple[tuple[str, sympy.Expr], ...] = ()
+    span: Span | None = field(default=None, repr=False)  # the use's text
+    definition_span: Span | None = field(default=None, repr=False)
+
+
 @dataclass(eq=False)
 class Node:
     in_shape: Shape
     span: Span | None = field(repr=False)
+    use: Use | None = field(default=None, kw_only=True, repr=False)
 
     @property
     def out_shape(self) -> Shape | tuple[Shape, ...]:
@@ -250,10 +265,18 @@ def meet(a: Any, b: Any) -> Any:
     return a & b
 
 
-def fold(root: Node, rule: str, leaf: Callable[[Leaf], Any], *extra: Any) -> Any:
+def fold(
+    root: Node,
+    rule: str,
+    leaf: Callable[[Leaf], Any],
+    *extra: Any,
+    used: Callable[[Node, Any], Any] | None = None,
+) -> Any:
     """Evaluate the combinator rule `rule` ("mass_of", "sensitivity_of", "lipschitz_of")
     over the tree: `leaf` gives each leaf's value, each combinator combines its children's by its
-    rule (with `extra` arguments, the Lipschitz domain). Memoised per node."""
+    rule (with `extra` arguments, the Lipschitz domain). Memoised per node. `used`, when
+    given, sees the value of each use of a definition that has its own class and may
+    restate it (the certificate calls a function per class)."""
     memo: dict[int, Any] = {}
 
     def value(n: Node) -> Any:
@@ -262,6 +285,8 @@ def fold(root: Node, rule: str, leaf: Callable[[Leaf], Any], *extra: Any) -> Any
                 memo[id(n)] = leaf(n)
             else:
                 memo[id(n)] = getattr(n, rule)([value(c) for c in n.evaluated()], *extra)
+            if used is not None and n.use is not None and n.use.attr is not None:
+                memo[id(n)] = used(n, memo[id(n)])
         return memo[id(n)]
 
     return value(root)

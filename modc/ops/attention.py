@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 import sympy
 import torch
+import torch.nn.functional as F
 
 from modc.ops.base import (
     ACTIVATION,
@@ -70,6 +71,24 @@ def scaled_softmax(scores: torch.Tensor, scale: float) -> torch.Tensor:
 def apply_scores(v: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
     """Each output row: the average of the value rows weighted by a row of scores."""
     return scores @ v
+
+
+def causal_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """apply_scores(v, scaled_softmax(causal_mask(attention_qk(q, k)), scale)) in one fused
+    kernel (flash or memory-efficient attention where the device has one)."""
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale / q.shape[-1])
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    """apply_scores(v, scaled_softmax(attention_qk(q, k), scale)) in one fused kernel."""
+    return F.scaled_dot_product_attention(q, k, v, scale=scale / q.shape[-1])
+
+
+#: The fused form of AttentionQK > [CausalMask >] Softmax > ApplyScores, by whether the
+#: mask is there: model.py calls it with (q, k, v, softmax scale).
+FUSED = {True: causal_attention, False: attention}
 
 
 def _divides(heads: sympy.Expr, d: sympy.Expr) -> bool:
@@ -133,6 +152,7 @@ class AttentionQK(Bond):
 
     name = "AttentionQK"
     arity = 0
+    holds = "scores"
     runtime = (attention_qk,)
 
     def shape(self, *inputs: Shape) -> Shape:
@@ -225,6 +245,7 @@ class ApplyScores(Bond):
 
     name = "ApplyScores"
     arity = 0
+    holds = "y"
     runtime = (apply_scores,)
 
     def facts(self, inputs: Sequence[frozenset[str]]) -> frozenset[str]:

@@ -106,6 +106,8 @@ class Op:
     arity: ClassVar[int] = 1  # inputs taken; 0 means "a tuple of two or more"
     atom: ClassVar[bool] = False
     runtime: ClassVar[tuple[Callable | type, ...]] = ()  # copied into model.py
+    # What the output holds, to name a variable in model.py (`scores`); None: as its input.
+    holds: ClassVar[str | None] = None
 
     def __init__(self, values: dict[str, sympy.Expr], in_shapes: Sequence[Shape]):
         self.values = values
@@ -149,8 +151,15 @@ class Op:
         """
         return (ZERO, ZERO, ZERO)
 
+    def state(self) -> str | None:
+        """A Python expression building the nn.Module of fixed tables the operation reads
+        (RoPE's cos and sin), made once per generated class that uses it; `forward` then
+        gets its attribute as `attr`. None for an operation without one."""
+        return None
+
     def forward(self, inputs: Sequence[str], attr: str | None) -> str:
-        """A Python expression computing the output from the input expressions."""
+        """A Python expression computing the output from the input expressions; `attr` is
+        the attribute of an atom's module, or of the module `state` builds."""
         raise NotImplementedError
 
     def describe(self) -> str:

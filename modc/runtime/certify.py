@@ -232,7 +232,9 @@ def lipschitz_lower(
         shape = (-1, *[1] * (x.dim() - 1))
 
         def f(inp: torch.Tensor) -> torch.Tensor:
-            return torch.func.functional_call(model, weights, (inp,))
+            # attention on its math backend: fused kernels have no second derivative
+            with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
+                return torch.func.functional_call(model, weights, (inp,))
 
         def size(v: torch.Tensor) -> torch.Tensor:
             return v.flatten(1).norm(dim=1)

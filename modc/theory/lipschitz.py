@@ -60,6 +60,10 @@ class Domain(Generic[V]):
     def power(self, value: V, count: sympy.Expr) -> V:
         raise NotImplementedError
 
+    def used(self, node: ir.Node, value: V) -> V:
+        """The value of a use of a definition with its own class; by default `value`."""
+        return value
+
 
 def lipschitz(root: ir.Node, domain: Domain[V], space: str) -> V:
     """The bound on ‖f(x) − f(x′)‖ / ‖x − x′‖ in the norm `space`, as a value of `domain`:
@@ -71,7 +75,7 @@ def lipschitz(root: ir.Node, domain: Domain[V], space: str) -> V:
             return domain.atom(n, space)
         return domain.constant(n.op.lipschitz_bound(space=space))
 
-    return ir.fold(root, "lipschitz_of", leaf, domain)
+    return ir.fold(root, "lipschitz_of", leaf, domain, used=domain.used)
 
 
 class Symbolic(Domain[sympy.Expr]):
