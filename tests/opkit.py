@@ -44,7 +44,9 @@ def emit(op: Op) -> Callable[..., torch.Tensor]:
         ns[op.module.__name__] = op.module
         module = eval(op.constructor(), ns).double()  # noqa: S307 - our own op's code
         ns["self"] = SimpleNamespace(m=module)
-    code = op.forward(names, "m" if op.atom else None)
+    elif op.state() is not None:  # fixed tables (RoPE's), built as model.py builds them
+        ns["self"] = SimpleNamespace(m=eval(op.state(), ns).double())  # noqa: S307
+    code = op.forward(names, "m" if op.atom or op.state() is not None else None)
     fn = eval(f"lambda {', '.join(names)}: {code}", ns)  # noqa: S307 - our own op's code
     fn.module = module
     return fn

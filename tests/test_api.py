@@ -51,31 +51,25 @@ def resmlp_spec() -> ast.Spec:
 
 
 @m.define
-def heads_of(width, heads):
-    return m.Linear(width) >> m.SplitHeads(heads)
-
-
-@m.define
-def scores(width, heads):
-    q, k = heads_of(width, heads) >> m.RoPE, heads_of(width, heads) >> m.RoPE
-    return (q, k) >> m.AttentionQK >> m.CausalMask >> m.Softmax
-
-
-@m.define
 def attention(width, heads):
-    values = (heads_of(width, heads), scores(width, heads))
-    return values >> Fraction(1, 3) * m.ApplyScores >> m.MergeHeads >> m.Linear(width)
+    def heads_of(name):
+        return m.Linear(width, name=name) >> m.SplitHeads(heads)
+
+    q, k = heads_of("q") >> m.RoPE, heads_of("k") >> m.RoPE
+    scores = (q, k) >> m.AttentionQK >> m.CausalMask >> m.Softmax
+    values = (heads_of("v"), scores)
+    return values >> Fraction(1, 3) * m.ApplyScores >> m.MergeHeads >> m.Linear(width, name="o")
 
 
 @m.define
 def gelu_mlp(width):
-    return m.Linear(4 * width) >> m.GELU >> m.Linear(width)
+    return m.Linear(4 * width, name="fc") >> m.GELU >> m.Linear(width, name="proj")
 
 
 @m.define
 def transformer_block(width, heads, a):
     return (1 - a) * m.Identity + a * attention(width, heads) >> (
-        (1 - a) * m.Identity + a * gelu_mlp(width)
+        (1 - a) * m.Identity + a * gelu_mlp(width, name="mlp")
     )
 
 

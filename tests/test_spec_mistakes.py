@@ -112,12 +112,12 @@ MISTAKES = {
         "'block' has no argument 'widht'",
         "did you mean 'width'?",
     ),
-    "same_definition_twice_unnamed": (
+    "same_use_name_twice": (
         "net.modc",
-        "input 4\ndef block = Linear(4, name=out)\nnetwork = block > block\n",
-        "2:13",
-        "the name 'out' is used twice in the same block",
-        "give each use of the definition its own name=",
+        "input 4\ndef block = Linear(4, name=out)\nnetwork = block(name=a) > block(name=a)\n",
+        "3:27",
+        "the name 'a' is used twice in the same block",
+        None,
     ),
     "tuple_output": (
         "net.modc",
@@ -204,12 +204,12 @@ def test_name_on_a_use_names_its_parameters(tmp_path: Path):
     )
     model = modc.build(spec, out=tmp_path / "build").model.build_model()
     assert sorted(model.state_dict()) == [
-        "dec_linear1.weight",
-        "dec_out.weight",
-        "enc_linear1.weight",
-        "enc_out.weight",
-        "inner_linear1.weight",
-        "linear1.weight",
+        "dec.linear1.weight",
+        "dec.out.weight",
+        "enc.linear1.weight",
+        "enc.out.weight",
+        "wrap.inner.linear1.weight",
+        "wrap.linear1.weight",
     ]
 
 
@@ -219,7 +219,7 @@ def test_error_in_the_library_leads_back_to_the_user(tmp_path: Path):
     err = info.value
     assert err.span.source.name.endswith("attention.modc")
     calls = [what for what, _ in err.trace]
-    assert calls[0] == "definition 'heads_of'" and calls[-1] == "definition 'gpt'"
+    assert calls[0] == "definition 'attention'" and calls[-1] == "definition 'gpt'"
     outermost = err.trace[-1][1]
     assert (Path(outermost.source.name), outermost.line) == (SPECS / "gpt.modc", 12)
     text = err.render()
