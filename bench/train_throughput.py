@@ -4,15 +4,24 @@ One build, two optimizers, the same model code and random batches of byte tokens
 alternate between the optimizers so machine noise hits both alike, and the medians are
 compared. On CUDA, --bf16 runs the forward and backward passes under bf16 autocast and
 --compile compiles the model (and dualized's step) with torch.compile, as train.py does.
+
+--codegen compares model code instead, both trained by the dualized optimizer from the same
+weights: the build's model.py against its attention written op by op (`emit_model(...,
+fuse=False)`, as modc wrote it before attention was fused), or with --baseline against the
+model.py and optimizer.py of another build of the same spec and sizes (an older modc's,
+say; its parameters take this build's initial weights in order).
 Usage: python bench/train_throughput.py [--size cpu|gpu] [--bf16] [--compile] [--json]
+           [--codegen [--baseline OTHER_BUILD]]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 import modc
+from modc.codegen.model import emit_model
 
 SPEC = Path(__file__).resolve().parent.parent / "specs" / "gpt.modc"
 SIZES = {  # width, depth, heads, context, batch size
@@ -57,6 +67,8 @@ def main() -> None:
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA)")
     p.add_argument("--compile", action="store_true", help="torch.compile model and step")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--codegen", action="store_true", help="compare model code, not optimizers")
+    p.add_argument("--baseline", type=Path, help="with --codegen: another build's folder")
     args = p.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     size = SIZES[args.size or ("gpu" if device.type == "cuda" else "cpu")]
@@ -70,7 +82,18 @@ def main() -> None:
         return contextlib.nullcontext()
 
     runs = {}
-    for kind, lr in [("dualized", 0.05), ("adamw", 1e-3)]:
+    if args.codegen:
+        torch.manual_seed(0)
+        weights = [p.detach() for p in build.model.build_model().parameters()]
+        for kind, (model_code, optimizer_code) in _codes(build, params, args.baseline).items():
+            model = model_code.build_model()
+            with torch.no_grad():
+                for p, w in zip(model.parameters(), weights, strict=True):
+                    p.copy_(w)
+            model.to(device)
+            optimizer = optimizer_code.make_optimizer(model, 0.05, compile=args.compile)
+            runs[kind] = (torch.compile(model) if args.compile else model, optimizer)
+    for kind, lr in [] if args.codegen else [("dualized", 0.05), ("adamw", 1e-3)]:
         torch.manual_seed(0)
         model = build.model.build_model().to(device)
         optimizer = build.optimizer.make_optimizer(
@@ -91,15 +114,40 @@ def main() -> None:
         "bf16": args.bf16,
         "compile": args.compile,
         "tokens_per_second": tps,
-        "ratio_dualized_vs_adamw": tps["dualized"] / tps["adamw"],
     }
+    a, b = ("this", "baseline") if args.codegen else ("dualized", "adamw")
+    out[f"ratio_{a}_vs_{b}"] = tps[a] / tps[b]
+    if args.codegen:
+        out["baseline"] = str(args.baseline or "this build's model, attention op by op")
     if args.json:
         print(json.dumps(out))
         return
     print(f"device {out['device']}, GPT {params}, bf16 {args.bf16}, compile {args.compile}")
+    if args.codegen:
+        print(f"  model code: this build's vs {out['baseline']}, both dualized")
     for kind, rate in tps.items():
         print(f"  {kind:<9} {rate:10.0f} tokens/s (median)")
-    print(f"  dualized / adamw = {out['ratio_dualized_vs_adamw']:.2f}")
+    print(f"  {a} / {b} = {out[f'ratio_{a}_vs_{b}']:.2f}")
+
+
+def _codes(build: modc.Build, params: dict, baseline: Path | None) -> dict[str, tuple]:
+    """(model, optimizer) modules: this build's, and the baseline's: another build's
+    folder, or this build's model with attention op by op (its optimizer: names match)."""
+    if baseline is not None:
+        other = (_module(baseline / f"{n}.py", f"baseline_{n}") for n in ("model", "optimizer"))
+        return {"this": (build.model, build.optimizer), "baseline": tuple(other)}
+    folder = Path(tempfile.mkdtemp())
+    (folder / "model.py").write_text(emit_model(modc.load(SPEC, params)[0], fuse=False))
+    explicit = _module(folder / "model.py", "baseline_model")
+    return {"this": (build.model, build.optimizer), "baseline": (explicit, build.optimizer)}
+
+
+def _module(path: Path, name: str):
+    """Import a model.py by its path."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 if __name__ == "__main__":

@@ -182,12 +182,23 @@ def spec_files(place: str, n: str) -> tuple[dict[str, str], str]:
             f"input: [4]\nnetwork:\n  - {{{key}: 4}}\n"
         )
         return {"net.yaml": text}, "net.yaml"
+    if place == "modc_def_use":  # a submodule of its own class, named after the definition
+        text = f"def {n}(k) = Linear(k) > ReLU\ninput 4\nnetwork = Linear(4) > {n}(4) > {n}(4)\n"
+        return {"net.modc": text}, "net.modc"
     assert place == "modc_def"
     return {"net.modc": f"def {n}(k) = Linear(k)\ninput 4\nnetwork = {n}(4)\n"}, "net.modc"
 
 
 TEXT_PLACES = ["yaml_name", "modc_name", "yaml_file", "modc_file", "yaml_include", "modc_include"]
-IDENT_PLACES = ["yaml_atom", "modc_atom", "yaml_repeat", "modc_repeat", "yaml_def", "modc_def"]
+IDENT_PLACES = [
+    "yaml_atom",
+    "modc_atom",
+    "yaml_repeat",
+    "modc_repeat",
+    "yaml_def",
+    "modc_def",
+    "modc_def_use",
+]
 FILE_PLACES = {"yaml_file", "modc_file", "yaml_include", "modc_include"}
 
 

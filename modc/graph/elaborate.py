@@ -56,10 +56,11 @@ class Scope:
         definition's own, then definition2, definition3, ... for later unnamed uses."""
         if wanted is not None:
             return self.claim(wanted, definition, span)
-        name, n = definition, 1
+        base = definition.lstrip("_") or "block"  # `_x` is Python's and nn.Module's
+        name, n = base, 1
         while name in self.used:
             n += 1
-            name = f"{definition}{n}"
+            name = f"{base}{n}"
         return self._take(name, span)
 
     def _take(self, wanted: str, span: Span | None) -> str:
