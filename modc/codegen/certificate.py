@@ -127,15 +127,82 @@ def flat(term: Term, parent: str = "") -> str:
 
 def layout(term: Term, indent: int, head: str, parent: str = "") -> list[str]:
     """`head` then `term`, on one line if it fits in WIDTH at `indent`, else one operand a
-    line inside parentheses, each broken the same way if it still does not fit."""
+    line inside parentheses, each broken the same way if it still does not fit: the layout
+    ruff's formatter gives an expression inside parentheses."""
     one = head + flat(term, parent)
     if indent + len(one) <= WIDTH or not isinstance(term, tuple):
         return [one]
+    return [head + "(", *_inside(term, indent + 4), ")"]
+
+
+def _inside(term: Term, indent: int) -> list[str]:
+    """The lines of `term` inside brackets opened on the line before, indented by 4: on
+    one line if it fits, else one operand a line."""
+    if indent + len(flat(term)) <= WIDTH or not isinstance(term, tuple):
+        return ["    " + flat(term)]
     op, items = term
-    lines = [head + "("]
+    lines = []
     for i, item in enumerate(items):
-        lines += ["    " + line for line in layout(item, indent + 4, f"{op} " * (i > 0), op)]
-    return [*lines, ")"]
+        lines += ["    " + line for line in layout(item, indent, f"{op} " * (i > 0), op)]
+    return lines
+
+
+def statement(term: Term, indent: int, head: str) -> list[str]:
+    """`head` (`return `) then `term`, as ruff's formatter lays out a statement: on one line
+    if it fits; else, for two operands one of which ends or starts in brackets, without
+    added parentheses, each bracketed part broken only where the line would not fit up to
+    the next bracket (`hugged`); else inside added parentheses (`layout`)."""
+    if indent + len(head + flat(term)) <= WIDTH or not isinstance(term, tuple):
+        return [head + flat(term)]
+    pieces = _pieces(term, "")
+    op, items = term
+    groups = [p for p in pieces if not isinstance(p, str)]
+    ends = [p for p in (pieces[0], pieces[-1]) if not isinstance(p, str)]
+    if len(items) != 2 or not ends or not groups:
+        return layout(term, indent, head)
+    return _hugged(pieces, indent, head)
+
+
+def _pieces(term: Term, parent: str) -> list:
+    """`term` flat, as text and bracketed groups: (opening, inner term or text, closing)."""
+    if isinstance(term, str):
+        name, bracket, args = term.partition("(")
+        if bracket and term.endswith(")") and name.replace(".", "").replace("_", "").isalnum():
+            return [(name + "(", args[:-1], ")")]
+        return [term]
+    text, bare = flat(term, parent), flat(term)
+    if text != bare:  # parenthesised where it stands
+        return [("(", term if isinstance(term, tuple) else bare, ")")]
+    if not isinstance(term, tuple):
+        return [text]
+    op, items = term
+    out: list = []
+    for i, item in enumerate(items):
+        out += [f" {op} "] * (i > 0) + _pieces(item, op)
+    return out
+
+
+def _hugged(pieces: list, indent: int, head: str) -> list[str]:
+    """The pieces on lines, left to right: a group stays on its line if the line fits up
+    to the next group's opening bracket, else it opens, its inside one line down."""
+    lines, line = [], head
+    for i, piece in enumerate(pieces):
+        if isinstance(piece, str):
+            line += piece
+            continue
+        opening, inner, closing = piece
+        rest = ""
+        for after in pieces[i + 1 :]:
+            rest += after if isinstance(after, str) else after[0]
+            if not isinstance(after, str):
+                break
+        text = opening + (flat(inner) if isinstance(inner, tuple) else inner) + closing
+        if indent + len(line + text + rest) <= WIDTH:
+            line += text
+            continue
+        lines += [line + opening, *_inside(inner, indent + 4)]
+        line = closing
+    return [*lines, line]
 
 
 class Source(Domain[Term]):
@@ -158,7 +225,7 @@ class Source(Domain[Term]):
     def function(self, term: Term, wanted: str | None, doc: str) -> str:
         """A function `<space>_<wanted>(m)` returning `term` (one already written with the
         same body, if any), or with wanted None, the whole network's; its name."""
-        body = tuple(layout(term, 4, "return "))
+        body = tuple(statement(term, 4, "return "))
         key = (str(wanted), doc, *body)
         if wanted is not None and key in self.bodies:
             return self.bodies[key]
