@@ -182,7 +182,7 @@ def spec_files(place: str, n: str) -> tuple[dict[str, str], str]:
             f"input: [4]\nnetwork:\n  - {{{key}: 4}}\n"
         )
         return {"net.yaml": text}, "net.yaml"
-    if place == "modc_def_use":  # a submodule of its own class, named after the definition
+    if place == "modc_use_def":  # a submodule of its own class, named after the definition
         text = f"def {n}(k) = Linear(k) > ReLU\ninput 4\nnetwork = Linear(4) > {n}(4) > {n}(4)\n"
         return {"net.modc": text}, "net.modc"
     assert place == "modc_def"
@@ -197,7 +197,7 @@ IDENT_PLACES = [
     "modc_repeat",
     "yaml_def",
     "modc_def",
-    "modc_def_use",
+    "modc_use_def",
 ]
 FILE_PLACES = {"yaml_file", "modc_file", "yaml_include", "modc_include"}
 

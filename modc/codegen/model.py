@@ -226,7 +226,7 @@ class ModelEmitter:
         value = ins[0]
         if len(node.branches) > 1 and not (isinstance(value, Value) and value.text.isidentifier()):
             value = self.assign(self.ready(value, cls), cls)
-        shared = [dataclasses.replace(value, owner=None)]
+        shared = [dataclasses.replace(value, owner=None) if isinstance(value, Value) else value]
         outs = []
         for branch in node.branches:
             for v in self.flow(branch, shared, cls):
