@@ -4,8 +4,10 @@ Combinators follow docs/theory.md §3: Compose (data-flow order), Tuple (branche
 Repeat (composed copies with independent weights) and Tare (mass allocation). Sums,
 scalar multiples and residual blocks are written with these during elaboration.
 
-Every node states its own rules here, once; nothing else in modc dispatches on its class.
-A new combinator is one subclass of `Node` (plus its front-end syntax) that defines:
+Every node states its own rules here, once: the analysis, the cap solver, `modc check`,
+the parameter count and the views call them and never ask a node's class (the emitters of
+model.py and certificate.py in modc/codegen/ still do, for now). A new combinator is one
+subclass of `Node` (plus its front-end syntax in the elaborator) that defines:
 
 - `children()`: its sub-networks, in data-flow order; `evaluated()` when some are unused;
 - `mass_of(values)`, `sensitivity_of(values)`: μ and ν from its children's (docs/theory.md §3);
@@ -15,8 +17,10 @@ A new combinator is one subclass of `Node` (plus its front-end syntax) that defi
 - `sharpness_of(values, algebra)`: its second-derivative constants from its children's,
   with the algebra of modc.theory.sharpness (`compose`, `concatenate`, `power`, `tared`);
 - `split(t, mass, sensitivity, index)`: each child's `Share` of a target `t`;
-- `flow(facts, through)`: which facts about values (RMS ≤ 1, ...) its output carries;
-- `uses()`: how many times it applies each child (parameter counts);
+- `flow(facts, through)`: which facts about values (RMS ≤ 1, ...) its output carries,
+  and `conditions()` if its own constants assume some of its input;
+- `uses()`: how many times it applies each child (parameter counts), `mass_scale` if it
+  rescales the masses inside it (a tare);
 - `heads(path, recurse)`: the atoms whose output is its output through bonds alone;
 - and, for people, `label()`, `attributes()` and `shown()` (`modc check`, spec.json, DOT).
 
@@ -30,7 +34,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from math import prod
 from typing import Any
 
 import sympy
@@ -190,7 +193,7 @@ class Leaf(Node):
 
     def parameters(self) -> sympy.Expr:
         """The size of its weight (0 for a bond)."""
-        return prod(self.op.weight_shape(), start=ONE) if self.is_atom else sympy.Integer(0)
+        return math.prod(self.op.weight_shape(), start=ONE) if self.is_atom else sympy.Integer(0)
 
     def label(self) -> str:
         return self.op.describe()
