@@ -136,10 +136,8 @@ class Analyzer:
         index = INDICES[min(len(ranges), len(INDICES) - 1)]
         for s in n.split(t, self.mass, self.sensitivity, index):
             inner = ranges if s.index is None else (*ranges, s.index)
-            where = (path + s.path, site + s.site)
-            self.targets(
-                s.node, s.target, where[0], scale * s.scale, copies * s.copies, out, where[1], inner
-            )
+            at, times = path + s.path, copies * s.copies
+            self.targets(s.node, s.target, at, scale * s.scale, times, out, site + s.site, inner)
 
 
 def smallest_targets(atoms: list[AtomInfo]) -> dict[str, sympy.Expr]:
