@@ -58,7 +58,7 @@ def train(build, run) -> list[dict]:
 def test_capped_gpt_stays_certified_under_2_and_learns(spec, tmp_path):
     path, build = capped_build(spec, tmp_path)
     cert = build.certificate
-    assert cert.LIPSCHITZ_BOUND == 2.0
+    assert 2 - 1e-9 < cert.LIPSCHITZ_BOUND <= 2
     if spec == "gpt_clipped.modc":
         assert cert.CONDITIONS == ()
     else:  # attention's ℓ2 constants need bounded queries, keys and values: checked on data
