@@ -115,22 +115,20 @@ def transformer_spec() -> ast.Spec:
 
 
 @m.define
-def clipped_heads(width, heads):
-    return heads_of(width, heads) >> m.RMSClip
-
-
-@m.define
 def clipped_attention(width, heads):
-    q, k = clipped_heads(width, heads) >> m.RoPE, clipped_heads(width, heads) >> m.RoPE
+    def heads_of(name):
+        return m.Linear(width, name=name) >> m.SplitHeads(heads) >> m.RMSClip
+
+    q, k = heads_of("q") >> m.RoPE, heads_of("k") >> m.RoPE
     weights = (q, k) >> m.AttentionQK >> m.CausalMask >> m.Softmax
-    values = (clipped_heads(width, heads), weights)
-    return values >> Fraction(1, 3) * m.ApplyScores >> m.MergeHeads >> m.Linear(width)
+    values = (heads_of("v"), weights)
+    return values >> Fraction(1, 3) * m.ApplyScores >> m.MergeHeads >> m.Linear(width, name="o")
 
 
 @m.define
 def clipped_block(width, heads, a):
-    return (1 - a) * m.Identity + a * clipped_attention(width, heads) >> (
-        (1 - a) * m.Identity + a * gelu_mlp(width)
+    return (1 - a) * m.Identity + a * clipped_attention(width, heads, name="attention") >> (
+        (1 - a) * m.Identity + a * gelu_mlp(width, name="mlp")
     )
 
 
@@ -289,6 +287,11 @@ def blk(d):
 @m.define
 def wrap(f):
     return m.Gain >> f
+
+
+@m.define
+def heads_of(width, heads):
+    return m.Linear(width) >> m.SplitHeads(heads)
 
 
 @m.define
