@@ -22,6 +22,8 @@ GENERATED = (
     "train.py",
     "data.py",
     "options.py",
+    "metrics.py",
+    "generate.py",
     "distributed.py",
     "spec.json",
 )

@@ -20,7 +20,7 @@ from modc.theory.analysis import Analysis
 from modc.theory.report import to_json
 
 DATASETS = {"mnist": "mnist_5k.csv.gz", "shakespeare": "shakespeare.txt"}
-TEMPLATES = ("train.py", "data.py", "options.py")  # copied verbatim
+TEMPLATES = ("train.py", "data.py", "options.py", "metrics.py", "generate.py")  # copied verbatim
 MARK = {"compiler": "modc"}  # the first key of spec.json: how a folder is known as a build
 
 
