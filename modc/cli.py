@@ -14,11 +14,18 @@ from modc.errors import ModcError
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    from modc.compiler import compile_spec
+    from modc.codegen.build import folder_name, write_build
+    from modc.compiler import load_with_provenance
+    from modc.provenance import stale
 
-    out = compile_spec(args.spec, args.out, args.param, args.force)
-    files = "model.py, optimizer.py, certificate.py, train.py, data.py, options.py, distributed.py"
+    made, network, analysis = load_with_provenance(args.spec, args.param)
+    out = Path(args.out) if args.out else Path("build") / folder_name(network.name)
+    before = stale(out, made)
+    write_build(network, analysis, out, args.force, made)
+    files = "model.py, optimizer.py, certificate.py, train.py and the files it uses"
     print(f"wrote {out}/ ({files}, spec.json)")
+    if before:
+        print(f"replaced a stale build: {'; '.join(before)}")
     print(f"train it: python {out}/train.py")
     return 0
 
@@ -75,9 +82,31 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from modc.check import check_table
-    from modc.compiler import load
+    from modc.compiler import load_with_provenance
+    from modc.provenance import stale
 
-    print(check_table(*load(args.spec, args.param)))
+    made, network, analysis = load_with_provenance(args.spec, args.param)
+    print(check_table(network, analysis))
+    if args.build is None:
+        return 0
+    why = stale(args.build, made)
+    if why is None:
+        raise ModcError(f"'{args.build}' holds no modc build (no readable spec.json)")
+    if why:
+        print(f"the build in {args.build} is stale: {'; '.join(why)}")
+        return 1
+    print(f"the build in {args.build} is up to date (modc {made['modc']}, same spec files, -p)")
+    return 0
+
+
+def cmd_ops(args: argparse.Namespace) -> int:
+    from modc.catalog import describe, ops_text
+    from modc.ops import OPS
+
+    if args.format == "json":
+        print(json.dumps([describe(op) for op in OPS.values()], indent=2, ensure_ascii=False))
+    else:
+        print(ops_text())
     return 0
 
 
@@ -120,9 +149,12 @@ def _emit(text: str, out: str | None, force: bool) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from modc import __version__
+
     p = argparse.ArgumentParser(
         prog="modc", description="Compile a network spec into a certified optimizer."
     )
+    p.add_argument("--version", action="version", version=f"modc {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, run, help: str) -> argparse.ArgumentParser:
@@ -196,7 +228,21 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--seeds", type=int, default=1, help="seeds per grid point")
     s.add_argument("-o", "--out", help="sweep directory (default: sweeps/SPEC)")
 
-    command("check", cmd_check, "validate a spec and print its modules, shapes and theory")
+    k = command("check", cmd_check, "validate a spec and print its modules, shapes and theory")
+    k.add_argument(
+        "--build",
+        metavar="DIR",
+        help="also say whether the build in DIR is stale: made by another modc, from other "
+        "spec files or -p (exit status 1 if it is)",
+    )
+    o = sub.add_parser(
+        "ops",
+        help="list every operation: arguments, mass, sensitivity, conditions",
+        description="List every operation of the library (modc/ops) with its arguments, mass, "
+        "sensitivity and the conditions its bounds need.",
+    )
+    o.set_defaults(run=cmd_ops)
+    o.add_argument("--format", choices=("text", "json"), default="text")
     g = command("graph", cmd_graph, "export the module graph as Graphviz DOT or networkx JSON")
     g.add_argument("--format", choices=("dot", "json"), default="dot")
     g.add_argument("-o", "--out", help="write to this file (default, or -: print it)")
