@@ -48,9 +48,11 @@ def cmd_bounds(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from modc.sweep import sweep
-    from modc.sweep.runner import MAX_JOBS, usable_cores
+    from modc.sweep.runner import MAX_JOBS, usable_cores, visible_gpus
 
-    args.jobs = min(usable_cores(), 8) if args.jobs is None else args.jobs
+    gpus = visible_gpus()
+    if args.jobs is None:  # one run per GPU, else one per core (at most 8)
+        args.jobs = len(gpus) or min(usable_cores(), 8)
     if min(args.jobs, args.seeds, args.steps) < 1:
         raise ModcError("--jobs, --seeds and --steps must be at least 1")
     if args.jobs > MAX_JOBS:
@@ -70,12 +72,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         args.seeds,
         args.param,
         args.set,
+        gpus,
     )
     minutes, seconds = divmod(round(time.monotonic() - start), 60)
     print(text)
+    on = f" on {len(gpus)} GPUs" if gpus else ""
     print(
         f"wrote {out}/results.csv and {out}/transfer.png "
-        f"({minutes} m {seconds:02d} s with --jobs {args.jobs})"
+        f"({minutes} m {seconds:02d} s with --jobs {args.jobs}{on})"
     )
     return 0
 
@@ -223,7 +227,9 @@ def _parser() -> argparse.ArgumentParser:
         "--jobs",
         type=int,
         default=None,
-        help="runs in parallel, each with cores/jobs threads (default: one per core, at most 8)",
+        help="runs in parallel, each with cores/jobs threads; on GPUs each job has one visible "
+        "GPU (CUDA_VISIBLE_DEVICES), job i the GPU i mod count (default: one per GPU; "
+        "without GPUs one per core, at most 8)",
     )
     s.add_argument("--seeds", type=int, default=1, help="seeds per grid point")
     s.add_argument("-o", "--out", help="sweep directory (default: sweeps/SPEC)")
