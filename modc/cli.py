@@ -19,7 +19,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from modc.provenance import stale
 
     made, network, analysis = load_with_provenance(args.spec, args.param)
-    out = Path(args.out) if args.out else Path("build") / folder_name(network.name)
+    out = Path("build") / folder_name(network.name) if args.out is None else Path(args.out)
     before = stale(out, made)
     write_build(network, analysis, out, args.force, made)
     files = "model.py, optimizer.py, certificate.py, train.py and the files it uses"
