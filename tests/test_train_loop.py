@@ -229,3 +229,16 @@ def test_sample_is_refused_for_a_model_that_is_not_a_text_model(tmp_path, capsys
     assert "--sample is for text models; this model maps (1, 4, 4) to (3,)" in (
         capsys.readouterr().err
     )
+
+
+def test_the_spec_says_its_loss_and_a_bad_one_is_refused_where_written(write_spec):
+    from modc.compiler import load
+    from modc.errors import ModcError
+
+    base = "input: 4\noutput: [1]\nnetwork:\n  - Linear: 1\ntrain:\n"
+    network, _ = load(write_spec(base + "  loss: mse\n  clip_grad: 1.0\n"))
+    assert network.train["loss"] == "mse" and network.train["clip_grad"] == 1.0
+    with pytest.raises(ModcError) as e:
+        load(write_spec(base + "  loss: mae\n"))
+    assert "train.loss must be cross_entropy or mse, got 'mae'" in e.value.render()
+    assert "net.yaml:6:" in e.value.render()

@@ -13,7 +13,7 @@ import math
 import sympy
 
 from modc.lazy import LazyModule
-from modc.ops.base import ACTIVATION, ONE, ZERO, Atom, Shape, ShapeError, layer
+from modc.ops.base import ACTIVATION, ONE, ZERO, Atom, Layer, Shape, ShapeError
 
 torch = LazyModule("torch")
 
@@ -67,7 +67,7 @@ class _Vector(Atom):
 
 class BiasOp(_Vector):
     name = "Bias"
-    module = layer("Bias")
+    module = Layer("Bias")
     dualize = bias_dualize
     norm = bias_norm
     lipschitz = bias_lipschitz
@@ -82,7 +82,7 @@ class BiasOp(_Vector):
 
 class GainOp(_Vector):
     name = "Gain"
-    module = layer("Gain")
+    module = Layer("Gain")
     dualize = gain_dualize
     norm = gain_norm
     lipschitz = gain_lipschitz

@@ -160,7 +160,7 @@ class Op:
         return f"{self.name}({', '.join(shown)})" if shown else self.name
 
 
-class layer:  # noqa: N801 (used as a class attribute: `module = layer("Linear")`)
+class Layer:
     """An atom's nn.Module class, by its name in modc.runtime.layers, imported (with torch)
     when first read: the stages before code generation never read it."""
 
@@ -175,7 +175,7 @@ class Atom(Op):
     """An operation with a weight tensor: mass 1 unless the spec says otherwise."""
 
     atom = True
-    module: ClassVar[type]  # the nn.Module class copied into model.py: layer("Name")
+    module: ClassVar[type]  # the nn.Module class copied into model.py: Layer("Name")
     # (grad, target, **polar_options) -> update of norm target; optimizer.py. grad may be a
     # bank (k, *weight_shape) of k same-shape weights with target of shape (k, 1, ..., 1):
     # each is dualized alone. Options such as method="muon" go to polar(); a dual map

@@ -21,7 +21,7 @@ import math
 import sympy
 
 from modc.lazy import LazyAttribute, LazyModule
-from modc.ops.base import L2, Arg, Atom, Shape, ShapeError, layer, show
+from modc.ops.base import L2, Arg, Atom, Layer, Shape, ShapeError, show
 
 torch = LazyModule("torch")
 polar = LazyAttribute("modc.runtime.polar", "polar")  # imports torch as it loads
@@ -84,7 +84,7 @@ class Conv2DOp(Atom):
         Arg("stride", "size", sympy.Integer(1)),
         Arg("padding", "number", sympy.Integer(0)),
     )
-    module = layer("Conv2D")
+    module = Layer("Conv2D")
     dualize = conv2d_dualize
     norm = conv2d_norm
     lipschitz = conv2d_lipschitz

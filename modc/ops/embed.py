@@ -13,7 +13,7 @@ import math
 import sympy
 
 from modc.lazy import LazyModule
-from modc.ops.base import Arg, Atom, Shape, layer
+from modc.ops.base import Arg, Atom, Layer, Shape
 from modc.runtime.certify import spectral_norm_upper
 
 torch = LazyModule("torch")
@@ -48,7 +48,7 @@ class EmbedOp(Atom):
 
     name = "Embed"
     args = (Arg("num"), Arg("dim"))
-    module = layer("Embed")
+    module = Layer("Embed")
     dualize = embed_dualize
     norm = embed_norm
     lipschitz = embed_lipschitz

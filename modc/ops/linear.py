@@ -11,7 +11,7 @@ import math
 import sympy
 
 from modc.lazy import LazyAttribute, LazyModule
-from modc.ops.base import Arg, Atom, Shape, ShapeError, layer
+from modc.ops.base import Arg, Atom, Layer, Shape, ShapeError
 from modc.runtime.certify import spectral_cap, spectral_norm_upper
 
 torch = LazyModule("torch")
@@ -45,7 +45,7 @@ def linear_lipschitz_activation(weight: torch.Tensor) -> float:
 class LinearOp(Atom):
     name = "Linear"
     args = (Arg("out"),)
-    module = layer("Linear")
+    module = Layer("Linear")
     dualize = linear_dualize
     norm = linear_norm
     lipschitz = linear_lipschitz

@@ -1,5 +1,5 @@
 """The nn.Module of each atom: its weight, its initialisation and its forward pass, copied
-into a build's model.py. The atom itself (modc/ops) names its class here (`layer`), so the
+into a build's model.py. The atom itself (modc/ops) names its class here (`Layer`), so the
 compiler's front stages, which never build a module, do not import torch."""
 
 from __future__ import annotations
