@@ -242,3 +242,28 @@ def test_the_spec_says_its_loss_and_a_bad_one_is_refused_where_written(write_spe
         load(write_spec(base + "  loss: mae\n"))
     assert "train.loss must be cross_entropy or mse, got 'mae'" in e.value.render()
     assert "net.yaml:6:" in e.value.render()
+
+
+def test_the_loop_reads_losses_back_once_per_log_not_once_per_step(
+    tmp_path, monkeypatch, one_thread
+):
+    """Tensor.item and Tensor.tolist called from train.py and metrics.py, counted over a
+    20-step run logged every 10 steps: the losses come back in 2 batches; the rest is the
+    evaluation at the end. (The optimizer's own check of its gradients is its business.)"""
+    build = compiled(tmp_path, "mlp.yaml", {"width": 8, "depth": 2})
+    calls = []
+    for method in ("item", "tolist"):
+        real = getattr(torch.Tensor, method)
+
+        def counted(self, *args, real=real, method=method):
+            caller = Path(sys._getframe(1).f_code.co_filename).name
+            if caller in ("train.py", "metrics.py"):
+                calls.append((caller, method))
+            return real(self, *args)
+
+        monkeypatch.setattr(torch.Tensor, method, counted)
+    flags = ["--data", "synthetic", "--steps", "20", "--log-every", "10", "--eval-every", "0"]
+    assert run_here(build, *flags, "--quiet", "--out", str(tmp_path / "run")) == 0
+    assert calls.count(("metrics.py", "tolist")) == 2
+    assert calls.count(("train.py", "item")) <= 4  # two evaluations: the last step's, final
+    assert len(column(tmp_path / "run", "loss")) == 20
