@@ -21,9 +21,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import sympy
-import torch
-import torch.nn.functional as F
 
+from modc.lazy import LazyModule
 from modc.ops.base import (
     ACTIVATION,
     ONE,
@@ -39,6 +38,9 @@ from modc.ops.base import (
     show,
 )
 from modc.runtime.certify import largest_rms, largest_row_l1
+
+torch = LazyModule("torch")
+F = LazyModule("torch.nn.functional")
 
 
 def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:

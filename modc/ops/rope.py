@@ -8,31 +8,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import sympy
-import torch
-from torch import nn
 
-from modc.ops.base import RMS_AT_MOST_1, Arg, Bond, Shape, ShapeError, exact, show
-
-
-class Rotary(nn.Module):
-    """RoPE on (…, T, d) for T up to `positions`: (x_j, x_{j+d/2}) at position t rotated by
-    t·base^(−j/(d/2)). The cos/sin tables are computed once, in float64, and kept as
-    buffers outside the state_dict (they follow the model's device; checkpoints do not
-    carry them)."""
-
-    def __init__(self, positions: int, dim: int, base: float):
-        super().__init__()
-        half = dim // 2
-        freq = base ** (-torch.arange(half, dtype=torch.float64) / half)
-        angle = torch.arange(positions, dtype=torch.float64)[:, None] * freq
-        self.register_buffer("cos", angle.cos(), persistent=False)
-        self.register_buffer("sin", angle.sin(), persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        t, half = x.shape[-2], x.shape[-1] // 2
-        cos, sin = self.cos[:t].to(x.dtype), self.sin[:t].to(x.dtype)
-        x1, x2 = x[..., :half], x[..., half:]
-        return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+from modc.ops.base import RMS_AT_MOST_1, Arg, Bond, Layer, Shape, ShapeError, exact, show
 
 
 class RoPE(Bond):
@@ -40,7 +17,12 @@ class RoPE(Bond):
 
     name = "RoPE"
     args = (Arg("base", "number", sympy.Integer(10000)),)
-    runtime = (Rotary,)
+    tables = Layer("Rotary")  # its cos/sin tables' nn.Module (modc.runtime.layers)
+
+    @property
+    def runtime(self) -> tuple[type, ...]:
+        """The tables' nn.Module, copied into model.py (torch is imported when it is read)."""
+        return (self.tables,)
 
     def facts(self, inputs: Sequence[frozenset[str]]) -> frozenset[str]:
         return inputs[0] & {RMS_AT_MOST_1}
