@@ -23,6 +23,7 @@ GENERATED = (
     "data.py",
     "options.py",
     "distributed.py",
+    "gns.py",
     "spec.json",
 )
 
@@ -93,6 +94,7 @@ def test_generated_files_import_only_torch_and_the_standard_library(name, reques
         "certificate",
         "data",
         "distributed",
+        "gns",
         "options",
     }
     for file in GENERATED:
