@@ -80,7 +80,7 @@ def _per_example_gain(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """|Σ_t grad ⊙ x|² per example: the squared norm of each example's gain gradient."""
     d = x.shape[-1]
     g, x = grad.reshape(len(grad), -1, d).float(), x.reshape(len(x), -1, d).float()
-    return torch.einsum("btd,btd->bd", g, x).square().sum(1)
+    return (g * x).sum(1).square().sum(1)  # an einsum makes B·D tiny matmuls of it
 
 
 def _per_example_bias(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -124,7 +124,7 @@ class GradientNoise:
         self.scales = {g: NoiseScale(decay) for g, ps in self.groups.items() if ps}
         self.model, self.total, self.active = model, total, True
         self.micro = 0  # forward passes with gradients so far
-        self.parts: dict[str, dict[int, torch.Tensor]] = {}  # group -> micro -> (examples,)
+        self.parts: dict[tuple[str, int], torch.Tensor] = {}  # (kind, micro) -> (examples,)
         self.exact: dict[str, list[torch.Tensor]] = {}  # group -> [(examples,)], observe_total
         self.last: dict[str, tuple[torch.Tensor, float]] = {}
         model.register_forward_pre_hook(self._begin)
@@ -149,10 +149,8 @@ class GradientNoise:
         x = inputs[0].detach() if kind == "Gain" else None  # autograd keeps it for Gain anyway
 
         def reduce(grad: torch.Tensor) -> None:
-            sq = PER_EXAMPLE[kind](grad, x)
-            for group in ("norm", kind):
-                parts = self.parts.setdefault(group, {})
-                parts[micro] = parts[micro] + sq if micro in parts else sq
+            sq, key = PER_EXAMPLE[kind](grad, x), (kind, micro)
+            self.parts[key] = self.parts[key] + sq if key in self.parts else sq
 
         output.register_hook(reduce)
 
@@ -182,41 +180,50 @@ class GradientNoise:
         finally:
             self.active = True
 
+    def _examples(self) -> dict[str, torch.Tensor]:
+        """Each group's per-example squared gradient norms on this rank, in order: exact
+        ones where observed; else the hooks', scaled from the batch's loss to the example's
+        (the norm atoms' are the sum of their kinds')."""
+        out = {g: torch.cat(parts) for g, parts in self.exact.items()}
+        for kind in NORM_ATOMS:
+            micros = sorted(m for k, m in self.parts if k == kind)
+            if micros:
+                out[kind] = torch.cat([self.parts[kind, m] for m in micros]).double()
+        if self.parts:
+            out["norm"] = sum(out[k] for k in NORM_ATOMS if k in out)
+            n = len(out["norm"])
+            for g in ("norm", *NORM_ATOMS):
+                if g in out:
+                    out[g] = out[g] * n**2
+        return {g: v for g, v in out.items() if g in self.scales}
+
     @torch.no_grad()
     def _measure(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
-        """After the step's last backward: each group's |G_B|² and E|g_i|², into its average."""
-        names = [g for g in self.scales if g in self.parts or g in self.exact]
-        if not names:
+        """After the step's last backward: each group's |G_B|² and E|g_i|², into its
+        average. One all-reduce of the sums over the ranks; |G_B|² is the gradient's own,
+        already the same on every rank."""
+        examples = self._examples()
+        self.parts, self.exact = {}, {}
+        if not examples:
             return
-        examples, batch_sq, sums = {}, [], []
-        for g in names:
-            if g in self.exact:  # exact per-example gradients
-                sq = torch.cat(self.exact[g])
-            else:  # the hooks' parts, scaled from the batch's loss to the example's
-                parts = self.parts[g]
-                n = sum(len(v) for v in parts.values())
-                sq = torch.cat([parts[k] for k in sorted(parts)]).double() * n**2
-            examples[g] = sq
-            grads = [p.grad for p in self.groups[g] if p.grad is not None]
-            batch_sq.append(sum(v.double().square().sum() for v in grads) if grads else 0.0)
-            sums.append(sq.sum())
-        counts = [len(examples[g]) for g in names]
-        reduced = torch.stack([torch.as_tensor(s, dtype=torch.float64) for s in sums])
-        reduced = torch.cat([reduced, torch.tensor(counts, dtype=torch.float64)])
-        reduced = torch.cat(
-            [reduced, torch.stack([torch.as_tensor(b, dtype=torch.float64) for b in batch_sq])]
-        ).cpu()
+        names = list(examples)
+        params = list(dict.fromkeys(p for g in names for p in self.groups[g] if p.grad is not None))
+        norms = torch._foreach_norm([p.grad for p in params]) if params else []
+        square = {p: v.double().square() for p, v in zip(params, norms, strict=True)}
+        zero = torch.zeros((), dtype=torch.float64)
+        sums = [examples[g].sum() for g in names]
+        counts = [torch.tensor(float(len(examples[g])), dtype=torch.float64) for g in names]
+        batch = [sum((square[p] for p in self.groups[g] if p in square), zero) for g in names]
+        device = next(self.model.parameters()).device
+        reduced = torch.stack([t.to(device) for t in sums + counts])
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            device = next(self.model.parameters()).device
-            reduced = reduced.to(device)
-            dist.all_reduce(reduced[: 2 * len(names)])  # |G_B|² is the same on every rank
-            reduced = reduced.cpu()
+            dist.all_reduce(reduced)
+        values = reduced.tolist() + torch.stack([b.to(device) for b in batch]).tolist()
         k = len(names)
         for i, g in enumerate(names):
-            total, count, bsq = reduced[i].item(), int(reduced[k + i].item()), reduced[2 * k + i]
-            self.scales[g].update(bsq.item(), total / max(count, 1), count)
-            self.last[g] = (examples[g], bsq.item())
-        self.parts, self.exact = {}, {}
+            total, count, batch_sq = values[i], int(values[k + i]), values[2 * k + i]
+            self.scales[g].update(batch_sq, total / max(count, 1), count)
+            self.last[g] = (examples[g], batch_sq)
 
     def b_simple(self, group: str = "norm") -> float:
         """The group's current B_simple; nan while unmeasured."""
