@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import json
 import math
 import os
 import subprocess
@@ -252,3 +253,20 @@ def test_two_processes_measure_what_one_does(compiled, tmp_path):
     for ra, rb in zip(a, b, strict=True):
         for key in ("norm_g2", "norm_trace", "Gain_g2", "Bias_trace"):
             assert rb[key] == pytest.approx(ra[key], rel=1e-3), key
+
+
+def test_the_gns_example_runs_quick(tmp_path):
+    """`examples/gns/run.py --quick`: the experiment's whole pipeline at toy sizes."""
+    script = Path(__file__).resolve().parents[1] / "examples" / "gns" / "run.py"
+    run = subprocess.run(
+        [sys.executable, str(script), "--quick", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
+    assert run.returncode == 0, run.stderr
+    table = (tmp_path / "table.md").read_text()
+    assert all(f"\n| {kind} | 0 |" in table for kind in ("fixed", "linear", "gns"))
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert -1 <= summary["correlation"]["pearson"] <= 1 and summary["overhead"]["ratio"] > 0
+    assert (tmp_path / "gns.png").read_bytes()[:4] == b"\x89PNG"
