@@ -109,6 +109,12 @@ def test_estimators_are_unbiased_on_a_simulation_with_known_moments():
     for est, truth in [(g2, true_g2), (trace, true_trace)]:
         err = est.std().item() / math.sqrt(draws)
         assert abs(est.mean().item() - truth) < 4 * err, (est.mean().item(), truth, err)
+    # from two batch sizes (a rank's examples against all ranks'), the same, unbiased
+    small = g[:, :2].mean(1).square().sum(1)  # "ranks" of 2 examples, 4 of them
+    g2, trace = unbiased(batch_sq, small, batch, 2)
+    for est, truth in [(g2, true_g2), (trace, true_trace)]:
+        err = est.std().item() / math.sqrt(draws)
+        assert abs(est.mean().item() - truth) < 4 * err, (est.mean().item(), truth, err)
     # the naive |G_B|² is biased upwards by tr(Σ)/B: the test tells them apart
     assert batch_sq.mean().item() - true_g2 > 10 * batch_sq.std().item() / math.sqrt(draws)
     scale = NoiseScale(decay=0.999)
@@ -253,6 +259,7 @@ def test_two_processes_measure_what_one_does(compiled, tmp_path):
     for ra, rb in zip(a, b, strict=True):
         for key in ("norm_g2", "norm_trace", "Gain_g2", "Bias_trace"):
             assert rb[key] == pytest.approx(ra[key], rel=1e-3), key
+        assert math.isfinite(rb["ranks_g2"]) and math.isfinite(rb["ranks_trace"])
 
 
 def test_the_gns_example_runs_quick(tmp_path):

@@ -45,11 +45,13 @@ from torch import nn
 NORM_ATOMS = ("Gain", "Bias")
 
 
-def unbiased(batch_sq: float, example_sq: float, batch: int) -> tuple[float, float]:
-    """(|G|², tr(Σ)) estimated without bias from |G_B|² and E|g_i|² over `batch` ≥ 2
-    examples (McCandlish et al. 2018, appendix A)."""
-    g2 = (batch * batch_sq - example_sq) / (batch - 1)
-    trace = (example_sq - batch_sq) / (1 - 1 / batch)
+def unbiased(batch_sq: float, small_sq: float, batch: int, small: int = 1) -> tuple[float, float]:
+    """(|G|², tr(Σ)) estimated without bias from the squared norms of mean gradients over
+    `batch` and over `small` < `batch` examples (McCandlish et al. 2018, appendix A; since
+    E|G_b|² = |G|² + tr(Σ)/b). With `small` 1, `small_sq` is the mean E|g_i|² of the
+    per-example gradients; with `small` the examples of one rank, the ranks' mean."""
+    g2 = (batch * batch_sq - small * small_sq) / (batch - small)
+    trace = (small_sq - batch_sq) / (1 / small - 1 / batch)
     return g2, trace
 
 
@@ -61,11 +63,12 @@ class NoiseScale:
     def __init__(self, decay: float = 0.99):
         self.decay, self.g2, self.trace, self.count = decay, 0.0, 0.0, 0
 
-    def update(self, batch_sq: float, example_sq: float, batch: int) -> None:
-        """Take one step's |G_B|² and E|g_i|² over `batch` examples."""
-        if batch < 2 or not (math.isfinite(batch_sq) and math.isfinite(example_sq)):
+    def update(self, batch_sq: float, small_sq: float, batch: int, small: int = 1) -> None:
+        """Take one step's |G_B|² over `batch` examples and its mean over `small` (1: the
+        per-example E|g_i|²)."""
+        if batch <= small or not (math.isfinite(batch_sq) and math.isfinite(small_sq)):
             return
-        g2, trace = unbiased(batch_sq, example_sq, batch)
+        g2, trace = unbiased(batch_sq, small_sq, batch, small)
         self.g2 = self.decay * self.g2 + (1 - self.decay) * g2
         self.trace = self.decay * self.trace + (1 - self.decay) * trace
         self.count += 1
@@ -122,8 +125,10 @@ class GradientNoise:
             for kind in dict.fromkeys(self.kinds.values()):
                 self.groups[f"total_{kind}"] = [p for p, k in self.kinds.items() if k == kind]
         self.scales = {g: NoiseScale(decay) for g, ps in self.groups.items() if ps}
-        self.model, self.total, self.active = model, total, True
+        self.rank_sq: list[torch.Tensor] = []  # this rank's gradient, squared, by bucket
+        self.model, self.total, self.active, self.decay = model, total, True, decay
         self.micro = 0  # forward passes with gradients so far
+        self.seen = 0  # examples of this step's forward passes, on this rank
         self.parts: dict[tuple[str, int], torch.Tensor] = {}  # (kind, micro) -> (examples,)
         self.exact: dict[str, list[torch.Tensor]] = {}  # group -> [(examples,)], observe_total
         self.last: dict[str, tuple[torch.Tensor, float]] = {}
@@ -137,9 +142,10 @@ class GradientNoise:
         gradient unset) drops what a step that never came left behind."""
         if not (self.active and torch.is_grad_enabled()):
             return
-        if all(p.grad is None for p in self.groups["norm"]):
-            self.parts = {}
+        if next(iter(self.kinds)).grad is None:  # zero_grad came: a new step
+            self.parts, self.rank_sq, self.seen = {}, [], 0
         self.micro += 1
+        self.seen += len(inputs[0])
 
     def _record(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
         """Hang the per-example reduction of `module` on its output's gradient."""
@@ -204,6 +210,8 @@ class GradientNoise:
         already the same on every rank."""
         examples = self._examples()
         self.parts, self.exact = {}, {}
+        if self.rank_sq:
+            self._measure_ranks()
         if not examples:
             return
         names = list(examples)
@@ -224,6 +232,33 @@ class GradientNoise:
             total, count, batch_sq = values[i], int(values[k + i]), values[2 * k + i]
             self.scales[g].update(batch_sq, total / max(count, 1), count)
             self.last[g] = (examples[g], batch_sq)
+
+    def watch_ranks(self, ddp: nn.parallel.DistributedDataParallel) -> None:
+        """Also estimate all weights' noise scale ("ranks") from each rank's gradient (the
+        mean over its examples) against the all-reduced one: two batch sizes, so
+        `unbiased` applies, at the cost of one squared norm per bucket (Gray et al.'s
+        DDP estimate). DDP's reduction is kept: a sum over the ranks, divided by them."""
+        self.scales["ranks"] = NoiseScale(self.decay)
+        self.groups["ranks"] = list(self.kinds)
+
+        def reduce(state: object, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
+            self.rank_sq.append(bucket.buffer().double().square().sum())
+            world = dist.get_world_size()
+            work = dist.all_reduce(bucket.buffer(), async_op=True)
+            return work.get_future().then(lambda f: f.value()[0].div_(world))
+
+        ddp.register_comm_hook(None, reduce)
+
+    def _measure_ranks(self) -> None:
+        """The "ranks" estimate: |G_B|² of the all-reduced gradient over n·ranks examples,
+        and the ranks' mean squared norm of their own gradients over n each."""
+        params = [p for p in self.groups["ranks"] if p.grad is not None]
+        batch_sq = sum(v.double().square() for v in torch._foreach_norm([p.grad for p in params]))
+        world = dist.get_world_size()
+        rank_sq = torch.stack(self.rank_sq).sum().reshape(1)
+        dist.all_reduce(rank_sq)
+        self.rank_sq, n = [], self.seen
+        self.scales["ranks"].update(batch_sq.item(), rank_sq.item() / world, n * world, n)
 
     def b_simple(self, group: str = "norm") -> float:
         """The group's current B_simple; nan while unmeasured."""
