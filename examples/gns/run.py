@@ -47,7 +47,7 @@ SCHEDULES = {
     "linear": ["--batch-schedule", "linear:512->1536"],
     "gns": ["--batch-schedule", "gns:512->4096"],
 }
-WARM = 100  # steps of the moving averages left out of the correlation (all but 2 if fewer)
+WARM = 100  # steps of the moving averages left out of the correlation (half, if fewer)
 
 
 def rows(path: Path) -> list[dict[str, float]]:
@@ -60,7 +60,7 @@ def pearson(a: list[float], b: list[float]) -> float:
     cov = sum((x - ma) * (y - mb) for x, y in zip(a, b, strict=True))
     va = sum((x - ma) ** 2 for x in a)
     vb = sum((y - mb) ** 2 for y in b)
-    return cov / math.sqrt(va * vb)
+    return max(-1.0, min(1.0, cov / math.sqrt(va * vb)))  # rounding may pass ±1
 
 
 def train(build: Path, out: Path, steps: int, seed: int, *extra: str) -> dict:
@@ -179,7 +179,7 @@ def main() -> None:
             )
 
     corr_rows = rows(out / "fixed-0" / "gns.csv")
-    warm = min(WARM, len(corr_rows) - 2)
+    warm = min(WARM, len(corr_rows) // 2)
     kept = [r for r in corr_rows[warm:] if r["norm_bsimple"] > 0 and r["total_bsimple"] > 0]
     norm, total = [r["norm_bsimple"] for r in kept], [r["total_bsimple"] for r in kept]
     correlation = {
