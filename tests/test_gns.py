@@ -245,6 +245,9 @@ def test_train_logs_the_noise_scale_and_follows_it(compiled, tmp_path):
         for kind in ("Gain", "Bias"):
             assert r[f"{kind}_g2"] == pytest.approx(r[f"total_{kind}_g2"], rel=1e-4)
             assert r[f"{kind}_trace"] == pytest.approx(r[f"total_{kind}_trace"], rel=1e-4)
+    again = train(compiled, tmp_path / "g", 1, "--steps", "3", "--batch-size", "4", "--gns")
+    assert again.returncode == 0, again.stderr  # a fresh run: gns.csv starts over
+    assert [r["step"] for r in read_rows(tmp_path / "g" / "gns.csv")] == [1, 2, 3]
     bad = train(compiled, tmp_path / "x", 1, "--steps", "2", "--batch-schedule", "cubic")
     assert bad.returncode == 2 and "--batch-schedule must be none, linear" in bad.stderr
 

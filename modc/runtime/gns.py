@@ -34,6 +34,7 @@ with gradient noise, the expected decrease of a step of norm η along the dual o
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 
 import torch
@@ -126,7 +127,7 @@ class GradientNoise:
                 self.groups[f"total_{kind}"] = [p for p, k in self.kinds.items() if k == kind]
         self.scales = {g: NoiseScale(decay) for g, ps in self.groups.items() if ps}
         self.rank_sq: list[torch.Tensor] = []  # this rank's gradient, squared, by bucket
-        self.model, self.total, self.active, self.decay = model, total, True, decay
+        self.model, self.active, self.decay = model, True, decay
         self.micro = 0  # forward passes with gradients so far
         self.seen = 0  # examples of this step's forward passes, on this rank
         self.parts: dict[tuple[str, int], torch.Tensor] = {}  # (kind, micro) -> (examples,)
@@ -334,7 +335,7 @@ class BatchPlan:
             frac = min(1.0, self.tokens / self.budget)
             tokens = self.low + (self.high - self.low) * frac
             self.examples = self._round(tokens / self.per_example)
-        elif self.kind == "gns" and noise is not None and noise.scales["norm"].count >= self.warm:
+        elif self.kind == "gns" and noise.scales["norm"].count >= self.warm:
             b = noise.b_simple("norm")
             lo, hi = self.low / self.per_example, self.high / self.per_example
             if math.isfinite(b):
@@ -384,6 +385,13 @@ def setup(
     noise = None
     if args.gns or args.gns_total or schedule is not None:
         noise = GradientNoise(model, optimizer, total=args.gns_total)
+        if kind == "gns" and "norm" not in noise.scales:
+            raise ValueError(
+                "--batch-schedule gns follows the Gain and Bias atoms' noise scale, "
+                "and this network has none"
+            )
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0:
+            trim(os.path.join(args.out, "gns.csv"), ckpt["step"] if ckpt else 0)
     if ckpt is not None:
         tokens = ckpt["step"] * reference * per_example
         plan.load_state_dict(ckpt.get("plan") or {"tokens": tokens, "examples": reference})
@@ -392,11 +400,29 @@ def setup(
     return noise, plan
 
 
+def trim(path: str, keep_until: int) -> None:
+    """Keep the rows of gns.csv up to step `keep_until` (the checkpoint's, when resuming:
+    a killed run may have logged more); none, and no file, for a fresh run."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        lines = f.read().splitlines()
+    kept = [
+        r for r in lines[1:] if r.split(",")[0].isdigit() and int(r.split(",")[0]) <= keep_until
+    ]
+    if not kept:
+        os.remove(path)
+        return
+    with open(path + ".tmp", "w") as f:
+        f.write("\n".join([lines[0], *kept, ""]))
+    os.replace(path + ".tmp", path)
+
+
 def log(path, step: int, plan: BatchPlan, lr: float, noise: GradientNoise) -> None:
     """Append the step's row to gns.csv (a header first if the file is new): step, tokens
     consumed, the batch in examples, the lr, and each group's B_simple, |G|² and tr(Σ)."""
     row = {"step": step, "tokens": plan.tokens, "batch": plan.examples, "lr": lr, **noise.row()}
-    new = not path.exists()
+    new = not os.path.exists(path)
     with open(path, "a") as f:
         if new:
             f.write(",".join(row) + "\n")

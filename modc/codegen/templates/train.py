@@ -694,7 +694,10 @@ def train(args: argparse.Namespace, device: torch.device, out: Path) -> None:
     model.train()
     lrs = (scheduler.base_lrs, lr_factor(args.schedule, args.warmup, args.steps))
     schedule, per_example = batch_schedule(args.batch_schedule), math.prod(OUTPUT_SHAPE[:-1])
-    noise, plan = setup_gns(args, schedule, model, optimizer, lrs, world, per_example, ckpt)
+    try:
+        noise, plan = setup_gns(args, schedule, model, optimizer, lrs, world, per_example, ckpt)
+    except ValueError as e:
+        fail(str(e))
     if noise is not None and forward is not model:  # DDP: ranks' gradients against the mean
         noise.watch_ranks(forward)
     step = start  # counts the updates made so far
