@@ -101,4 +101,13 @@ def rules(kinds: list[str] | None, polars: list[str] | None) -> dict[str, tuple[
         "gns": ("true or false", lambda v: isinstance(v, bool)),
         "gns_total": ("true or false", lambda v: isinstance(v, bool)),
         "batch_schedule": ("none, linear:START->END, gns or gns:MIN->MAX (tokens)", _schedule),
+        "loss": ("cross_entropy or mse", one_of(["cross_entropy", "mse"])),
+        "clip_grad": ("a finite number ≥ 0 (0: off)", number(0)),
+        "label_column": ("a column's index or name", column),
+        "header": ("true, false or auto", lambda v: v is True or v is False or v == "auto"),
     }
+
+
+def column(v: object) -> bool:
+    """A check: a CSV column, by index (negative from the end) or by name."""
+    return (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, str) and v != "")
