@@ -6,7 +6,8 @@ split, and prints the held-out loss (nats per byte) and the wall time of each. T
   modc default         train.py --steps N --batch-size 12, nothing else: the spec's defaults
   normalized:adam      Modula's recipe: Adam normalised per atom, lr 0.5, weight decay 0.01,
                        linear decay
-  dualized, lr 0.1     the default optimizer at the issue's reference setting, wd 0.01
+  dualized, lr 0.1     the default optimizer at the issue's reference setting, wd 0.01, no
+                       warm-up (on the spec's masses: head mass 3 by default)
 --run NAME="ARGS" adds a row (train.py arguments), e.g. --run warm="--warmup 100".
 Usage: python bench/gpt_quality.py [--steps 2000] [--only default,adam] [--run NAME=ARGS]
        [--jobs 2]
@@ -34,7 +35,7 @@ RUNS = {  # train.py arguments of each row
 LABELS = {
     "default": "modc default (spec's optimizer and train settings)",
     "adam": "modc normalized:adam, Modula's recipe (lr 0.5, wd 0.01, linear decay)",
-    "dualized-0.1": "modc dualized, lr 0.1, wd 0.01, linear decay",
+    "dualized-0.1": "modc dualized, lr 0.1, wd 0.01, linear decay, no warm-up",
 }
 
 
