@@ -1,7 +1,8 @@
 """The module IR: a tree of atoms, bonds and combinators with every shape known.
 
 Combinators follow docs/theory.md §3: Compose (data-flow order), Tuple (branches on one input),
-Repeat (composed copies with independent weights) and Tare (mass allocation). Sums,
+Repeat (composed copies with independent weights), Tare (mass allocation) and Coupling
+(an additive coupling block, invertible; docs/theory.md §11). Sums,
 scalar multiples and residual blocks are written with these during elaboration.
 
 Each combinator states its own rules here, once: how its mass, sensitivity and Lipschitz
@@ -38,6 +39,12 @@ class Node:
     def children(self) -> tuple[Node, ...]:
         return ()
 
+    @property
+    def scope(self) -> str:
+        """What the path of an atom inside gains here: `name.` for a node generated as a
+        module of its own (a coupling), else nothing (a repeat adds its copy index too)."""
+        return ""
+
     def evaluated(self) -> tuple[Node, ...]:
         """The children whose values the rules below take: all of them but a Repeat's
         unused `rest` when it has one copy."""
@@ -70,6 +77,7 @@ class Leaf(Node):
     op: Op = None
     name: str | None = None
     mass: sympy.Expr = sympy.Integer(0)
+    frozen: bool = False  # an atom whose weight keeps its random initialisation: mass 0
 
     @property
     def out_shape(self) -> Shape:
@@ -218,6 +226,58 @@ class Tare(Node):
 
     def flow(self, facts: Any, through: Callable[[Node, Any], Any]) -> Any:
         return through(self.body, facts)
+
+
+@dataclass(eq=False)
+class Coupling(Node):
+    """y1 = x1 + f(x2), y2 = x2 + g(y1) on the two halves of the features; exactly
+    invertible: x2 = y2 − g(y1), x1 = y1 − f(x2) (docs/theory.md §11).
+
+    It is the composition S_g ∘ S_f of two shears, S_f(x1, x2) = (x1 + f(x2), x2), and its
+    rules are those of that composition: μ = μ_f + μ_g; a shear's constant is at most one
+    plus its branch's, so ν and the Lipschitz bound in each norm are (1 + ν_f)(1 + ν_g) and
+    (1 + L_f)(1 + L_g), and so is the inverse's Lipschitz bound (S_f⁻¹ shears by −f); f's
+    target is divided by the sensitivity of S_g after it: t·μ_f/(μ·(1 + ν_g)), g gets
+    t·μ_g/μ. No fact about the input survives the halving, so none flows through.
+    """
+
+    f: Node = None
+    g: Node = None
+    name: str = ""
+
+    @property
+    def out_shape(self) -> Shape:
+        return self.in_shape
+
+    @property
+    def scope(self) -> str:
+        return f"{self.name}."
+
+    def children(self) -> tuple[Node, ...]:
+        return (self.f, self.g)
+
+    def mass_of(self, values: Sequence[sympy.Expr]) -> sympy.Expr:
+        return values[0] + values[1]
+
+    def sensitivity_of(self, values: Sequence[Any]) -> Any:
+        return (1 + values[0]) * (1 + values[1])
+
+    def lipschitz_of(self, values: Sequence[Any], domain: Any) -> Any:
+        return domain.coupling(self, values)
+
+    def inverse_lipschitz_of(self, values: Sequence[Any], domain: Any) -> Any:
+        """The inverse's bound from the *forward* bounds of f and g: the same rule."""
+        return domain.coupling(self, values)
+
+    def split(self, t: Any, mass: Callable, sensitivity: Callable) -> list[tuple[Node, Any]]:
+        total = mass(self)
+        return [(self.f, t * mass(self.f) / (total * (1 + sensitivity(self.g)))),
+                (self.g, t * mass(self.g) / total)]
+
+    def flow(self, facts: Any, through: Callable[[Node, Any], Any]) -> Any:
+        through(self.f, frozenset())
+        through(self.g, frozenset())
+        return frozenset()
 
 
 @dataclass

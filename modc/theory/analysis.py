@@ -141,6 +141,7 @@ class Analyzer:
             return
         if isinstance(n, ir.Tare):  # the tare's factor rescales the masses inside
             scale = scale * n.mass / self.mass(n.body)
+        path, site = path + n.scope, site + n.scope
         for child, share in n.split(t, self.mass, self.sensitivity):
             self.targets(child, share, path, scale, copies, out, site, ranges)
 

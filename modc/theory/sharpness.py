@@ -299,6 +299,10 @@ def sharp_tree(root: ir.Node, masses: Masses, definitions: dict | None = None) -
         elif isinstance(n, ir.Tare):
             body = visit(n.body)
             value = Sharp(masses.mass(n), *_fields(body)[1:])
+        elif isinstance(n, ir.Coupling):  # no smoothness rule for a coupling yet
+            f, g = visit(n.f), visit(n.g)
+            nu, nuh = (1 + f.nu) * (1 + g.nu), (1 + f.nuh) * (1 + g.nuh)
+            value = Sharp(masses.mass(n), nu, nuh, None, None, None, None)
         elif isinstance(n, ir.Repeat):
             if n.first is n.rest:
                 value = copies(n, n.rest, n.count)
@@ -332,4 +336,6 @@ def network_sharpness(root: ir.Node, masses: Masses) -> Sharpness:
                 if isinstance(n, ir.Leaf) and n.op.sharpness()[2] is None
             )
         )
+        missing += [f"{n.name} (a coupling: no smoothness rule)" for n in ir.walk(root)
+                    if isinstance(n, ir.Coupling)]
     return Sharpness(s.alpha, s.beta, s.gamma, s.omega, smooth, missing, definitions)
