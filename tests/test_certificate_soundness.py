@@ -1,7 +1,8 @@
 """Property test: the generated certificate is a true upper bound wherever its conditions hold.
 
 Random networks of every family modc ships (attention, transformer, GPT from the embedding
-output on, MLP, residual MLP, CNN, RMS division and RMSClip networks) get adversarial
+output on, MLP, residual MLP, CNN, RMS division and RMSClip networks, coupling blocks with
+frozen atoms) get adversarial
 weights (all scaled, one layer blown up, low rank, some matrices zeroed, or a few steps of
 the dualized optimizer at a large learning rate) and adversarial inputs (random at many
 scales, or every position the same vector as in the issue's reproduction). On every trial
@@ -75,6 +76,14 @@ network:
   - Linear: 4
 """
 
+COUPLING = """
+input (2, 3, 2)
+def side(act) = Linear(8, frozen=true) > act > Linear(6) > Bias
+network = Flatten
+    > repeat(2, name=blocks) { coupling(side(ReLU), side(GELU)) }
+    > Linear(4, frozen=true)
+"""
+
 # name -> (spec file or (text, file name), parameters)
 FAMILIES = {
     "attention": (SPECS / "attention.modc", {"width": 8, "heads": 2, "context": 6}),
@@ -88,6 +97,7 @@ FAMILIES = {
     "resmlp": (SPECS / "resmlp.yaml", {"width": 8, "depth": 2}),
     "cnn": ((CNN, "cnn.yaml"), {}),
     "rms": ((RMS_RESIDUAL, "rms.yaml"), {}),
+    "coupling": ((COUPLING, "coupling.modc"), {}),
 }
 WEIGHTS = ("init", "scaled", "blown", "low_rank", "zeroed", "trained")
 _builds: dict[str, modc.Build] = {}

@@ -4,6 +4,7 @@ the plan of the gauss_newton optimizer in optimizer.py (docs/theory.md §11)."""
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -165,9 +166,11 @@ def gauss_newton_table(network: ir.Network) -> str:
     """optimizer.py's plan for gauss_newton: the blocks and head, or why there is none."""
     reason = refusal(network.root)
     if reason is not None:
+        chunks = textwrap.wrap(reason, 80, drop_whitespace=False)
+        text = "\n".join(f"    {quote(c)}" for c in chunks)
         return (
             "# gauss_newton: this network is not reversible in the way it needs.\n"
-            f"GAUSS_NEWTON = None\nGAUSS_NEWTON_REFUSAL = {quote(reason)}"
+            f"GAUSS_NEWTON = None\nGAUSS_NEWTON_REFUSAL = (\n{text}\n)"
         )
     plan = gauss_newton_plan(network.root)
     rows = "\n".join(

@@ -77,7 +77,7 @@ class Mul(Bond):
         a = self.values["factor"]
         if not a.is_number or a == 0:
             return None
-        return f"{primary(output)} / {exact(a)}", 1 / sympy.Abs(a)
+        return f"{primary(output)} / {primary(exact(a))}", 1 / sympy.Abs(a)
 
 
 class Add(Bond):

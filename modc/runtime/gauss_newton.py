@@ -107,6 +107,13 @@ class GaussNewton(torch.optim.Optimizer):
 
         return hook
 
+    def remove_hooks(self) -> None:
+        """Take this optimizer's hooks off the model (before torch.func transforms of it, or
+        to train it with another optimizer)."""
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
+
     def zero_grad(self, set_to_none: bool = True) -> None:
         super().zero_grad(set_to_none)
         self.seen = {}
