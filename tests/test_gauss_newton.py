@@ -98,9 +98,7 @@ def test_update_matches_a_dense_gauss_newton_solve(tiny):
         params = dict(zip(names, weights, strict=True))
         return torch.func.functional_call(model, params, (x,)).flatten()
 
-    jac = torch.func.jacrev(outputs, argnums=tuple(range(len(names))))(
-        *[before[k] for k in names]
-    )
+    jac = torch.func.jacrev(outputs, argnums=tuple(range(len(names))))(*[before[k] for k in names])
     J = torch.cat([j.reshape(j.shape[0], -1) for j in jac], dim=1)  # (n·k) × P
     dense = torch.linalg.pinv(J) @ delta.flatten()  # the dense GN step: J⁺ δ_L
     assert torch.allclose(J @ dense, delta.flatten(), atol=1e-9)  # it interpolates δ_L
@@ -152,10 +150,24 @@ def test_refused_for_a_network_that_is_not_reversible(tmp_path):
 
 def test_train_py_runs_gauss_newton(tiny, tmp_path):
     out = subprocess.run(
-        [sys.executable, str(tiny.path / "train.py"), "--optimizer", "gauss_newton",
-         "--steps", "3", "--batch-size", "8", "--lr", "0.1", "--out", str(tmp_path / "run"),
-         "--quiet"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(tiny.path / "train.py"),
+            "--optimizer",
+            "gauss_newton",
+            "--steps",
+            "3",
+            "--batch-size",
+            "8",
+            "--lr",
+            "0.1",
+            "--out",
+            str(tmp_path / "run"),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "run" / "final.json").exists()

@@ -180,3 +180,17 @@ def test_non_invertible_network_states_no_inverse_bound(tmp_path):
     model = build.model.build_model()
     assert not hasattr(model, "inverse")
     assert build.certificate.lipschitz_inverse_upper(model) is None
+
+
+def test_python_api_writes_the_same_spec():
+    from modc import api as m
+
+    half = m.Linear(m.param("M", 2048), frozen=True) >> m.ReLU >> m.Linear(392) >> m.Bias
+    net = (
+        m.Flatten
+        >> m.repeat(m.param("depth", 2), m.coupling(half, half), name="blocks")
+        >> m.Linear(out=10, frozen=True, name="head")
+    )
+    built = m.load(m.spec(net, name="revmlp", input=(1, 28, 28), output=10))[1]
+    shipped = load(modc.compiler.Path(__file__).parent.parent / "specs" / "revmlp.modc")[1]
+    assert [(a.path, a.target) for a in built.atoms] == [(a.path, a.target) for a in shipped.atoms]

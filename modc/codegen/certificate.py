@@ -187,7 +187,8 @@ class Source(Domain[Term]):
     def coupling(self, node: ir.Coupling, values: Sequence[Term]) -> Term:
         """The coupling's rule, in a function of its generated module."""
         doc = f"Bound for the coupling '{node.name}'."
-        return f"{self.function(Domain.coupling(self, node, values), node.name, doc)}(m.{node.name})"
+        name = self.function(Domain.coupling(self, node, values), node.name, doc)
+        return f"{name}(m.{node.name})"
 
     def repeat(self, node: ir.Repeat, values: Sequence[Term]) -> Term:
         """A product over the copies, each bounded by its body's function."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import textwrap
 from dataclasses import dataclass, field
 
+from modc.codegen.reversible import constructor, emit_coupling, inverse_method
 from modc.codegen.source import (
     camel,
     commented,
@@ -15,7 +16,6 @@ from modc.codegen.source import (
     module,
     snippets,
 )
-from modc.codegen.reversible import constructor, emit_coupling, inverse_method
 from modc.errors import shown
 from modc.graph import ir
 

@@ -9,6 +9,7 @@ from modc.codegen.settings import KINDS, OptimizerSettings, optimizer_settings
 from modc.codegen.source import literal, module, plain, quote, snippets
 from modc.errors import shown
 from modc.graph import ir
+from modc.runtime.gauss_newton import GaussNewton, truncated_solve
 from modc.runtime.optim import (
     Adafactor,
     Combined,
@@ -17,7 +18,6 @@ from modc.runtime.optim import (
     Normalized,
     SkipNonFinite,
 )
-from modc.runtime.gauss_newton import GaussNewton, truncated_solve
 from modc.theory.analysis import Analysis
 
 SIGNATURE = """

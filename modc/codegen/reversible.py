@@ -182,12 +182,11 @@ def gauss_newton_table(network: ir.Network) -> str:
         "# gauss_newton: each coupling block in data-flow order, with the trainable Linear\n"
         "# (and Bias) of its f and g; the frozen head after the last block; the smallest\n"
         "# number of features M a block's Linear reads (a batch above it is not solved exactly).\n"
-        f"GAUSS_NEWTON = {{\n    \"blocks\": [\n{rows}\n    ],\n"
-        f"    \"head\": {literal_or_none(plan.head)},\n    \"features\": {plan.features},\n}}\n"
+        f'GAUSS_NEWTON = {{\n    "blocks": [\n{rows}\n    ],\n'
+        f'    "head": {literal_or_none(plan.head)},\n    "features": {plan.features},\n}}\n'
         'GAUSS_NEWTON_REFUSAL = ""'
     )
 
 
 def literal_or_none(value: str | None) -> str:
     return "None" if value is None else quote(value)
-
