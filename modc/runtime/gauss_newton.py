@@ -38,11 +38,25 @@ LOSSES = ("cross_entropy", "mse")
 
 def truncated_solve(a: torch.Tensor, rhs: torch.Tensor, rtol: float, atol: float) -> torch.Tensor:
     """A⁺·rhs with A⁺ the pseudo-inverse of `a` (n × M) keeping the singular values above
-    max(atol, rtol·σ_max): the least-norm least-squares solution, damped by truncation."""
-    u, s, vh = torch.linalg.svd(a, full_matrices=False)
-    keep = s > max(atol, rtol * (s[0].item() if s.numel() else 0.0))
-    u, s, vh = u[:, keep], s[keep], vh[keep]
-    return vh.mT @ ((u.mT @ rhs) / s.unsqueeze(-1))
+    max(atol, rtol·σ_max): the least-norm least-squares solution, damped by truncation.
+
+    From the eigenvectors of the smaller Gram matrix: with A = UΣWᵀ, AAᵀ = UΣ²Uᵀ and
+    A⁺ = AᵀUΣ⁻²Uᵀ (n ≤ M), or AᵀA = WΣ²Wᵀ and A⁺ = WΣ⁻²WᵀAᵀ: an n × n eigenproblem instead
+    of an n × M SVD. The eigenvalues err by about u·σ_max² (u the unit roundoff, float32 at
+    least), small beside the σ² ≥ rtol²·σ_max² that truncation keeps when rtol² ≫ u.
+    """
+    dtype = torch.promote_types(a.dtype, torch.float32)
+    a64, rhs64 = a.to(dtype), rhs.to(dtype)
+    wide = a.shape[0] <= a.shape[1]
+    lam, v = torch.linalg.eigh(a64 @ a64.mT if wide else a64.mT @ a64)
+    sigma = lam.clamp_min(0).sqrt()
+    keep = sigma > max(atol, rtol * (sigma.max().item() if sigma.numel() else 0.0))
+    v, inverse = v[:, keep], 1 / lam[keep].unsqueeze(-1)
+    if wide:
+        out = a64.mT @ (v @ (inverse * (v.mT @ rhs64)))
+    else:
+        out = v @ (inverse * (v.mT @ (a64.mT @ rhs64)))
+    return out.to(rhs.dtype)
 
 
 class GaussNewton(torch.optim.Optimizer):
