@@ -49,7 +49,7 @@ def _rows(
     name = label(node)
     if isinstance(node, ir.Leaf) and node.is_atom:
         name = f"{node.name}: {name}"
-    elif isinstance(node, ir.Repeat) and node.name:
+    elif isinstance(node, (ir.Repeat, ir.Coupling)) and node.name:
         name = f"{node.name}: {name}"
     mass = a.mass(node) * scale
     rows.append(

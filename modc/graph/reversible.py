@@ -98,10 +98,11 @@ def _side(node: ir.Node, which: str, coupling: ir.Coupling) -> Side:
         and (bias is None or not bias.frozen)
         and len(trainable) == 1 + (bias is not None)
     )
-    if not ok:
+    if not ok:  # point at the first trainable atom out of place, else at the branch
+        extra = [a for a in trainable if a is not linear and a is not bias]
+        at = extra[0] if extra else node if node.span is not None else coupling
         raise _refuse(
-            f"this coupling's {which} is not frozen features > a trainable Linear (> Bias)",
-            node if node.span is not None else coupling,
+            f"this coupling's {which} is not frozen features > a trainable Linear (> Bias)", at
         )
     return Side(linear.name, bias.name if bias is not None else None, int(linear.in_shape[-1]))
 

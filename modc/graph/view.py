@@ -40,7 +40,7 @@ def tree(node: ir.Node) -> dict:
     }
     if isinstance(node, ir.Leaf) and node.is_atom:
         out.update(name=node.name, mass=_number(node.mass))
-    if isinstance(node, ir.Repeat):
+    if isinstance(node, (ir.Repeat, ir.Coupling)):
         out["name"] = node.name
     if node.span is not None:
         out["source"] = f"{node.span.line}:{node.span.col}"
