@@ -14,6 +14,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -32,6 +33,7 @@ def side = Linear(M, frozen=true) > ReLU > Linear(4) > Bias
 network = Flatten > repeat(2, name=blocks) { coupling(side, side) } > Linear(3, frozen=true)
 """
 BLOCKS = 2
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -171,3 +173,22 @@ def test_train_py_runs_gauss_newton(tiny, tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "run" / "final.json").exists()
+
+
+def test_the_gauss_newton_example_runs_quick(tmp_path):
+    """`examples/gauss_newton/run.py --quick`: the experiment's whole pipeline at toy sizes."""
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "examples" / "gauss_newton" / "run.py"),
+            "--quick",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr
+    table = (tmp_path / "out" / "table.md").read_text()
+    assert all(f"\n| {kind} |" in table for kind in ("gauss_newton", "sgd", "adam", "dualized"))
