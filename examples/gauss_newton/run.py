@@ -138,17 +138,39 @@ def mini_batch(build, kind, lr, data, batch, steps, every, seed) -> dict:
     return out
 
 
+def changes(values: list[float]) -> str:
+    """The median per-batch loss change over the first and the last 30 steps."""
+
+    def median(xs: list[float]) -> str:
+        xs = sorted(x if math.isfinite(x) else math.inf for x in xs)
+        mid = xs[len(xs) // 2]
+        return f"{mid:+.1f}%" if math.isfinite(mid) else "diverged"
+
+    return f"{median(values[:30])} / {median(values[-30:])}"
+
+
 def table(results: dict, args) -> str:
     rows = [
         f"Full batch: {args.full} examples, {args.steps_full} steps; mini-batch: batches of "
         f"{args.batch}, {args.steps_mini} steps; M = {args.M}; one seed.",
         "",
         "| optimizer | lr | full-batch loss: start → end | seconds | steps to loss < 0.1 | "
-        "mini-batch lr | held-out acc (end) | train acc (end) | mean per-batch loss change | "
+        "mini-batch lr | held-out acc (end) | train acc (end) | per-batch loss change, median: "
+        "first 30 / last 30 steps | "
         "CKA to init, blocks 1, 2 (end) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for kind in OPTIMIZERS:
+        if kind not in results["full"]:
+            if kind in results["mini"]:
+                m = results["mini"][kind]
+                cka = ", ".join(f"{c:.3f}" for c in m["cka"][-1])
+                change = changes(m["change"])
+                rows.append(
+                    f"| {kind} | — | — | — | — | {m['lr']:g} | {m['held_acc'][-1]:.3f} | "
+                    f"{m['train_acc']:.3f} | {change} | {cka} |"
+                )
+            continue
         f = results["full"][kind]
         reach = next((i for i, v in enumerate(f["loss"]) if v < 0.1), None)
         row = (
@@ -160,10 +182,10 @@ def table(results: dict, args) -> str:
             continue
         m = results["mini"][kind]
         cka = ", ".join(f"{c:.3f}" for c in m["cka"][-1])
-        change = sum(m["change"]) / len(m["change"])
+        change = changes(m["change"])
         rows.append(
             row + f" {m['lr']:g} | {m['held_acc'][-1]:.3f} | {m['train_acc']:.3f} | "
-            f"{change:+.1f}% | {cka} |"
+            f"{change} | {cka} |"
         )
     return "\n".join(rows) + "\n"
 
@@ -177,8 +199,9 @@ def plot(results: dict, out: Path) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    pictures = []
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-    for kind in OPTIMIZERS:
+    for kind in [k for k in OPTIMIZERS if k in results["full"]]:
         r = results["full"][kind]
         label = f"{kind} (lr {r['lr']:g})"
         a.semilogy(range(len(r["loss"])), r["loss"], label=label)
@@ -187,29 +210,33 @@ def plot(results: dict, out: Path) -> list[str]:
     b.set(xlabel="wall time (s)", ylabel="training loss", title="Full batch: loss vs time")
     a.legend()
     fig.tight_layout()
-    fig.savefig(out / "full_batch.png", dpi=110)
+    if results["full"]:
+        fig.savefig(out / "full_batch.png", dpi=110)
+        pictures.append("full_batch.png")
     if not results["mini"]:
-        return ["full_batch.png"]
+        return pictures
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-    for kind in OPTIMIZERS:
+    for kind in [k for k in OPTIMIZERS if k in results["mini"]]:
         r = results["mini"][kind]
         a.plot(r["step"], r["held_acc"], label=f"{kind} (lr {r['lr']:g})")
-        b.plot(range(1, len(r["change"]) + 1), r["change"], label=kind, lw=0.8)
+        shown = [(i, c) for i, c in enumerate(r["change"], 1) if math.isfinite(c) and c < 100]
+        b.plot(*zip(*shown, strict=True), label=kind, lw=0.8)  # a diverging run's tail is cut
     a.set(xlabel="step", ylabel="held-out accuracy", title="Mini-batch: held-out accuracy")
     b.set(xlabel="step", ylabel="loss change on the batch (%)", title="Per-batch loss change")
+    b.set_ylim(-100, 20)
     a.legend()
     fig.tight_layout()
     fig.savefig(out / "mini_batch.png", dpi=110)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for i, ax in enumerate(axes):
-        for kind in OPTIMIZERS:
+        for kind in [k for k in OPTIMIZERS if k in results["mini"]]:
             r = results["mini"][kind]
             ax.plot(r["step"], [c[i] for c in r["cka"]], label=kind)
         ax.set(xlabel="step", ylabel="linear CKA to initialisation", title=f"Block {i + 1}")
     axes[0].legend()
     fig.tight_layout()
     fig.savefig(out / "cka.png", dpi=110)
-    return ["full_batch.png", "mini_batch.png", "cka.png"]
+    return [*pictures, "mini_batch.png", "cka.png"]
 
 
 def main() -> None:
@@ -225,7 +252,16 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lrs", help="the baselines' lrs, no grid: sgd=1,adam=0.001,dualized=1")
     p.add_argument("--no-mini", action="store_true", help="the full-batch experiment alone")
+    p.add_argument("--no-full", action="store_true", help="the mini-batch experiment alone")
+    p.add_argument("--kinds", default=",".join(OPTIMIZERS), help="the optimizers to run")
+    p.add_argument("--replot", action="store_true", help="redraw from --out/results.json")
     args = p.parse_args()
+    if args.replot:  # pictures and table.md again from the measured results
+        results = json.loads((Path(args.out) / "results.json").read_text())
+        text = table(results, argparse.Namespace(**results["args"]))
+        write_atomic(Path(args.out) / "table.md", text.encode())
+        print(text + ", ".join(plot(results, Path(args.out))))
+        return
     if args.quick:
         args.M, args.full, args.steps_full, args.batch = 64, 64, 3, 32
         args.steps_mini, args.grid_steps = 4, 2
@@ -259,7 +295,8 @@ def main() -> None:
         "full": {},
         "mini": {},
     }
-    for kind in OPTIMIZERS:
+    kinds = [k for k in OPTIMIZERS if k in args.kinds.split(",")]
+    for kind in () if args.no_full else kinds:
         results["full"][kind] = full_batch(
             build, kind, chosen[kind], x, y, args.steps_full, args.seed
         )
@@ -269,13 +306,18 @@ def main() -> None:
             f"{r['seconds'][-1]:.1f}s",
             flush=True,
         )
-    for kind in () if args.no_mini else OPTIMIZERS:
+    for kind in () if args.no_mini else kinds:
         lr = GN_LR["mini"] if kind == "gauss_newton" else chosen[kind]
         every = max(1, args.steps_mini // 12)
-        results["mini"][kind] = mini_batch(
-            build, kind, lr, data, args.batch, args.steps_mini, every, args.seed
-        )
-        r = results["mini"][kind]
+        r = mini_batch(build, kind, lr, data, args.batch, args.steps_mini, every, args.seed)
+        smaller = [g for g in GRIDS.get(kind, ()) if g < lr]
+        if not all(map(math.isfinite, r["change"])) and smaller:  # diverged: the next lr down
+            print(f"mini {kind}: diverged at lr {lr:g}; again at {max(smaller):g}", flush=True)
+            results.setdefault("diverged", {})[kind] = lr
+            r = mini_batch(
+                build, kind, max(smaller), data, args.batch, args.steps_mini, every, args.seed
+            )
+        results["mini"][kind] = r
         print(f"mini {kind}: held-out acc {r['held_acc'][-1]:.3f}, CKA {r['cka'][-1]}", flush=True)
     results["seconds"] = time.perf_counter() - start
     text = table(results, args)
