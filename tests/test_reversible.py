@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 import random
+import shutil
+import subprocess
 
 import pytest
 import sympy
@@ -194,3 +196,14 @@ def test_python_api_writes_the_same_spec():
     built = m.load(m.spec(net, name="revmlp", input=(1, 28, 28), output=10))[1]
     shipped = load(modc.compiler.Path(__file__).parent.parent / "specs" / "revmlp.modc")[1]
     assert [(a.path, a.target) for a in built.atoms] == [(a.path, a.target) for a in shipped.atoms]
+
+
+@pytest.mark.skipif(shutil.which("ruff") is None, reason="ruff is in the test extra")
+def test_generated_reversible_code_passes_the_linter(rev):
+    files = [str(rev.path / f) for f in ("model.py", "optimizer.py", "certificate.py")]
+    out = subprocess.run(
+        ["ruff", "check", "--no-cache", "--select", "E,F,W,I,B,UP", "--line-length", "100", *files],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stdout
