@@ -207,3 +207,13 @@ def test_generated_reversible_code_passes_the_linter(rev):
         text=True,
     )
     assert out.returncode == 0, out.stdout
+
+
+def test_a_lipschitz_constraint_with_frozen_atoms_is_refused(write_spec):
+    spec = write_spec(
+        "input 4\nnetwork = Linear(8, frozen=true) > ReLU > Linear(2)\n"
+        "optimizer {\n    lipschitz = 2\n}\n",
+        "capped.modc",
+    )
+    with pytest.raises(modc.ModcError, match="frozen atoms"):
+        load(spec)

@@ -203,6 +203,12 @@ def optimizer_settings(network: ir.Network) -> OptimizerSettings:
             )
     elif bounded:
         got["constraint"] = "cap"
+    if bounded and any(getattr(n, "frozen", False) for n in ir.leaves(network.root)):
+        raise ModcError(
+            "optimizer.lipschitz and max_norm cap every atom after each step, but this network "
+            "has frozen atoms, whose weights no step may change",
+            hint="unfreeze them, or drop the constraint",
+        )
     if bounded:
         cap = atom_cap(network.root, got.get("lipschitz"), got.get("max_norm"))
         got["atom_cap"], got["bound_at_cap"] = cap, capped_bound(network.root, cap)
