@@ -11,7 +11,6 @@ from collections.abc import Callable
 # the spec's (None: make_optimizer's default, or a setting that it does not take).
 SETTINGS = ["constraint", "momentum", "nesterov", "polar", "weight_decay"]
 SETTINGS += ["beta1", "beta2", "eps", "decay", "clip", "clip_alpha", "eps1", "eps2", "adamw_lr"]
-SETTINGS += ["loss", "rtol", "atol"]  # gauss_newton
 
 
 def number(low: float, high: float = math.inf, low_open: bool = False) -> Callable:
@@ -65,9 +64,6 @@ def rules(kinds: list[str] | None, polars: list[str] | None) -> dict[str, tuple[
         "eps1": ("a finite number > 0", number(0, low_open=True)),
         "eps2": ("a finite number ≥ 0", number(0)),
         "adamw_lr": ("a finite number ≥ 0", number(0)),
-        "loss": ("cross_entropy or mse", one_of(["cross_entropy", "mse"])),
-        "rtol": ("a finite number ≥ 0", number(0)),
-        "atol": ("a finite number ≥ 0", number(0)),
         "schedule": ("constant, cosine or linear", one_of(["constant", "cosine", "linear"])),
         "warmup": ("an integer ≥ 0", integer(0)),
         "eval_every": ("an integer ≥ 0", integer(0)),

@@ -473,11 +473,6 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--eps1", type=float, help="adafactor: added to G² in the second moment")
     p.add_argument("--eps2", type=float, help="adafactor: the step is max(eps2, RMS(W)) × ρ_t")
     p.add_argument("--adamw-lr", type=float, help="muon: learning rate of the AdamW part")
-    p.add_argument(
-        "--loss", choices=["cross_entropy", "mse"], help="gauss_newton: the loss it solves for"
-    )
-    p.add_argument("--rtol", type=float, help="gauss_newton: truncation below rtol·σ_max")
-    p.add_argument("--atol", type=float, help="gauss_newton: truncation below atol")
     p.add_argument("--schedule", choices=["constant", "cosine", "linear"], help="lr decay")
     p.add_argument("--warmup", type=int, help="steps of linear lr warm-up")
     p.add_argument(
