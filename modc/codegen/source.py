@@ -33,6 +33,7 @@ from modc.lazy import resolve
 IMPORTS = [
     ("math", "import math", True),
     ("os", "import os", True),
+    ("warnings", "import warnings", True),
     ("Callable", "from collections.abc import Callable", True),
     ("timedelta", "from datetime import timedelta", True),
     ("torch", "import torch", False),
