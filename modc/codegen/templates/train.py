@@ -9,6 +9,7 @@
     python train.py --optimizer muon --lr 0.02 --adamw-lr 3e-4 --beta2 0.95
     python train.py --device cuda --bf16 --compile # bf16 autocast, torch.compile
     torchrun --nproc_per_node 8 train.py --batch-size 64  # 8 processes, data parallel
+    torchrun --nproc_per_node 8 train.py --fsdp   # weights and optimizer state sharded
 
 Optimizers (--optimizer; default: the spec's optimizer: section, else dualized):
     dualized              momentum, then each layer's dual map: every step has modular norm lr
@@ -53,6 +54,10 @@ with DDP. --batch-size is per process: a step's global batch is batch-size × pr
 process with that global batch takes the same steps. The dualized optimizer deals its polar
 factors out to the processes (each computed once) and gathers them. Rank 0 writes every
 file; a collective that waits longer than --timeout seconds for a failed process fails.
+--fsdp shards the weights, gradients and optimizer state over the processes (FSDP2): each
+polar factor is computed on one process from the whole matrix; checkpoints are written by
+every process with torch.distributed.checkpoint (a folder shards-STEP next to checkpoint.pt,
+which names it), and evaluation and the certificate use the whole weights, on rank 0.
 
 Output in --out (default runs/<name>):
     metrics.csv         step,loss,lr,eval_loss,eval_acc,lipschitz_upper,skipped: a row per
@@ -94,15 +99,20 @@ sys.path.insert(0, str(HERE))  # the files modc generated next to this one
 from certificate import report  # noqa: E402
 from data import NAMES, DataError, Dataset, load  # noqa: E402
 from distributed import (  # noqa: E402
-    Dealer,
     data_parallel,
+    gathered,
     join,
     launched,
     leave,
+    load_shards,
     mean_over_ranks,
     micro_batches,
+    prune_shards,
     ranks,
-    split_dual_maps,
+    save_shards,
+    shard,
+    sharded,
+    share_work,
 )
 from model import INPUT_SHAPE, OUTPUT_SHAPE, build_model  # noqa: E402
 from optimizer import make_optimizer  # noqa: E402
@@ -324,18 +334,23 @@ def save_checkpoint(
     **info: object,
 ) -> None:
     """All that --resume needs (CHECKPOINT: the three states, the CPU RNG, step, args, ...)
-    and the digest of it all, which --resume checks."""
-    if not all(p.isfinite().all() for p in model.parameters()):
+    and the digest of it all, which --resume checks. A sharded model (--fsdp) and its
+    optimizer are saved by every rank (all call this) to the folder that "shards" names."""
+    if sharded(model):
+        shards = save_shards(path.parent, info["step"], model, optimizer)  # None: not finite
+        finite, states = shards is not None, {"model": {}, "optimizer": {}, "shards": shards}
+    else:
+        finite = all(p.isfinite().all() for p in model.parameters())
+        states = {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
+    if not finite:
         diverged(f"the weights are not finite after step {info['step']}")
-    ckpt = {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "rng": torch.get_rng_state(),
-        **info,
-    }
+    if ranks()[0]:
+        return
+    ckpt = {**states, "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), **info}
     ckpt["sha256"] = digest(ckpt)
     write_atomic(path, lambda f: torch.save(ckpt, f))
+    if sharded(model):
+        prune_shards(path.parent, keep=shards)
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -507,6 +522,11 @@ def parse_args() -> argparse.Namespace:
     )
     p.add_argument("--bf16", action="store_true", help="forward passes under bfloat16 autocast")
     p.add_argument(
+        "--fsdp",
+        action="store_true",
+        help="torchrun: shard weights, gradients and optimizer state over the processes (FSDP2)",
+    )
+    p.add_argument(
         "--compile",
         action="store_true",
         help="torch.compile the model's forward pass and the dualized optimizer's step",
@@ -531,7 +551,7 @@ def parse_args() -> argparse.Namespace:
 
 def resume_from(args: argparse.Namespace) -> tuple[dict | None, list[str]]:
     """With --resume, the checkpoint in --out, checked, and the arguments it changes. Its
-    arguments (all but --device, --out, --quiet, --bf16, --compile and --timeout) replace
+    arguments (all but --device, --out, --quiet, --bf16, --compile, --fsdp and --timeout) replace
     the command line's: the run continues as it began. Every rank reads it: --out must be
     on a file system that all of them see."""
     path = Path(args.out) / "checkpoint.pt"
@@ -571,6 +591,8 @@ def build(
     from `ckpt` when resuming."""
     torch.manual_seed(args.seed)
     model = build_model().to(device)
+    if args.fsdp:
+        shard(model)
     options = {"kind": args.optimizer, **{k: vars(args)[k] for k in SETTINGS}}
     options["compile"] = args.compile or None
     try:
@@ -579,14 +601,18 @@ def build(
         )
     except ValueError as e:
         fail(str(e))
-    if ranks()[1] > 1 and hasattr(optimizer, "dual_maps"):  # dualized: polar factors dealt out
-        atoms = sys.modules[make_optimizer.__module__].POLAR_ATOMS
-        optimizer.dual_maps = split_dual_maps(optimizer.dual_maps, atoms, Dealer())
+    share_work(optimizer, sys.modules[make_optimizer.__module__].POLAR_ATOMS)
     scheduler = LambdaLR(optimizer, lr_factor(args.schedule, args.warmup, args.steps))
     if ckpt is not None:
+        if ("shards" in ckpt) != args.fsdp:
+            how = "with" if "shards" in ckpt else "without"
+            fail(f"{Path(args.out) / 'checkpoint.pt'} is of a run {how} --fsdp; resume it so")
         try:
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
+            if args.fsdp:
+                load_shards(Path(args.out) / ckpt["shards"], model, optimizer)
+            else:
+                model.load_state_dict(ckpt["model"])
+                optimizer.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
             torch.set_rng_state(ckpt["rng"])
         except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
@@ -619,6 +645,8 @@ def main() -> None:
     device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
     if launched():  # by torchrun: one of several processes
         device = join(device, args.timeout)
+    elif args.fsdp:
+        fail("--fsdp shards over the processes that torchrun starts: run train.py under torchrun")
     out, held = Path(args.out), contextlib.nullcontext()
     try:
         if ranks()[0] == 0:  # rank 0 alone writes in --out
@@ -676,15 +704,19 @@ def train(args: argparse.Namespace, device: torch.device, out: Path) -> None:
                 f"{in_a_row} steps in a row, up to step {step}, had a non-finite loss or "
                 f"gradient (loss {loss:.4g}) and were skipped"
             )
+        measured = due(step, args.eval_every) or due(step, args.certify_every)
+        whole = gathered(model, build_model) if measured else model  # --fsdp: all ranks send
         if not writes:
+            if args.fsdp and due(step, args.checkpoint_every):  # every rank saves its shards
+                save_checkpoint(out / "checkpoint.pt", model, optimizer, scheduler, step=step)
             continue
         row = {"step": step, "loss": loss, "lr": lr, "skipped": skipped}
         with torch.random.fork_rng(rng_devices):  # measuring never changes the training run
             if due(step, args.eval_every):
-                row["eval_loss"], row["eval_acc"] = evaluate(model, *dataset.held_out(), args.bf16)
+                row["eval_loss"], row["eval_acc"] = evaluate(whole, *dataset.held_out(), args.bf16)
             if due(step, args.certify_every):
                 row["lipschitz_upper"] = log_report(
-                    out / "certificates.jsonl", step, model, dataset.held_out()[0]
+                    out / "certificates.jsonl", step, whole, dataset.held_out()[0]
                 )
         log_metrics(out / "metrics.csv", row)
         if due(step, args.checkpoint_every):
@@ -703,6 +735,7 @@ def train(args: argparse.Namespace, device: torch.device, out: Path) -> None:
             )
         progress.update(step, loss, skipped)
     seconds += time.time() - t0
+    model = gathered(model, build_model)  # the whole weights, on rank 0
     if not writes:
         return
 
