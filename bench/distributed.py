@@ -84,7 +84,6 @@ class Step:
         gs = groups(args.width, args.depth)
         self.params = [p for g in gs for p in g["params"]]
         self.flat = torch.cat([p.grad.flatten() for p in self.params])
-        size = nbytes(self.flat)
         if method == "bank":
             self.setup_bank(gs)
         elif method == "fsdp":
@@ -93,15 +92,18 @@ class Step:
             split = method != "redundant"
             maps = split_dual_maps(MAPS, ("Linear",), self.dealer) if split else MAPS
             self.optimizer = Dualized(gs, maps, lr=0.01)
-        self.fixed = {  # bytes of the collectives that do not depend on the step
-            "redundant": ring("all_reduce", size, world),
-            "split": ring("all_reduce", size, world),
-            "bank": sum(2 * ring("reduce_scatter", nbytes(s), world) for s, _, _ in self.banks)
-            + ring("all_reduce", sum(nbytes(p) for p in self.rest), world)
-            if method == "bank"
-            else 0,
-            "fsdp": 3 * ring("reduce_scatter", size, world),  # 2 gathers, 1 reduce-scatter
-        }[method]
+        self.fixed = self.fixed_bytes(nbytes(self.flat))
+
+    def fixed_bytes(self, size: int) -> float:
+        """Bytes a rank sends per step in the collectives of gradients and weights (those
+        of the Dealer, which depend on the deal, are counted by it)."""
+        world = self.world
+        if self.method == "bank":
+            stacks = sum(2 * ring("reduce_scatter", nbytes(s), world) for s, _, _ in self.banks)
+            return stacks + ring("all_reduce", sum(nbytes(p) for p in self.rest), world)
+        if self.method == "fsdp":  # the weights gathered twice, the gradients reduce-scattered
+            return 3 * ring("reduce_scatter", size, world)
+        return ring("all_reduce", size, world)  # DDP
 
     def setup_bank(self, gs: list[dict]) -> None:
         """Per Linear bank: a stack of its gradients, padded to whole chunks, and this
