@@ -63,9 +63,13 @@ def join(device: torch.device, timeout_s: float) -> torch.device:
     return device
 
 
-def leave() -> None:
-    """Leave the process group, if this process is in one."""
+def leave(together: bool = False) -> None:
+    """Leave the process group, if this process is in one; `together`: once every rank has
+    come to leave it (after a run: a rank that tears its group down while rank 0 still
+    writes the run's last files can abort, as seen under FSDP2 on gloo)."""
     if dist.is_available() and dist.is_initialized():
+        if together:
+            dist.barrier()
         dist.destroy_process_group()
 
 

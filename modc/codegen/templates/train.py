@@ -601,7 +601,7 @@ def build(
         )
     except ValueError as e:
         fail(str(e))
-    share_work(optimizer, sys.modules[make_optimizer.__module__].POLAR_ATOMS)
+    share_work(optimizer, getattr(sys.modules[make_optimizer.__module__], "POLAR_ATOMS", ()))
     scheduler = LambdaLR(optimizer, lr_factor(args.schedule, args.warmup, args.steps))
     if ckpt is not None:
         if ("shards" in ckpt) != args.fsdp:
@@ -657,6 +657,7 @@ def main() -> None:
     try:
         with held:
             train(args, device, out)
+        leave(together=True)
     finally:
         leave()
 
