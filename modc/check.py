@@ -7,7 +7,6 @@ import sympy
 
 from modc.graph import ir
 from modc.graph.budget import Largest, count
-from modc.graph.view import label
 from modc.ops import show
 from modc.theory.analysis import Analysis, Analyzer
 
@@ -46,11 +45,9 @@ def _rows(
     rows: list[tuple[str, ...]],
 ) -> None:
     """Append the row of `node` and of its children; `scale` is the enclosing tares' factor."""
-    name = label(node)
-    if isinstance(node, ir.Leaf) and node.is_atom:
-        name = f"{node.name}: {name}"
-    elif isinstance(node, ir.Repeat) and node.name:
-        name = f"{node.name}: {name}"
+    name = node.label()
+    if given := node.attributes().get("name"):
+        name = f"{given}: {name}"
     mass = a.mass(node) * scale
     rows.append(
         (
@@ -61,14 +58,9 @@ def _rows(
             str(a.sensitivity(node)),
         )
     )
-    if isinstance(node, ir.Tare) and a.mass(node.body) != 0:
-        scale = scale * node.mass / a.mass(node.body)
-    if isinstance(node, ir.Repeat) and node.rest is not node.first:
-        _rows(node.first, a, scale, depth + 1, "copy 1: ", rows)
-        _rows(node.rest, a, scale, depth + 1, f"copies 2..{node.count}: ", rows)
-        return
-    for child in node.children():
-        _rows(child, a, scale, depth + 1, "", rows)
+    scale = scale * node.mass_scale(a.mass)
+    for child, shown_as in node.shown():
+        _rows(child, a, scale, depth + 1, shown_as, rows)
 
 
 def _shape(shape: tuple) -> str:

@@ -28,12 +28,7 @@ def yml(text: str, name: str = "net.yaml", library: bool = False) -> ast.Spec:
 def signature(node: ir.Node) -> tuple:
     """Everything about an IR node and its subtree except source positions."""
     own: tuple = (type(node).__name__, str(node.in_shape), str(node.out_shape))
-    if isinstance(node, ir.Leaf):
-        own += (node.op.describe(), node.name, str(node.mass), node.is_atom)
-    elif isinstance(node, ir.Repeat):
-        own += (str(node.count), node.name, node.rest is node.first)
-    elif isinstance(node, ir.Tare):
-        own += (str(node.mass),)
+    own += (node.label(), str(node.attributes()), node.is_atom)
     return own + tuple(signature(c) for c in node.children())
 
 

@@ -253,3 +253,15 @@ def test_a_definition_may_take_its_own_use_as_argument(tmp_path: Path):
     looping = _write(tmp_path, "r.modc", head + "def f(g) = Gain > f(g)\nnetwork = f(Linear(4))\n")
     with pytest.raises(ModcError, match="recursive definition: f → f"):
         load(looping)
+
+
+def test_name_on_a_use_names_its_parameters_in_yaml(tmp_path: Path):
+    spec = _write(
+        tmp_path,
+        "net.yaml",
+        "input: 3\ndefs:\n  block:\n    params: [d]\n    body: [Linear: d]\n"
+        "network:\n  - block: {d: 4, name: enc}\n  - residual: 2\n    name: res\n"
+        "    body: [Linear: 4]\n",
+    )
+    network, analysis = load(spec)
+    assert [a.path for a in analysis.atoms] == ["enc_linear1", "res.0.linear1", "res.1.linear1"]

@@ -198,29 +198,9 @@ def _tuple_items(names: list[str]) -> str:
 
 def output_atoms(node: ir.Node, path: str = "") -> tuple[set[str], bool]:
     """The paths of the atoms whose output reaches the output of `node` through bonds alone,
-    and whether some route through `node` meets no atom. Paths are the analysis's: a leaf
-    adds its name, a repeat its name and the copy's index."""
-    if isinstance(node, ir.Leaf):
-        return ({path + node.name}, False) if node.is_atom else (set(), True)
-    if isinstance(node, ir.Tare):
-        return output_atoms(node.body, path)
-    if isinstance(node, ir.Tuple):
-        found = [output_atoms(b, path) for b in node.branches]
-        return set().union(*(f[0] for f in found)), any(f[1] for f in found)
-    if isinstance(node, ir.Repeat):
-        count = int(node.count)
-        parts = [
-            (node.first if k == 0 else node.rest, f"{path}{node.name}.{k}.") for k in range(count)
-        ]
-    else:
-        parts = [(part, path) for part in node.parts]
-    heads: set[str] = set()
-    for part, where in reversed(parts):  # from the output back, until every route met an atom
-        found, open_route = output_atoms(part, where)
-        heads |= found
-        if not open_route:
-            return heads, False
-    return heads, True
+    and whether some route through `node` meets no atom (each node's `heads` rule). Paths
+    are the analysis's: a leaf adds its name, a repeat its name and the copy's index."""
+    return node.heads(path, output_atoms)
 
 
 def emit_optimizer(network: ir.Network, analysis: Analysis) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from math import prod
 
 import sympy
 
@@ -65,20 +64,17 @@ def memory_limit() -> int:
 
 
 def count(node: ir.Node, copies: sympy.Expr, largest: Largest) -> sympy.Expr:
-    """The parameters under `node`, each copy counted; tracks the largest atom."""
-    if isinstance(node, ir.Leaf):
-        if not node.is_atom:
-            return sympy.Integer(0)
-        n = prod(node.op.weight_shape(), start=sympy.Integer(1))
+    """The parameters under `node`, each copy counted (a node applies each child as many
+    times as its `uses` say); tracks the largest atom."""
+    if node.is_atom:
+        n = node.parameters()
         if (n * copies).is_number and (largest.leaf is None or n * copies > largest.count):
             largest.leaf, largest.count = node, n * copies
         return n
-    if isinstance(node, ir.Repeat):
-        if node.rest is node.first:
-            return count(node.first, copies * node.count, largest) * node.count
-        rest = count(node.rest, copies * (node.count - 1), largest)
-        return count(node.first, copies, largest) + rest * (node.count - 1)
-    return sum((count(child, copies, largest) for child in node.children()), sympy.Integer(0))
+    total = sympy.Integer(0)
+    for child, times in node.uses():
+        total += count(child, copies * times, largest) * times
+    return total
 
 
 def check_budget(network: ir.Network, limit: int | None = None) -> sympy.Expr:

@@ -4,11 +4,29 @@ Combinators follow docs/theory.md §3: Compose (data-flow order), Tuple (branche
 Repeat (composed copies with independent weights) and Tare (mass allocation). Sums,
 scalar multiples and residual blocks are written with these during elaboration.
 
-Each combinator states its own rules here, once: how its mass, sensitivity and Lipschitz
-bound follow from its children's (`mass`, `sensitivity`, `lipschitz`, given the children's
-values in `children()` order), how a target splits among its children (`split`), and how
-facts about values flow through it (`flow`). `fold` evaluates any of the first three over
-a tree; an operation's own rules are its Op's (modc/ops/).
+Every node states its own rules here, once: the analysis, the cap solver, `modc check`,
+the parameter count and the views call them and never ask a node's class (the emitters of
+model.py and certificate.py in modc/codegen/ still do, for now). A new combinator is one
+subclass of `Node` (plus its front-end syntax in the elaborator) that defines:
+
+- `children()`: its sub-networks, in data-flow order; `evaluated()` when some are unused;
+- `mass_of(values)`, `sensitivity_of(values)`: μ and ν from its children's (docs/theory.md §3);
+- `lipschitz_of(values, domain, space)`: its Lipschitz bound in the norm `space` from its
+  children's, built with the domain's algebra (`domain.product`, `.total`, `.power`,
+  modc.theory.lipschitz): one rule serves `modc bounds`, the cap solver and the certificate;
+- `sharpness_of(values, algebra)`: its second-derivative constants from its children's,
+  with the algebra of modc.theory.sharpness (`compose`, `concatenate`, `power`, `tared`);
+- `split(t, mass, sensitivity, index)`: each child's `Share` of a target `t`;
+- `flow(facts, through)`: which facts about values (RMS ≤ 1, ...) its output carries,
+  and `conditions()` if its own constants assume some of its input;
+- `uses()`: how many times it applies each child (parameter counts), `mass_scale` if it
+  rescales the masses inside it (a tare);
+- `heads(path, recurse)`: the atoms whose output is its output through bonds alone;
+- and, for people, `label()`, `attributes()` and `shown()` (`modc check`, spec.json, DOT).
+
+The defaults suit a combinator that applies each child once and has no rule of its own for
+a quantity (it then raises). `fold` evaluates a rule over a tree, children first; a leaf's
+rules are its operation's (modc/ops/).
 """
 
 from __future__ import annotations
@@ -26,6 +44,26 @@ from modc.source import Span
 ONE = sympy.Integer(1)
 
 
+@dataclass(frozen=True)
+class Share:
+    """A child's part of its parent's target `t` (`Node.split`).
+
+    `path` and `site` extend the names of the atoms inside (a repeat's copy: path
+    `blocks.3.`, site `blocks.`: one site for every copy); `scale` multiplies their masses
+    (a tare's factor); `copies` is how many copies of the child the share stands for, and
+    `index` = (symbol, first, last) the range of the copy index its target depends on
+    (a repeat with a free count).
+    """
+
+    node: Node
+    target: Any
+    path: str = ""
+    site: str = ""
+    scale: Any = sympy.Integer(1)
+    copies: Any = sympy.Integer(1)
+    index: tuple | None = None
+
+
 @dataclass(eq=False)
 class Node:
     in_shape: Shape
@@ -35,6 +73,11 @@ class Node:
     def out_shape(self) -> Shape | tuple[Shape, ...]:
         raise NotImplementedError
 
+    @property
+    def is_atom(self) -> bool:
+        """Whether this node holds a weight of its own (an atom leaf)."""
+        return False
+
     def children(self) -> tuple[Node, ...]:
         return ()
 
@@ -43,29 +86,68 @@ class Node:
         unused `rest` when it has one copy."""
         return self.children()
 
+    def uses(self) -> tuple[tuple[Node, sympy.Expr], ...]:
+        """Each child and how many times this node applies it (once, by default)."""
+        return tuple((c, ONE) for c in self.children())
+
     def mass_of(self, values: Sequence[sympy.Expr]) -> sympy.Expr:
         raise NotImplementedError
 
     def sensitivity_of(self, values: Sequence[Any]) -> Any:
         raise NotImplementedError
 
-    def lipschitz_of(self, values: Sequence[Any], domain: Any) -> Any:
-        """The bound from the children's, in `domain` (modc.theory.lipschitz.Domain)."""
+    def lipschitz_of(self, values: Sequence[Any], domain: Any, space: str) -> Any:
+        """The bound in the norm `space` from the children's, in `domain`
+        (modc.theory.lipschitz.Domain)."""
         raise NotImplementedError
 
-    def split(self, t: Any, mass: Callable, sensitivity: Callable) -> list[tuple[Node, Any]]:
-        """(child, its target) for a target `t` of this node (not for Repeat: its copies'
-        targets depend on the copy index, modc.theory.analysis)."""
+    def sharpness_of(self, values: Sequence[Any], algebra: Any) -> Any:
+        """The second-derivative constants from the children's (modc.theory.sharpness)."""
+        raise NotImplementedError
+
+    def split(
+        self, t: Any, mass: Callable, sensitivity: Callable, index: sympy.Symbol
+    ) -> list[Share]:
+        """Each child's share of a target `t` of this node; `index` names the copy index of
+        a repeat whose count is free."""
         raise NotImplementedError
 
     def flow(self, facts: Any, through: Callable[[Node, Any], Any]) -> Any:
         """The facts of the output given the input's, `through` each child."""
         raise NotImplementedError
 
+    def conditions(self) -> tuple:
+        """What this node's own constants assume of its inputs (an operation's)."""
+        return ()
+
+    def heads(
+        self, path: str, recurse: Callable[[Node, str], tuple[set[str], bool]]
+    ) -> tuple[set[str], bool]:
+        """The paths of the atoms whose output reaches this node's output through bonds
+        alone, and whether some route through it meets no atom (`recurse` on a child)."""
+        raise NotImplementedError
+
+    def mass_scale(self, mass: Callable) -> sympy.Expr:
+        """The factor this node applies to the masses inside it (a tare's)."""
+        return ONE
+
+    def label(self) -> str:
+        """The node's kind as a user reads it: `Linear(256)`, `Repeat(2)`, `Compose`."""
+        return type(self).__name__
+
+    def attributes(self) -> dict[str, Any]:
+        """What a user named or set on this node (an atom's name and mass, a repeat's name)."""
+        return {}
+
+    def shown(self) -> list[tuple[Node, str]]:
+        """The children as `modc check` lists them, each with a prefix."""
+        return [(c, "") for c in self.children()]
+
 
 @dataclass(eq=False)
 class Leaf(Node):
-    """An operation of the library. `name` is its attribute in generated code (atoms)."""
+    """An operation of the library. `name` is its attribute in generated code (atoms).
+    Its rules are its operation's: an atom's mass is the spec's, a bond's 0."""
 
     op: Op = None
     name: str | None = None
@@ -78,6 +160,46 @@ class Leaf(Node):
     @property
     def is_atom(self) -> bool:
         return self.op.atom
+
+    def mass_of(self, values: Sequence[sympy.Expr]) -> sympy.Expr:
+        return self.mass if self.is_atom else sympy.Integer(0)
+
+    def sensitivity_of(self, values: Sequence[Any]) -> Any:
+        return self.op.sensitivity()
+
+    def lipschitz_of(self, values: Sequence[Any], domain: Any, space: str) -> Any:
+        if self.is_atom:  # a function of its weight
+            return domain.atom(self, space)
+        return domain.constant(self.op.lipschitz_bound(space=space))
+
+    def sharpness_of(self, values: Sequence[Any], algebra: Any) -> Any:
+        return algebra.leaf(self)
+
+    def split(
+        self, t: Any, mass: Callable, sensitivity: Callable, index: sympy.Symbol
+    ) -> list[Share]:
+        return []
+
+    def flow(self, facts: Any, through: Callable[[Node, Any], Any]) -> Any:
+        return self.op.facts(facts if isinstance(facts, tuple) else (facts,))
+
+    def conditions(self) -> tuple:
+        return self.op.conditions()
+
+    def heads(
+        self, path: str, recurse: Callable[[Node, str], tuple[set[str], bool]]
+    ) -> tuple[set[str], bool]:
+        return ({path + self.name}, False) if self.is_atom else (set(), True)
+
+    def parameters(self) -> sympy.Expr:
+        """The size of its weight (0 for a bond)."""
+        return math.prod(self.op.weight_shape(), start=ONE) if self.is_atom else sympy.Integer(0)
+
+    def label(self) -> str:
+        return self.op.describe()
+
+    def attributes(self) -> dict[str, Any]:
+        return {"name": self.name, "mass": self.mass} if self.is_atom else {}
 
 
 @dataclass(eq=False)
@@ -100,13 +222,21 @@ class Compose(Node):
     def sensitivity_of(self, values: Sequence[Any]) -> Any:
         return _product(values)
 
-    def lipschitz_of(self, values: Sequence[Any], domain: Any) -> Any:
+    def lipschitz_of(self, values: Sequence[Any], domain: Any, space: str) -> Any:
         return domain.product(values)
 
-    def split(self, t: Any, mass: Callable, sensitivity: Callable) -> list[tuple[Node, Any]]:
+    def sharpness_of(self, values: Sequence[Any], algebra: Any) -> Any:
+        value = values[0]
+        for later in values[1:]:
+            value = algebra.compose(value, later)
+        return value
+
+    def split(
+        self, t: Any, mass: Callable, sensitivity: Callable, index: sympy.Symbol
+    ) -> list[Share]:
         total, after, shares = mass(self), ONE, []
         for part in reversed(self.parts):
-            shares.append((part, t * mass(part) / (total * after)))
+            shares.append(Share(part, t * mass(part) / (total * after)))
             after = after * sensitivity(part)
         return shares[::-1]
 
@@ -114,6 +244,11 @@ class Compose(Node):
         for part in self.parts:
             facts = through(part, facts)
         return facts
+
+    def heads(
+        self, path: str, recurse: Callable[[Node, str], tuple[set[str], bool]]
+    ) -> tuple[set[str], bool]:
+        return _heads_back([(part, path) for part in self.parts], recurse)
 
 
 @dataclass(eq=False)
@@ -135,14 +270,25 @@ class Tuple(Node):
     def sensitivity_of(self, values: Sequence[Any]) -> Any:
         return sum(values[1:], values[0])
 
-    def lipschitz_of(self, values: Sequence[Any], domain: Any) -> Any:
+    def lipschitz_of(self, values: Sequence[Any], domain: Any, space: str) -> Any:
         return domain.total(values)
 
-    def split(self, t: Any, mass: Callable, sensitivity: Callable) -> list[tuple[Node, Any]]:
-        return [(b, t * mass(b) / mass(self)) for b in self.branches]
+    def sharpness_of(self, values: Sequence[Any], algebra: Any) -> Any:
+        return algebra.concatenate(list(values))
+
+    def split(
+        self, t: Any, mass: Callable, sensitivity: Callable, index: sympy.Symbol
+    ) -> list[Share]:
+        return [Share(b, t * mass(b) / mass(self)) for b in self.branches]
 
     def flow(self, facts: Any, through: Callable[[Node, Any], Any]) -> Any:
         return tuple(through(b, facts) for b in self.branches)
+
+    def heads(
+        self, path: str, recurse: Callable[[Node, str], tuple[set[str], bool]]
+    ) -> tuple[set[str], bool]:
+        found = [recurse(b, path) for b in self.branches]
+        return set().union(*(f[0] for f in found)), any(f[1] for f in found)
 
 
 @dataclass(eq=False)
@@ -166,6 +312,11 @@ class Repeat(Node):
     def evaluated(self) -> tuple[Node, ...]:
         return (self.first,) if self.count == 1 else self.children()
 
+    def uses(self) -> tuple[tuple[Node, sympy.Expr], ...]:
+        if self.rest is self.first:
+            return ((self.first, self.count),)
+        return ((self.first, ONE), (self.rest, self.count - 1))
+
     def mass_of(self, values: Sequence[sympy.Expr]) -> sympy.Expr:
         return values[0] + (self.count - 1) * values[-1]
 
@@ -174,9 +325,51 @@ class Repeat(Node):
             return values[0] if self.count == 1 else values[0] ** self.count
         return values[0] if self.count == 1 else values[0] * values[1] ** (self.count - 1)
 
-    def lipschitz_of(self, values: Sequence[Any], domain: Any) -> Any:
+    def lipschitz_of(self, values: Sequence[Any], domain: Any, space: str) -> Any:
         """The product over the copies: the domain says how it stands for them."""
         return domain.repeat(self, values)
+
+    def sharpness_of(self, values: Sequence[Any], algebra: Any) -> Any:
+        if self.first is self.rest:
+            return algebra.power(self, values[0], self.count)
+        if self.count == 1:
+            return values[0]
+        return algebra.compose(values[0], algebra.power(self, values[1], self.count - 1))
+
+    def split(
+        self, t: Any, mass: Callable, sensitivity: Callable, index: sympy.Symbol
+    ) -> list[Share]:
+        """Copy k of L gets t·μ_k/μ divided by the sensitivity of the copies after it. The
+        copies share their sites; with a free count, one share stands for the copies after
+        the first, its target a function of the copy index `index`."""
+        mu, nu, count, name = mass(self), sensitivity(self.rest), self.count, self.name
+        shared = self.first is self.rest
+
+        def share(k: sympy.Expr, body: Node) -> sympy.Expr:
+            after = ONE if nu == 1 else nu ** (count - 1 - k)  # ν = 1: no symbolic power
+            return t * mass(body) / (mu * after)
+
+        first_site = f"{name}." if shared else f"{name}.0."
+        if count.is_Integer:
+            return [
+                Share(body, share(sympy.Integer(k), body), f"{name}.{k}.", site)
+                for k in range(int(count))
+                for body, site in [(self.rest, f"{name}.") if k else (self.first, first_site)]
+            ]
+        shares, start = [], 0
+        if not shared:
+            zero = sympy.Integer(0)
+            shares.append(Share(self.first, share(zero, self.first), f"{name}.0.", first_site))
+            start = 1
+        rest = Share(
+            self.rest,
+            share(index, self.rest),
+            f"{name}.{{{index}}}.",
+            f"{name}.",
+            copies=count - start,
+            index=(index, sympy.Integer(start), count - 1),
+        )
+        return [*shares, rest]
 
     def flow(self, facts: Any, through: Callable[[Node, Any], Any]) -> Any:
         """The copies after the first get the facts that hold after the first and after
@@ -188,6 +381,26 @@ class Repeat(Node):
         while (after := meet(ins, through(self.rest, ins))) != ins:
             ins = after
         return through(self.rest, ins)
+
+    def heads(
+        self, path: str, recurse: Callable[[Node, str], tuple[set[str], bool]]
+    ) -> tuple[set[str], bool]:
+        copies = [
+            (self.rest if k else self.first, f"{path}{self.name}.{k}.")
+            for k in range(int(self.count))
+        ]
+        return _heads_back(copies, recurse)
+
+    def label(self) -> str:
+        return f"Repeat({self.count})"
+
+    def attributes(self) -> dict[str, Any]:
+        return {"name": self.name}
+
+    def shown(self) -> list[tuple[Node, str]]:
+        if self.rest is self.first:
+            return [(self.first, "")]
+        return [(self.first, "copy 1: "), (self.rest, f"copies 2..{self.count}: ")]
 
 
 @dataclass(eq=False)
@@ -210,14 +423,32 @@ class Tare(Node):
     def sensitivity_of(self, values: Sequence[Any]) -> Any:
         return values[0]
 
-    def lipschitz_of(self, values: Sequence[Any], domain: Any) -> Any:
+    def lipschitz_of(self, values: Sequence[Any], domain: Any, space: str) -> Any:
         return values[0]
 
-    def split(self, t: Any, mass: Callable, sensitivity: Callable) -> list[tuple[Node, Any]]:
-        return [(self.body, t)]  # the masses inside are rescaled, not the target
+    def sharpness_of(self, values: Sequence[Any], algebra: Any) -> Any:
+        return algebra.tared(values[0], self)
+
+    def split(
+        self, t: Any, mass: Callable, sensitivity: Callable, index: sympy.Symbol
+    ) -> list[Share]:
+        # the masses inside are rescaled, not the target
+        return [Share(self.body, t, scale=self.mass_scale(mass))]
 
     def flow(self, facts: Any, through: Callable[[Node, Any], Any]) -> Any:
         return through(self.body, facts)
+
+    def heads(
+        self, path: str, recurse: Callable[[Node, str], tuple[set[str], bool]]
+    ) -> tuple[set[str], bool]:
+        return recurse(self.body, path)
+
+    def mass_scale(self, mass: Callable) -> sympy.Expr:
+        inside = mass(self.body)
+        return self.mass / inside if inside != 0 else ONE
+
+    def label(self) -> str:
+        return f"Tare({self.mass})"
 
 
 @dataclass
@@ -250,21 +481,32 @@ def meet(a: Any, b: Any) -> Any:
     return a & b
 
 
-def fold(root: Node, rule: str, leaf: Callable[[Leaf], Any], *extra: Any) -> Any:
-    """Evaluate the combinator rule `rule` ("mass_of", "sensitivity_of", "lipschitz_of")
-    over the tree: `leaf` gives each leaf's value, each combinator combines its children's by its
-    rule (with `extra` arguments, the Lipschitz domain). Memoised per node."""
+def fold(root: Node, rule: str, *extra: Any) -> Any:
+    """Evaluate the rule `rule` ("mass_of", "sensitivity_of", "lipschitz_of",
+    "sharpness_of") over the tree: every node combines its children's values by its rule
+    (with `extra` arguments: a domain, a norm), a leaf by its operation's. Memoised per node."""
     memo: dict[int, Any] = {}
 
     def value(n: Node) -> Any:
         if id(n) not in memo:
-            if isinstance(n, Leaf):
-                memo[id(n)] = leaf(n)
-            else:
-                memo[id(n)] = getattr(n, rule)([value(c) for c in n.evaluated()], *extra)
+            memo[id(n)] = getattr(n, rule)([value(c) for c in n.evaluated()], *extra)
         return memo[id(n)]
 
     return value(root)
+
+
+def _heads_back(
+    parts: Sequence[tuple[Node, str]], recurse: Callable[[Node, str], tuple[set[str], bool]]
+) -> tuple[set[str], bool]:
+    """`heads` of (part, path) applied in order: from the output back, until every route
+    met an atom."""
+    found: set[str] = set()
+    for part, path in reversed(parts):
+        heads, open_route = recurse(part, path)
+        found |= heads
+        if not open_route:
+            return found, False
+    return found, True
 
 
 def walk(node: Node) -> Iterator[Node]:
@@ -272,3 +514,8 @@ def walk(node: Node) -> Iterator[Node]:
     yield node
     for child in node.children():
         yield from walk(child)
+
+
+def leaves(node: Node) -> Iterator[Leaf]:
+    """Every operation of the tree, in order."""
+    return (n for n in walk(node) if isinstance(n, Leaf))

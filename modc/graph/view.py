@@ -20,28 +20,19 @@ def _number(e: sympy.Expr) -> int | float | str:
     return float(e) if e.is_number else str(e)
 
 
-def label(node: ir.Node) -> str:
-    """A node's kind as a user reads it: `Linear(256)`, `Repeat(2)`, `Tare(5)`, `Compose`."""
-    if isinstance(node, ir.Leaf):
-        return node.op.describe()
-    if isinstance(node, ir.Repeat):
-        return f"Repeat({node.count})"
-    if isinstance(node, ir.Tare):
-        return f"Tare({node.mass})"
-    return type(node).__name__
+def _attributes(node: ir.Node) -> dict:
+    """The node's `attributes` as JSON values."""
+    return {k: _number(v) if isinstance(v, sympy.Expr) else v for k, v in node.attributes().items()}
 
 
 def tree(node: ir.Node) -> dict:
     """The IR as nested dicts of kind, name, shapes, source position and children."""
     out: dict = {
-        "kind": label(node),
+        "kind": node.label(),
         "in": _dims(node.in_shape),
         "out": _dims(node.out_shape),
     }
-    if isinstance(node, ir.Leaf) and node.is_atom:
-        out.update(name=node.name, mass=_number(node.mass))
-    if isinstance(node, ir.Repeat):
-        out["name"] = node.name
+    out.update(_attributes(node))
     if node.span is not None:
         out["source"] = f"{node.span.line}:{node.span.col}"
     if node.children():
@@ -51,18 +42,18 @@ def tree(node: ir.Node) -> dict:
 
 def to_networkx(network: ir.Network) -> nx.DiGraph:
     """The module tree as a DiGraph: node ids are paths like `0.2.1`, edges parent → child,
-    and each node carries its label, shapes and, for atoms, its name and mass."""
+    and each node carries its label, shapes and attributes (an atom's name and mass, a
+    repeat's name)."""
     g = nx.DiGraph(name=network.name)
 
     def add(node: ir.Node, path: str) -> None:
         g.add_node(
             path,
-            label=label(node),
+            label=node.label(),
             shape_in=_dims(node.in_shape),
             shape_out=_dims(node.out_shape),
         )
-        if isinstance(node, ir.Leaf) and node.is_atom:
-            g.nodes[path].update(name=node.name, mass=_number(node.mass))
+        g.nodes[path].update(_attributes(node))
         for i, child in enumerate(node.children()):
             add(child, f"{path}.{i}")
             g.add_edge(path, f"{path}.{i}", order=i)

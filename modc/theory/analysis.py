@@ -86,13 +86,9 @@ class Analyzer:
         return self._sens[id(n)]
 
     def _compute_mass(self, n: ir.Node) -> sympy.Expr:
-        if isinstance(n, ir.Leaf):
-            return n.mass if n.is_atom else sympy.Integer(0)
         return n.mass_of([self.mass(c) for c in n.evaluated()])
 
     def _compute_sensitivity(self, n: ir.Node) -> sympy.Expr:
-        if isinstance(n, ir.Leaf):
-            return n.op.sensitivity()
         return n.sensitivity_of([self.sensitivity(c) for c in n.evaluated()])
 
     def norm_symbol(self, leaf: ir.Leaf, site: str) -> sympy.Symbol:
@@ -116,74 +112,32 @@ class Analyzer:
         site: str = "",
         ranges: tuple = (),
     ) -> None:
-        """Give node `n` the target `t`; `scale` is the product of enclosing tare factors."""
-        if isinstance(n, ir.Leaf):
-            if n.is_atom:
-                info = AtomInfo(
-                    path + n.name,
-                    n.op.name,
-                    n.op.weight_shape(),
-                    n.mass * scale,
-                    t,
-                    copies,
-                    n.span,
-                    n,
-                    site + n.name,
-                    self.norm_symbol(n, site + n.name),
-                    ranges,
-                )
-                out.append(info)
+        """Give node `n` the target `t`, which its rule `split`s among its children (each
+        share naming, scaling or counting the atoms inside); `scale` is the product of
+        enclosing tare factors, `ranges` the copy indices of enclosing free repeats."""
+        if n.is_atom:
+            info = AtomInfo(
+                path + n.name,
+                n.op.name,
+                n.op.weight_shape(),
+                n.mass * scale,
+                t,
+                copies,
+                n.span,
+                n,
+                site + n.name,
+                self.norm_symbol(n, site + n.name),
+                ranges,
+            )
+            out.append(info)
             return
         if self.mass(n) == 0:
             return
-        if isinstance(n, ir.Repeat):
-            self._repeat_targets(n, t, path, scale, copies, out, site, ranges)
-            return
-        if isinstance(n, ir.Tare):  # the tare's factor rescales the masses inside
-            scale = scale * n.mass / self.mass(n.body)
-        for child, share in n.split(t, self.mass, self.sensitivity):
-            self.targets(child, share, path, scale, copies, out, site, ranges)
-
-    def _repeat_targets(
-        self,
-        n: ir.Repeat,
-        t: sympy.Expr,
-        path: str,
-        scale: sympy.Expr,
-        copies: sympy.Expr,
-        out: list[AtomInfo],
-        site: str,
-        ranges: tuple,
-    ) -> None:
-        """Copy k of L gets t·μ_k/μ divided by the sensitivity of the copies after it."""
-        mu, nu = self.mass(n), self.sensitivity(n.rest)
-        L = n.count
-        shared = n.first is n.rest
-
-        def share(k: sympy.Expr, body: ir.Node) -> sympy.Expr:
-            after = ONE if nu == 1 else nu ** (L - 1 - k)  # ν = 1: no symbolic power to build
-            return t * self.mass(body) / (mu * after)
-
-        first_site = f"{site}{n.name}." if shared else f"{site}{n.name}.0."
-        rest_site = f"{site}{n.name}."
-        if L.is_Integer:
-            for k in range(int(L)):
-                body, where = (n.first, first_site) if k == 0 else (n.rest, rest_site)
-                here = f"{path}{n.name}.{k}."
-                value = share(sympy.Integer(k), body)
-                self.targets(body, value, here, scale, copies, out, where, ranges)
-            return
-        start = 0
-        if not shared:
-            here = f"{path}{n.name}.0."
-            value = share(sympy.Integer(0), n.first)
-            self.targets(n.first, value, here, scale, copies, out, first_site, ranges)
-            start = 1
         index = INDICES[min(len(ranges), len(INDICES) - 1)]
-        here = f"{path}{n.name}.{{{index}}}."
-        inner = (*ranges, (index, sympy.Integer(start), L - 1))
-        value = share(index, n.rest)
-        self.targets(n.rest, value, here, scale, copies * (L - start), out, rest_site, inner)
+        for s in n.split(t, self.mass, self.sensitivity, index):
+            inner = ranges if s.index is None else (*ranges, s.index)
+            at, times = path + s.path, copies * s.copies
+            self.targets(s.node, s.target, at, scale * s.scale, times, out, site + s.site, inner)
 
 
 def smallest_targets(atoms: list[AtomInfo]) -> dict[str, sympy.Expr]:

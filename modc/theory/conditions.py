@@ -39,21 +39,19 @@ def place(leaf: ir.Leaf) -> str:
 def open_conditions(root: ir.Node) -> list[tuple[ir.Leaf, object]]:
     """Every (operation, condition) whose input does not carry the fact that would meet it.
 
-    The network's input carries no fact; each combinator passes facts on by its `flow`
-    rule (modc/graph/ir.py), each operation by its `facts`.
+    The network's input carries no fact; each node passes facts on by its `flow` rule
+    (modc/graph/ir.py; an operation by its `facts`), and states its `conditions`.
     """
     found: list[tuple[ir.Leaf, object]] = []
     seen: set[tuple[int, str]] = set()
 
     def through(n: ir.Node, facts):
-        if not isinstance(n, ir.Leaf):
-            return n.flow(facts, through)
         ins = facts if isinstance(facts, tuple) else (facts,)
-        for c in n.op.conditions():
+        for c in n.conditions():
             if (c.fact is None or c.fact not in ins[c.input]) and (id(n), c.text) not in seen:
                 seen.add((id(n), c.text))
                 found.append((n, c))
-        return n.op.facts(ins)
+        return n.flow(facts, through)
 
     through(root, frozenset())
     return found
@@ -65,9 +63,7 @@ def collect_conditions(root: ir.Node) -> tuple[list[Condition], list[Condition]]
     notes: dict[str, Condition] = {}
     for node, c in open_conditions(root):
         _add(conditions.setdefault(c.text, Condition(node.op.name, c.text)), place(node))
-    for node in ir.walk(root):
-        if not isinstance(node, ir.Leaf):
-            continue
+    for node in ir.leaves(root):
         op = node.op
         if not op.atom and op.lipschitz_bound() != op.sensitivity():
             text = (

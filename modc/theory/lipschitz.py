@@ -63,15 +63,9 @@ class Domain(Generic[V]):
 
 def lipschitz(root: ir.Node, domain: Domain[V], space: str) -> V:
     """The bound on ‖f(x) − f(x′)‖ / ‖x − x′‖ in the norm `space`, as a value of `domain`:
-    the fold of each combinator's `lipschitz_of` rule (modc/graph/ir.py) over the leaves'
-    constants."""
-
-    def leaf(n: ir.Leaf) -> V:
-        if n.is_atom:
-            return domain.atom(n, space)
-        return domain.constant(n.op.lipschitz_bound(space=space))
-
-    return ir.fold(root, "lipschitz_of", leaf, domain)
+    the fold of each node's `lipschitz_of` rule (modc/graph/ir.py): an atom's constant as a
+    function of its weight (`domain.atom`), a bond's constant, combined by the combinators."""
+    return ir.fold(root, "lipschitz_of", domain, space)
 
 
 class Symbolic(Domain[sympy.Expr]):

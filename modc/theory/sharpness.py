@@ -263,55 +263,45 @@ def abbreviate(c: Sharp, name: str, definitions: dict) -> Sharp:
     return Sharp(**values)
 
 
-def sharp_tree(root: ir.Node, masses: Masses, definitions: dict | None = None) -> Sharp:
-    """The constants of `root`, one pass over the IR (repeated bodies once)."""
-    memo: dict[int, Sharp] = {}
-    definitions = {} if definitions is None else definitions
+class Algebra:
+    """The rules above as the operations combinators build their constants with
+    (`sharpness_of`, modc/graph/ir.py): `compose`, `concatenate`, `power`, `tared`, and
+    `leaf` for an operation. Names the constants of repeated bodies with free counts in
+    `definitions`."""
 
-    def copies(n: ir.Repeat, body: ir.Node, count: sympy.Expr) -> Sharp:
-        value = visit(body)
+    def __init__(self, masses: Masses, definitions: dict):
+        self.masses, self.definitions = masses, definitions
+        self.compose, self.concatenate = compose, concatenate
+
+    def leaf(self, n: ir.Leaf) -> Sharp:
+        alpha, beta, gamma = n.op.sharpness()
+        if n.is_atom:
+            return Sharp(self.masses.mass(n), ONE, ONE, ONE, alpha, beta, gamma)
+        nu, nuh = n.op.sensitivity(), n.op.lipschitz_bound()
+        return Sharp(ZERO, nu, nuh, ZERO, alpha, beta, gamma)
+
+    def tared(self, body: Sharp, n: ir.Node) -> Sharp:
+        """A body whose masses are rescaled to the node's."""
+        return Sharp(self.masses.mass(n), *_fields(body)[1:])
+
+    def power(self, n: ir.Repeat, value: Sharp, count: sympy.Expr) -> Sharp:
+        """`count` composed copies of `value`, the body of `n`; with a free count, its
+        constants named after the repeat (two repeats of one name: numbered)."""
         if count.is_Integer:
             return power(value, count)
-        used = {s.name.split("_", 1)[1] for s in definitions}  # two repeats, one name
+        used = {s.name.split("_", 1)[1] for s in self.definitions}
         name, k = n.name, 1
         while name in used:
             k += 1
             name = f"{n.name}{k}"
-        short = abbreviate(value, name, definitions)
-        return power(short, count, value, (name, definitions))
+        short = abbreviate(value, name, self.definitions)
+        return power(short, count, value, (name, self.definitions))
 
-    def visit(n: ir.Node) -> Sharp:
-        if id(n) in memo:
-            return memo[id(n)]
-        if isinstance(n, ir.Leaf):
-            alpha, beta, gamma = n.op.sharpness()
-            if n.is_atom:
-                value = Sharp(masses.mass(n), ONE, ONE, ONE, alpha, beta, gamma)
-            else:
-                nu, nuh = n.op.sensitivity(), n.op.lipschitz_bound()
-                value = Sharp(ZERO, nu, nuh, ZERO, alpha, beta, gamma)
-        elif isinstance(n, ir.Compose):
-            value = visit(n.parts[0])
-            for part in n.parts[1:]:
-                value = compose(value, visit(part))
-        elif isinstance(n, ir.Tuple):
-            value = concatenate([visit(b) for b in n.branches])
-        elif isinstance(n, ir.Tare):
-            body = visit(n.body)
-            value = Sharp(masses.mass(n), *_fields(body)[1:])
-        elif isinstance(n, ir.Repeat):
-            if n.first is n.rest:
-                value = copies(n, n.rest, n.count)
-            elif n.count == 1:
-                value = visit(n.first)
-            else:
-                value = compose(visit(n.first), copies(n, n.rest, n.count - 1))
-        else:
-            raise TypeError(type(n).__name__)
-        memo[id(n)] = value
-        return value
 
-    return visit(root)
+def sharp_tree(root: ir.Node, masses: Masses, definitions: dict | None = None) -> Sharp:
+    """The constants of `root`, one pass over the IR (repeated bodies once)."""
+    definitions = {} if definitions is None else definitions
+    return ir.fold(root, "sharpness_of", Algebra(masses, definitions))
 
 
 def _fields(s: Sharp) -> tuple:
@@ -326,10 +316,6 @@ def network_sharpness(root: ir.Node, masses: Masses) -> Sharpness:
     missing = []
     if any(v is None for v in (s.alpha, s.beta, s.gamma, s.omega)):
         missing = list(
-            dict.fromkeys(
-                place(n)
-                for n in ir.walk(root)
-                if isinstance(n, ir.Leaf) and n.op.sharpness()[2] is None
-            )
+            dict.fromkeys(place(n) for n in ir.leaves(root) if n.op.sharpness()[2] is None)
         )
     return Sharpness(s.alpha, s.beta, s.gamma, s.omega, smooth, missing, definitions)
