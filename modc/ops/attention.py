@@ -21,8 +21,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import sympy
-import torch
 
+from modc.lazy import LazyModule
 from modc.ops.base import (
     ACTIVATION,
     ONE,
@@ -38,6 +38,8 @@ from modc.ops.base import (
     show,
 )
 from modc.runtime.certify import largest_rms, largest_row_l1
+
+torch = LazyModule("torch")
 
 
 def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
