@@ -299,7 +299,7 @@ def test_a_killed_run_resumed_ends_as_an_uninterrupted_one(
     args = ["--steps", "300", "--batch-size", "2", "--checkpoint-every", "10"]
     kill_rank_one(builds["mlp"], tmp_path / "killed", *args)
     assert torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)["step"] < 300
-    resumed = train(builds["mlp"], tmp_path / "killed", 2, "--resume")
+    resumed = train(builds["mlp"], tmp_path / "killed", 2, "--resume", *args[:2])
     assert resumed.returncode == 0, resumed.stderr
     whole = train(builds["mlp"], tmp_path / "whole", 2, *args)
     assert whole.returncode == 0, whole.stderr
@@ -326,7 +326,7 @@ def test_a_sharded_run_killed_and_resumed_ends_as_an_uninterrupted_one(
     kill_rank_one(builds["mlp"], tmp_path / "killed", *args)
     ckpt = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)
     assert ckpt["step"] < 30 and ckpt["shards"] == f"shards-{ckpt['step']:08d}"
-    resumed = train(builds["mlp"], tmp_path / "killed", 2, "--resume", "--fsdp")
+    resumed = train(builds["mlp"], tmp_path / "killed", 2, "--resume", "--fsdp", *args[:2])
     assert resumed.returncode == 0, resumed.stderr
     whole = train(builds["mlp"], tmp_path / "whole", 2, *args)
     assert whole.returncode == 0, whole.stderr
