@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import sympy
 
 from modc.codegen.model import call, fused_calls
+from modc.codegen.reversible import inverse_certificate
 from modc.codegen.settings import optimizer_settings
 from modc.codegen.source import WIDTH, docstring, literal, module, plain, quote, snippets
 from modc.errors import shown
@@ -265,6 +266,13 @@ class Source(Domain[Term]):
             return sympy.Add(*values)
         return ("+", list(values))
 
+    def coupling(self, node: ir.Coupling, values: Sequence[Term]) -> Term:
+        """The coupling's rule, in a function of its generated module."""
+        attr = self.local[id(node)]
+        doc = f"Bound for the coupling '{attr}'."
+        name = self.function(Domain.coupling(self, node, values), attr, doc)
+        return f"{name}(m.{attr})"
+
     def repeat(self, node: ir.Repeat, values: Sequence[Term]) -> Term:
         """A product over the copies, each bounded by its body's function."""
         copies, rest = f"m.{self.local[id(node)]}", values[-1]
@@ -283,19 +291,19 @@ class Source(Domain[Term]):
 
 
 def local_names(root: ir.Node) -> dict[int, str]:
-    """The name each atom, repeat and use of a definition (its `Use`) has in its generated
-    class: its path from the enclosing repeated body, less the uses of definitions it is
-    inside (model.py makes each a class)."""
+    """The name each atom, repeat, coupling and use of a definition (its `Use`) has in its
+    generated class: its path from the enclosing repeated body or coupling, less the uses
+    of definitions it is inside (model.py makes each a class)."""
     names: dict[int, str] = {}
 
     def visit(n: ir.Node, prefix: str) -> None:
         if n.use is not None and n.use.attr is not None and n is not root:
             names[id(n.use)] = n.use.attr
             prefix = f"{prefix}{n.use.attr}."
-        if isinstance(n, ir.Leaf | ir.Repeat) and n.name:
+        if isinstance(n, ir.Leaf | ir.Repeat | ir.Coupling) and n.name:
             names[id(n)] = n.name.removeprefix(prefix)
-        for child in n.children():
-            visit(child, "" if isinstance(n, ir.Repeat) else prefix)
+        for child in n.children():  # a repeated body and a coupling are classes of their own
+            visit(child, "" if isinstance(n, ir.Repeat | ir.Coupling) else prefix)
 
     visit(root, "")
     return names
@@ -361,6 +369,7 @@ def emit_certificate(network: ir.Network, analysis: Analysis) -> str:
     for space, src in sources.items():
         term = lipschitz(network.root, src, space)
         src.function(term, None, f"Bound for the whole network, in the {space} norm.")
+    inverse = inverse_certificate(network, sources[L2])
     leaves = evaluations(network.root)
     kinds = {a.kind: type(a.node.op) for a in analysis.atoms}
     atoms = "\n".join(f"    {quote(a.path + '.weight')}: {quote(a.kind)}," for a in analysis.atoms)
@@ -420,6 +429,7 @@ def emit_certificate(network: ir.Network, analysis: Analysis) -> str:
             *sources[L2].functions,
             *sources[ACTIVATION].functions,
             TAIL.strip(),
+            inverse,
         ]
     )
     return module(

@@ -4,7 +4,7 @@ written by hand: expressions nested while short, variables named for what they h
 attention fused into one scaled_dot_product_attention where the pattern allows.
 
 Each kind of IR node has its own small method (`leaf`, `compose`, `tuple`, `repeat`,
-`use`), and `flow` dispatches on the node: a new combinator adds one method.
+`coupling`, `use`), and `flow` dispatches on the node: a new combinator adds one method.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import sympy
 
+from modc.codegen.reversible import constructor, coupling_doc, coupling_methods, inverse_method
 from modc.codegen.source import (
     attribute,
     camel,
@@ -106,17 +107,34 @@ class ClassSource:
         """A new local variable named for what it holds."""
         return fresh(holds, self.taken)
 
+    def methods(self) -> list[tuple[str, list[str], list[str]]]:
+        """Each method after __init__: its name, arguments and statements."""
+        return [("forward", self.inputs, self.forward)]
+
     def body(self) -> tuple[str, ...]:
-        return (self.base, self.doc, *self.init, "|", *self.forward)
+        methods = [line for m in self.methods() for line in ("|", m[0], *m[1], *m[2])]
+        return (self.base, self.doc, *self.init, *methods)
 
     def text(self) -> str:
         lines = [f"class {self.name}(nn.Module):", docstring(self.doc, 4), ""]
         lines += ["    def __init__(self) -> None:", "        super().__init__()"]
         lines += [f"        {line}" for line in self.init]
-        args = ", ".join(f"{x}: torch.Tensor" for x in self.inputs)
-        lines += ["", f"    def forward(self, {args}) -> torch.Tensor:"]
-        lines += [f"        {line}" for line in self.forward]
+        for name, inputs, statements in self.methods():
+            args = ", ".join(f"{x}: torch.Tensor" for x in inputs)
+            lines += ["", f"    def {name}(self, {args}) -> torch.Tensor:"]
+            lines += [f"        {line}" for line in statements]
         return "\n".join(lines)
+
+
+@dataclass
+class CouplingSource(ClassSource):
+    """A coupling's class: f's statements, then g's, each written in `forward` in turn
+    and kept in `branches`; forward and inverse combine them (modc.codegen.reversible)."""
+
+    branches: list[list[str]] = field(default_factory=list)
+
+    def methods(self) -> list[tuple[str, list[str], list[str]]]:
+        return coupling_methods(*self.branches)
 
 
 class ModelEmitter:
@@ -152,10 +170,14 @@ class ModelEmitter:
         ins = [Value(x, owner=x if count == 1 else None) for x in inputs]
         outs = self.flow(node, ins, cls)
         cls.forward += [f"return {', '.join(self.final(v, cls).text for v in outs)}"]
+        return self.add(cls, fixed)
+
+    def add(self, cls: ClassSource, fixed: bool = False) -> str:
+        """`cls` among the classes, unless one of the same text exists; its name."""
         for other in self.classes:
             if not fixed and other.body() == cls.body():
                 return other.name
-        cls.name = wanted if fixed else fresh(camel(wanted), self.globals)
+        cls.name = cls.base if fixed else fresh(camel(cls.base), self.globals)
         self.classes.append(cls)
         return cls.name
 
@@ -174,6 +196,8 @@ class ModelEmitter:
             return self.tuple(node, ins, cls)
         if isinstance(node, ir.Tare):
             return self.flow(node.body, ins, cls)
+        if isinstance(node, ir.Coupling):
+            return self.coupling(node, ins, cls)
         if isinstance(node, ir.Repeat):
             return self.repeat(node, ins, cls)
         raise TypeError(type(node).__name__)
@@ -258,7 +282,7 @@ class ModelEmitter:
         if node.is_atom:
             attr = node.name.removeprefix(cls.prefix)
             cls.init += commented(
-                f"self.{attr} = {node.op.constructor()}",
+                f"self.{attr} = {constructor(node)}",
                 f"{location(node)} {node.op.describe()}",
                 8,
             )
@@ -287,6 +311,21 @@ class ModelEmitter:
             cls.forward += [f"{', '.join(names)} = {text}"]
             return [Value(n, 0, use.attr) for n in names]
         return [Value(text, max(a.depth for a in args) + 1, use.attr)]
+
+    def coupling(self, node: ir.Coupling, ins: list, cls: ClassSource) -> list:
+        """A coupling: a submodule of its own class, whose methods f and g are written here
+        from their nodes (their atoms are named in it: `f_linear`)."""
+        attr = node.name.removeprefix(cls.prefix)
+        doc = coupling_doc(f"'{attr}' ({location(node)})")
+        src = CouplingSource(node, attr, doc, "", ["x"], {*self.globals, "self", "block", "x"})
+        for branch in (node.f, node.g):
+            out = self.final(self.flow(branch, [Value("x", owner="x")], src)[0], src)
+            src.branches.append([*src.forward, f"return {out.text}"])
+            src.forward = []
+        name = self.add(src)
+        cls.init += commented(f"self.{attr} = {name}()", location(node), 8)
+        x = self.ready(ins[0], cls)
+        return [Value(f"self.{attr}({x.text})", x.depth + 1, attr)]
 
     def repeat(self, node: ir.Repeat, ins: list, cls: ClassSource) -> list:
         attr = node.name.removeprefix(cls.prefix)
@@ -413,7 +452,8 @@ def emit_model(network: ir.Network, fuse: bool = True) -> str:
             [
                 shapes,
                 snippets(dict.fromkeys(e.runtime)),
-                *(c.text() for c in e.classes),
+                *(c.text() for c in e.classes[:-1]),
+                e.classes[-1].text() + inverse_method(network),
                 'def build_model() -> Network:\n    """A freshly initialised network; seed torch '
                 'first for a fixed initialisation."""\n    return Network()',
             ],

@@ -51,12 +51,15 @@ class Scope:
             raise ModcError(f"the name '{wanted}' is used twice in the same block", span)
         return self._take(wanted, span)
 
-    def claim_use(self, wanted: str | None, definition: str, span: Span | None) -> str:
+    def claim_use(
+        self, wanted: str | None, definition: str, span: Span | None, tag: str = ""
+    ) -> str:
         """The attribute of a use of `definition`: the name the spec gives, else the
-        definition's own, then definition2, definition3, ... for later unnamed uses."""
+        definition's own, then definition2, definition3, ... for later unnamed uses;
+        `tag` starts an unnamed one."""
         if wanted is not None:
             return self.claim(wanted, definition, span)
-        base = definition.lstrip("_") or "block"  # `_x` is Python's and nn.Module's
+        base = tag + (definition.lstrip("_") or "block")  # `_x` is Python's and nn.Module's
         name, n = base, 1
         while name in self.used:
             n += 1
@@ -80,6 +83,7 @@ class Context:
 
     `prefix` is the path from the enclosing repeated body (or the network) to that class:
     `block(name=enc)` makes a submodule `enc`, so its atoms are enc.linear1, enc.out, ...
+    `tag` starts the attributes a term names in that class: a coupling's f_ and g_.
     """
 
     env: dict[str, sympy.Expr]
@@ -89,6 +93,7 @@ class Context:
     ops: Operations
     stack: tuple[str, ...] = ()
     prefix: str = ""
+    tag: str = ""
 
     def within(self, **changes: object) -> Context:
         """This context with some fields replaced."""
@@ -96,15 +101,18 @@ class Context:
 
     def claim(self, wanted: str | None, kind: str, span: Span | None) -> str:
         """The path of a new atom or repeat of this class: `prefix` + its attribute."""
-        return self.prefix + self.scope.claim(wanted, kind, span)
+        tagged = None if wanted is None else self.tag + wanted
+        return self.prefix + self.scope.claim(tagged, self.tag + kind, span)
 
     def enter(
         self, name: str | None, definition: str, span: Span | None, **changes: object
     ) -> tuple[str, Context]:
         """The attribute of a use in this class (`name`, else the definition's name) and
         the context of the use's own class, that submodule."""
-        attr = self.scope.claim_use(name, definition, span)
-        return attr, self.within(scope=Scope(), prefix=f"{self.prefix}{attr}.", **changes)
+        tagged = None if name is None else self.tag + name
+        attr = self.scope.claim_use(tagged, definition, span, self.tag)
+        inner = self.within(scope=Scope(), prefix=f"{self.prefix}{attr}.", tag="", **changes)
+        return attr, inner
 
 
 @dataclass
@@ -203,6 +211,8 @@ def term(t: ast.Term, shape: Shape, ctx: Context) -> ir.Node:
         return repeat(t.count, t.body, t.name, "repeat", shape, ctx, t.span)
     if isinstance(t, ast.Residual):
         return repeat(t.depth, t.body, t.name, "residual", shape, ctx, t.span)
+    if isinstance(t, ast.Coupling):
+        return coupling(t, shape, ctx)
     if isinstance(t, ast.Tare):
         mass = require_finite(evaluate(t.mass, ctx.env), t.mass.span, "a tared mass")
         if mass.is_number and not mass > 0:
@@ -260,7 +270,7 @@ def repeat(
     count = require_size(evaluate(count_expr, ctx.env), count_expr.span, "a repeat count")
     copies = int(count) if count.is_Integer else 1
     attr = ctx.claim(name, kind, span)
-    inner = ctx.within(scope=Scope(), prefix="")
+    inner = ctx.within(scope=Scope(), prefix="", tag="")
     before = ctx.ops.used
     if kind == "residual":
         block = residual_block(body, shape, inner, count)
@@ -270,7 +280,7 @@ def repeat(
     once = ctx.ops.used - before
     if first.out_shape != shape and count != 1:
         before = ctx.ops.used
-        rest = whole(body, first.out_shape, ctx.within(scope=Scope(), prefix=""))
+        rest = whole(body, first.out_shape, ctx.within(scope=Scope(), prefix="", tag=""))
         once = ctx.ops.used - before
         if rest.out_shape != first.out_shape:
             raise ModcError(
@@ -281,6 +291,32 @@ def repeat(
         copies = max(copies - 1, 1)  # the first copy is counted already
     ctx.ops.add(once * (copies - 1), span)
     return ir.Repeat(shape, span, count, first, rest, attr)
+
+
+def coupling(t: ast.Coupling, shape: Shape, ctx: Context) -> ir.Coupling:
+    """coupling(f, g): f and g map one half of the features to the other's shape. The
+    coupling is a module of its own; the atoms of f and g are named f_… and g_… in it."""
+    d = shape[0] if len(shape) == 1 and not isinstance(shape[0], tuple) else None
+    if d is None or (d.is_Integer and d % 2):
+        raise ModcError(
+            f"a coupling splits the features into two halves, so it needs a flat input with "
+            f"an even number of features, got {show(shape)}",
+            t.span,
+            "flatten the input first (Flatten), or make the feature count even",
+        )
+    half = (d / 2,)
+    attr = ctx.claim(t.name, "coupling", t.span)
+    scope = Scope()
+    f = term(t.f, half, ctx.within(scope=scope, prefix="", tag="f_"))
+    g = term(t.g, half, ctx.within(scope=scope, prefix="", tag="g_"))
+    for part, body, which in ((f, t.f, "f"), (g, t.g, "g")):
+        if part.out_shape != half:
+            raise ModcError(
+                f"shape mismatch: a coupling's {which} must map a half {show(half)} to the "
+                f"same shape, but it gives {show(part.out_shape)}",
+                getattr(body, "span", None) or t.span,
+            )
+    return ir.Coupling(shape, t.span, f, g, attr)
 
 
 def residual_block(body: ast.Term, shape: Shape, ctx: Context, depth: sympy.Expr) -> ir.Node:
@@ -328,7 +364,7 @@ def call(c: ast.Call, shape: Shape, ctx: Context, in_place: bool = False) -> ir.
     if c.op in ctx.defs:
         return use_def(ctx.defs[c.op], c, shape, ctx, in_place)
     if c.op not in OPS:
-        known = [*OPS, *ctx.defs, *ctx.terms, "repeat", "residual", "tare", "scale", "sum"]
+        known = [*OPS, *ctx.defs, *ctx.terms, "repeat", "residual", "tare", "coupling", "sum"]
         raise ModcError(f"unknown operation '{c.op}'", c.span, did_you_mean(c.op, known))
     cls = OPS[c.op]
     values, mass = bind_args(cls, c, ctx)
@@ -341,6 +377,8 @@ def call(c: ast.Call, shape: Shape, ctx: Context, in_place: bool = False) -> ir.
         )
     if cls.arity == 0 and len(given) < 2:
         raise ModcError(f"{cls.name} takes a tuple of inputs, such as (a, b) > {c.op}", c.span)
+    if not cls.atom and c.frozen:
+        raise ModcError(f"{cls.name} has no weights to freeze", c.span)
     if not cls.atom and c.name is not None:
         raise ModcError(
             f"{cls.name} has no weights to name",
@@ -355,6 +393,8 @@ def call(c: ast.Call, shape: Shape, ctx: Context, in_place: bool = False) -> ir.
     if not op.atom:
         return ir.Leaf(shape, c.span, op)
     name = ctx.claim(c.name, c.op.lower(), c.span)
+    if c.frozen:  # fixed random weights: no share of a step, still in every bound
+        return ir.Leaf(shape, c.span, op, name, sympy.Integer(0), frozen=True)
     return ir.Leaf(shape, c.span, op, name, mass)
 
 

@@ -11,7 +11,9 @@
     python train.py --constraint cap               # keep the spec's Lipschitz bound
     python train.py --optimizer muon --lr 0.02 --adamw-lr 3e-4 --beta2 0.95
     python train.py --device cuda --bf16 --compile # bf16 autocast, torch.compile
+    python train.py --gns --batch-schedule gns     # noise scale; the batch follows it
     torchrun --nproc_per_node 8 train.py --batch-size 64  # 8 processes, data parallel
+    torchrun --nproc_per_node 8 train.py --fsdp   # weights and optimizer state sharded
 
 Optimizers (--optimizer; default: the spec's optimizer: section, else dualized):
     dualized              momentum, then each layer's dual map: every step has modular norm lr
@@ -66,6 +68,10 @@ with DDP. --batch-size is per process: a step's global batch is batch-size × pr
 process with that global batch takes the same steps. The dualized optimizer deals its polar
 factors out to the processes (each computed once) and gathers them. Rank 0 writes every
 file; a collective that waits longer than --timeout seconds for a failed process fails.
+--fsdp shards the weights, gradients and optimizer state over the processes (FSDP2): each
+polar factor is computed on one process from the whole matrix; checkpoints are written by
+every process with torch.distributed.checkpoint (a folder shards-STEP next to checkpoint.pt,
+which names it), and evaluation and the certificate use the whole weights, on rank 0.
 
 Output in --out (default runs/<name>):
     metrics.csv         step,loss,lr,eval_loss,eval_acc,lipschitz_upper,skipped: a row per
@@ -84,6 +90,16 @@ Output in --out (default runs/<name>):
     train.lock          held while a run writes here: one --out takes one run at a time
     final.json          steps, train_loss, eval_loss, eval_acc, seconds; losses per token for text
     certificate.json    the Lipschitz certificate of the trained weights
+
+Gradient noise scale (--gns; gns.py): every step, B_simple (McCandlish et al. 2018) of the
+network's Gain and Bias atoms, a normalisation's learnable part, from per-example gradients
+that the backward pass yields at almost no cost (Gray et al. 2024), goes to gns.csv (step,
+tokens, batch, lr, and per group: bsimple, g2, trace; groups norm, Gain, Bias). --gns-total
+adds exact per-example gradients of every weight (torch.func; slow): groups total and
+total_KIND per atom kind. --batch-schedule linear:START->END (tokens) or gns[:MIN->MAX]
+changes the batch (in micro-batches of --batch-size) within the tokens of the fixed run
+(--steps × global batch), with the lr schedule counted in tokens and the lr scaled with
+the batch as gns.py's lr_scale says.
 
 Imports torch and the Python standard library only.
 """
@@ -114,21 +130,28 @@ sys.path.insert(0, str(HERE))  # the files modc generated next to this one
 from certificate import report  # noqa: E402
 from data import NAMES, DataError, Dataset, load  # noqa: E402
 from distributed import (  # noqa: E402
-    Dealer,
     data_parallel,
+    gathered,
     join,
     launched,
     leave,
+    load_shards,
     mean_over_ranks,
     micro_batches,
+    prune_shards,
     ranks,
-    split_dual_maps,
+    save_shards,
+    shard,
+    sharded,
+    share_work,
 )
 from generate import generate, prompt_tokens, text_of  # noqa: E402
+from gns import log as log_gns  # noqa: E402
+from gns import setup as setup_gns  # noqa: E402
 from metrics import Metrics, Progress, start_metrics  # noqa: E402
 from model import INPUT_SHAPE, OUTPUT_SHAPE, build_model  # noqa: E402
 from optimizer import make_optimizer  # noqa: E402
-from options import SETTINGS, rules  # noqa: E402
+from options import SETTINGS, batch_schedule, rules  # noqa: E402
 
 try:
     import fcntl
@@ -162,6 +185,9 @@ DEFAULTS = {
     "clip_grad": 0.0,
     "label_column": -1,
     "header": "auto",
+    "gns": False,
+    "gns_total": False,
+    "batch_schedule": "none",
 }
 KINDS = getattr(sys.modules[make_optimizer.__module__], "KINDS", None)
 POLARS = list(getattr(sys.modules[make_optimizer.__module__], "POLAR", {})) or None
@@ -383,18 +409,23 @@ def save_checkpoint(
     **info: object,
 ) -> None:
     """All that --resume needs (CHECKPOINT: the three states, the CPU RNG, step, args, ...)
-    and the digest of it all, which --resume checks."""
-    if not all(p.isfinite().all() for p in model.parameters()):
+    and the digest of it all, which --resume checks. A sharded model (--fsdp) and its
+    optimizer are saved by every rank (all call this) to the folder that "shards" names."""
+    if sharded(model):
+        shards = save_shards(path.parent, info["step"], model, optimizer)  # None: not finite
+        finite, states = shards is not None, {"model": {}, "optimizer": {}, "shards": shards}
+    else:
+        finite = all(p.isfinite().all() for p in model.parameters())
+        states = {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
+    if not finite:
         diverged(f"the weights are not finite after step {info['step']}")
-    ckpt = {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "rng": torch.get_rng_state(),
-        **info,
-    }
+    if ranks()[0]:
+        return
+    ckpt = {**states, "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), **info}
     ckpt["sha256"] = digest(ckpt)
     write_atomic(path, lambda f: torch.save(ckpt, f))
+    if sharded(model):
+        prune_shards(path.parent, keep=shards)
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -559,10 +590,22 @@ def parse_args() -> argparse.Namespace:
     )
     p.add_argument("--bf16", action="store_true", help="forward passes under bfloat16 autocast")
     p.add_argument(
+        "--fsdp",
+        action="store_true",
+        help="torchrun: shard weights, gradients and optimizer state over the processes (FSDP2)",
+    )
+    p.add_argument(
         "--compile",
         action="store_true",
         help="torch.compile the model's forward pass and the dualized optimizer's step",
     )
+    p.add_argument("--gns", action="store_true", help="log the norm atoms' noise scale")
+    p.add_argument(
+        "--gns-total",
+        action="store_true",
+        help="also exact per-example gradients of all weights (slow; for validation)",
+    )
+    p.add_argument("--batch-schedule", help="none, linear:START->END, gns or gns:MIN->MAX (tokens)")
     p.set_defaults(**DEFAULTS)
     p.set_defaults(**{k: v for k, v in spec.get("train", {}).items() if k in DEFAULTS})
     p.set_defaults(clip_setting=None)
@@ -577,6 +620,8 @@ def parse_args() -> argparse.Namespace:
     del args.clip_setting
     if problem := bad_arg(vars(args)):
         fail(f"--{problem[0].replace('_', '-')} {problem[1]}")
+    if args.compile and (args.gns or args.gns_total or args.batch_schedule != "none"):
+        fail("--gns, --gns-total and --batch-schedule do not work with --compile")
     if not 0 < args.timeout < math.inf:
         fail(f"--timeout must be a positive number of seconds, got {args.timeout}")
     check_extras(args)
@@ -613,7 +658,7 @@ def check_extras(args: argparse.Namespace) -> None:
 
 def resume_from(args: argparse.Namespace) -> tuple[dict | None, list[str]]:
     """With --resume, the checkpoint in --out, checked, and the arguments it changes. Its
-    arguments (all but --device, --out, --quiet, --bf16, --compile, --timeout and the
+    arguments (all but --device, --out, --quiet, --bf16, --compile, --fsdp, --timeout and the
     logging and sampling options) replace the command line's: the run continues as it
     began; `--steps` on the command line extends it. Every rank reads it: --out must be on
     a file system that all of them see."""
@@ -661,6 +706,8 @@ def build(
     from `ckpt` when resuming."""
     torch.manual_seed(args.seed)
     model = build_model().to(device)
+    if args.fsdp:
+        shard(model)
     options = {"kind": args.optimizer, **{k: vars(args)[k] for k in SETTINGS}}
     options["compile"] = args.compile or None
     try:
@@ -669,14 +716,18 @@ def build(
         )
     except ValueError as e:
         fail(str(e))
-    if ranks()[1] > 1 and hasattr(optimizer, "dual_maps"):  # dualized: polar factors dealt out
-        atoms = sys.modules[make_optimizer.__module__].POLAR_ATOMS
-        optimizer.dual_maps = split_dual_maps(optimizer.dual_maps, atoms, Dealer())
+    share_work(optimizer, getattr(sys.modules[make_optimizer.__module__], "POLAR_ATOMS", ()))
     scheduler = LambdaLR(optimizer, lr_factor(args.schedule, args.warmup, args.steps))
     if ckpt is not None:
+        if ("shards" in ckpt) != args.fsdp:
+            how = "with" if "shards" in ckpt else "without"
+            fail(f"{Path(args.out) / 'checkpoint.pt'} is of a run {how} --fsdp; resume it so")
         try:
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
+            if args.fsdp:
+                load_shards(Path(args.out) / ckpt["shards"], model, optimizer)
+            else:
+                model.load_state_dict(ckpt["model"])
+                optimizer.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
             torch.set_rng_state(ckpt["rng"])
             if args.steps != ckpt["args"]["steps"]:  # extended: the new schedule from here on
@@ -720,6 +771,8 @@ def main() -> None:
         torch.cuda.set_device(device)
     if launched():  # by torchrun: one of several processes
         device = join(device, args.timeout)
+    elif args.fsdp:
+        fail("--fsdp shards over the processes that torchrun starts: run train.py under torchrun")
     out, held = Path(args.out), contextlib.nullcontext()
     try:
         if ranks()[0] == 0:  # rank 0 alone writes in --out
@@ -730,6 +783,7 @@ def main() -> None:
     try:
         with held:
             train(args, device, out)
+        leave(together=True)
     finally:
         leave()
 
@@ -769,9 +823,24 @@ def train(args: argparse.Namespace, device: torch.device, out: Path) -> None:
     forward = data_parallel(model, device)  # same weights as model
     forward = torch.compile(forward) if args.compile else forward
     model.train()
-    for step in range(start + 1, args.steps + 1):  # `step` counts the updates made so far
-        batches = micro_batches(dataset, step - 1, args.batch_size, args.grad_accum, args.seed)
+    lrs = (scheduler.base_lrs, lr_factor(args.schedule, args.warmup, args.steps))
+    schedule, per_example = batch_schedule(args.batch_schedule), math.prod(OUTPUT_SHAPE[:-1])
+    try:
+        noise, plan = setup_gns(args, schedule, model, optimizer, lrs, world, per_example, ckpt)
+    except ValueError as e:
+        fail(str(e))
+    if noise is not None and forward is not model:  # DDP: ranks' gradients against the mean
+        noise.watch_ranks(forward)
+    step = start  # counts the updates made so far
+    while plan.left():
+        step += 1
+        batches = micro_batches(
+            dataset, step - 1, args.batch_size, plan.next(noise, optimizer), args.seed
+        )
+        if args.gns_total:
+            noise.observe_total(batches, lambda out, y: loss_of(args.loss, out.float(), y))
         step_loss, lr, skip = train_step(forward, optimizer, scheduler, batches, device, args)
+        plan.advance()
         skipped, in_a_row = skipped + skip, in_a_row + 1 if skip else 0
         if in_a_row >= args.max_skips:  # every rank alike: the gradients are the ranks' mean
             diverged(
@@ -779,23 +848,27 @@ def train(args: argparse.Namespace, device: torch.device, out: Path) -> None:
                 f"gradient (loss {mean_over_ranks(step_loss.item(), device):.4g}) and were skipped"
             )
         row = {"step": step, "loss": step_loss, "lr": lr, "skipped": skipped}
+        measured = due(step, args.eval_every) or due(step, args.certify_every)
+        whole = gathered(model, build_model) if measured else model  # --fsdp: all ranks send
         if writes:
             with torch.random.fork_rng(rng_devices):  # measuring never changes the training run
                 if due(step, args.eval_every):
                     x, y = dataset.held_out()
                     row["eval_loss"], row["eval_acc"] = evaluate(
-                        model, x, y, device, args.loss, args.bf16
+                        whole, x, y, device, args.loss, args.bf16
                     )
                 if due(step, args.certify_every):
                     row["lipschitz_upper"] = log_report(
-                        out / "certificates.jsonl", step, model, dataset.held_out()[0].to(device)
+                        out / "certificates.jsonl", step, whole, dataset.held_out()[0].to(device)
                     )
         metrics.add(row)
+        if writes and noise is not None:
+            log_gns(out / "gns.csv", step, plan, lr, noise)
         if step % args.log_every == 0 or due(step, args.checkpoint_every):
             for r in metrics.flush():  # every rank: the losses are averaged over the ranks
                 loss = r["loss"]
                 progress.update(r["step"], loss, r["skipped"])
-        if writes and due(step, args.checkpoint_every):
+        if (writes or args.fsdp) and due(step, args.checkpoint_every):  # --fsdp: every rank
             save_checkpoint(
                 out / "checkpoint.pt",
                 model,
@@ -808,12 +881,16 @@ def train(args: argparse.Namespace, device: torch.device, out: Path) -> None:
                 skipped=skipped,
                 in_a_row=in_a_row,
                 ranks=world,
+                plan=plan.state_dict(),
+                gns=noise.state_dict() if noise is not None else {},
             )
     seconds += time.time() - t0
     metrics.close()
+    model = gathered(model, build_model)  # the whole weights, on rank 0
     if not writes:
         return
-    finish(args, model, dataset, device, out, loss, seconds, rng_devices)
+    counts = {"steps": step, "tokens": plan.tokens}  # a batch schedule's steps vary
+    finish(args, model, dataset, device, out, loss, seconds, rng_devices, counts)
 
 
 def finish(
@@ -825,17 +902,20 @@ def finish(
     loss: float,
     seconds: float,
     rng_devices: list[torch.device],
+    counts: dict[str, int],
 ) -> None:
-    """Rank 0, after the last step: the held-out numbers (final.json), the certificate of
-    the trained weights (certificate.json), and with --sample, text from the model."""
+    """Rank 0, after the last step: the held-out numbers (final.json, with `counts`: the
+    steps and tokens trained), the certificate of the trained weights (certificate.json),
+    and with --sample, text from the model."""
     x, y = dataset.held_out()
     eval_loss, eval_acc = evaluate(model, x, y, device, args.loss, args.bf16)
     accuracy = "" if eval_acc is None else f", accuracy {eval_acc:.2%}"
-    print(f"held-out loss {eval_loss:.4f}{accuracy} ({args.steps} steps, {seconds:.1f} s) -> {out}")
+    steps = counts["steps"]
+    print(f"held-out loss {eval_loss:.4f}{accuracy} ({steps} steps, {seconds:.1f} s) -> {out}")
     write_json(
         out / "final.json",
         {
-            "steps": args.steps,
+            **counts,
             "train_loss": loss,
             "eval_loss": eval_loss,
             "eval_acc": eval_acc,
