@@ -30,10 +30,15 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 HEADS, D = 2, 4
 
 
-def bound(t: int, scale: float, space: str) -> float:
+def fused(t: int, scale: float) -> CausalAttention:
     shape = (sympy.Integer(HEADS), sympy.Integer(t), sympy.Integer(D))
-    op = CausalAttention({"scale": sympy.nsimplify(scale)}, [shape] * 3)
-    return float(op.lipschitz_bound(space=space))
+    return CausalAttention({"scale": sympy.nsimplify(scale)}, [shape] * 3)
+
+
+def bound(t: int, scale: float, space: str, part: int | None = None) -> float:
+    """The op's constant in `space`, or its ℓ2 constant for input `part` (v, q, k) alone."""
+    op = fused(t, scale)
+    return float(op.lipschitz_bound(space=space) if part is None else op.l2_parts()[part])
 
 
 def clip(x: torch.Tensor) -> torch.Tensor:
@@ -68,8 +73,11 @@ def size(x: torch.Tensor, space: str) -> torch.Tensor:
     return x.pow(2).mean(-1).sqrt().flatten(1).amax(1).sum()
 
 
-def secant_ascent(kind: str, t: int, scale: float, space: str, seed: int) -> float:
-    """The largest secant ratio found by Adam on both points of a pair, both in the domain."""
+def secant_ascent(
+    kind: str, t: int, scale: float, space: str, seed: int, part: int | None = None
+) -> float:
+    """The largest secant ratio found by Adam on both points of a pair, both in the domain;
+    with `part`, the pair differs in that input (v, q, k) alone."""
     gen = torch.Generator().manual_seed(seed)
     a = start(kind, t, gen).requires_grad_()
     gap = 1e-2 * torch.randn(a.shape, generator=gen, dtype=torch.float64)
@@ -78,6 +86,8 @@ def secant_ascent(kind: str, t: int, scale: float, space: str, seed: int) -> flo
     best = 0.0
     for _ in range(150):
         pa, pb = clip(a), clip(b)
+        if part is not None:
+            pb = torch.stack([pb[i] if i == part else pa[i] for i in range(3)])
         out = causal_attention(*pb, scale) - causal_attention(*pa, scale)
         ratio = size(out[None], space) / size(pb - pa, space)
         best = max(best, ratio.item())
@@ -109,6 +119,17 @@ def test_constants_bound_adversarial_secants(space, kind, scale):
         assert found <= certified, f"{kind}, T {t}, scale {scale}: {found} > {certified}"
 
 
+@pytest.mark.parametrize("part", [0, 1, 2])
+@pytest.mark.parametrize("kind", ["boundary", "peaked", "clusters"])
+def test_each_inputs_constant_bounds_adversarial_secants(part, kind):
+    """Each of the three ℓ2 terms on its own, where its bound's every piece is in play
+    (T = 24 at scale 1 and 0.5: weights at most 1/4 from position 3e^{2β} on)."""
+    for t, scale in ((24, 1.0), (24, 0.5), (6, 3.0)):
+        certified = bound(t, scale, L2, part)
+        found = secant_ascent(kind, t, scale, L2, 0, part)
+        assert found <= certified, f"part {part}, {kind}, T {t}, β {scale}: {found} > {certified}"
+
+
 def test_l2_constant_is_within_a_small_factor_of_what_ascent_finds():
     """Not vacuous: on keys in two clusters the query term β is nearly reached."""
     found = secant_ascent("clusters", 12, 1.0, L2, 0)
@@ -119,6 +140,6 @@ def test_the_condition_is_the_rms_of_each_input():
     op = CausalAttention({"scale": sympy.Integer(1)}, [(2, 6, 4)] * 3)
     assert [c.input for c in op.conditions()] == [0, 1, 2]
     assert all(c.measure is largest_rms and c.limit == 1.0 for c in op.conditions())
-    g = math.e**2 * math.log(1 + 63 * math.e**-2)  # T = 64, β = 1: keys' term is the largest
-    assert bound(64, 1.0, L2) == pytest.approx(math.sqrt(min(31.5, 2 * g)))
+    h = math.e**2 * (3 / 4 + math.log((1 + 63 * math.e**-2) / 4))  # T = 64, β = 1: keys'
+    assert bound(64, 1.0, L2) == pytest.approx(math.sqrt(2 * h))  # term is the largest
     assert bound(1, 1.0, L2) == 1.0  # one position: the output is its value

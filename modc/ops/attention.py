@@ -288,10 +288,10 @@ class CausalAttention(Bond):
 
     The composition ApplyScores ∘ (v, Softmax ∘ CausalMask ∘ AttentionQK ∘ (q, k)) in one
     op, with the same rules in the activation norm, and an ℓ2 constant bounded jointly
-    (docs/theory.md §6, "CausalAttention"): with β = |scale|, T positions and
-    G = e^{2β}·ln(1 + (T − 1)·e^{−2β}), per unit of ‖Δv‖ + ‖Δq‖ + ‖Δk‖ it is the largest of
-    β (queries), β·√min((T − 1)/2, 2G) (keys) and √min(T, 1 + G) (values), on queries, keys
-    and values of RMS ≤ 1.
+    (docs/theory.md §6, "CausalAttention"): with β = |scale|, T positions, y = (T − 1)·e^{−2β},
+    G = e^{2β}·ln(1 + y) and H = e^{2β}·(min(y, 3)/4 + ln((1 + max(y, 3))/4)), per unit of
+    ‖Δv‖ + ‖Δq‖ + ‖Δk‖ it is the largest of β (queries), β·√(2H) (keys) and √min(T, 1 + G)
+    (values), on queries, keys and values of RMS ≤ 1.
     """
 
     name = "CausalAttention"
@@ -327,14 +327,18 @@ class CausalAttention(Bond):
         return sympy.Max(ONE, sympy.Abs(self.values["scale"]))
 
     def lipschitz_bound(self, norm: sympy.Expr = ONE, space: str = ACTIVATION) -> sympy.Expr:
-        beta = sympy.Abs(self.values["scale"])
         if space == ACTIVATION:  # ‖Δo‖ ≤ ‖Δv‖ + β·(‖Δq‖ + ‖Δk‖), as the composition's
-            return sympy.Max(ONE, beta)
+            return sympy.Max(ONE, sympy.Abs(self.values["scale"]))
+        return sympy.Max(*self.l2_parts())
+
+    def l2_parts(self) -> tuple[sympy.Expr, sympy.Expr, sympy.Expr]:
+        """The ℓ2 constants per unit of ‖Δv‖, of ‖Δq‖ and of ‖Δk‖ alone."""
+        beta = sympy.Abs(self.values["scale"])
         t = self.in_shapes[0][-2]
-        g = sympy.exp(2 * beta) * sympy.log(1 + (t - 1) * sympy.exp(-2 * beta))
-        keys = beta * sympy.sqrt(sympy.Min((t - 1) / 2, 2 * g))
-        values = sympy.sqrt(sympy.Min(t, 1 + g))
-        return sympy.Max(beta, keys, values)
+        y = (t - 1) * sympy.exp(-2 * beta)
+        g = sympy.exp(2 * beta) * sympy.log(1 + y)
+        h = sympy.exp(2 * beta) * (sympy.Min(y, 3) / 4 + sympy.log((1 + sympy.Max(y, 3)) / 4))
+        return (sympy.sqrt(sympy.Min(t, 1 + g)), beta, beta * sympy.sqrt(2 * h))
 
     def sharpness(self) -> tuple[sympy.Expr, sympy.Expr, sympy.Expr | None]:
         beta = sympy.Abs(self.values["scale"])
