@@ -14,11 +14,18 @@ from modc.errors import ModcError
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    from modc.compiler import compile_spec
+    from modc.codegen.build import folder_name, write_build
+    from modc.compiler import load_with_provenance
+    from modc.provenance import stale
 
-    out = compile_spec(args.spec, args.out, args.param, args.force)
-    files = "model.py, optimizer.py, certificate.py, train.py, data.py, options.py, distributed.py"
+    made, network, analysis = load_with_provenance(args.spec, args.param)
+    out = Path("build") / folder_name(network.name) if args.out is None else Path(args.out)
+    before = stale(out, made)
+    write_build(network, analysis, out, args.force, made)
+    files = "model.py, optimizer.py, certificate.py, train.py and the files it uses"
     print(f"wrote {out}/ ({files}, spec.json)")
+    if before:
+        print(f"replaced a stale build: {'; '.join(before)}")
     print(f"train it: python {out}/train.py")
     return 0
 
@@ -41,9 +48,11 @@ def cmd_bounds(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from modc.sweep import sweep
-    from modc.sweep.runner import MAX_JOBS, usable_cores
+    from modc.sweep.runner import MAX_JOBS, usable_cores, visible_gpus
 
-    args.jobs = min(usable_cores(), 8) if args.jobs is None else args.jobs
+    gpus = visible_gpus()
+    if args.jobs is None:  # one run per GPU, else one per core (at most 8)
+        args.jobs = len(gpus) or min(usable_cores(), 8)
     if min(args.jobs, args.seeds, args.steps) < 1:
         raise ModcError("--jobs, --seeds and --steps must be at least 1")
     if args.jobs > MAX_JOBS:
@@ -63,21 +72,45 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         args.seeds,
         args.param,
         args.set,
+        gpus,
     )
     minutes, seconds = divmod(round(time.monotonic() - start), 60)
     print(text)
+    on = f" on {len(gpus)} GPUs" if gpus else ""
     print(
         f"wrote {out}/results.csv and {out}/transfer.png "
-        f"({minutes} m {seconds:02d} s with --jobs {args.jobs})"
+        f"({minutes} m {seconds:02d} s with --jobs {args.jobs}{on})"
     )
     return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     from modc.check import check_table
-    from modc.compiler import load
+    from modc.compiler import load_with_provenance
+    from modc.provenance import stale
 
-    print(check_table(*load(args.spec, args.param)))
+    made, network, analysis = load_with_provenance(args.spec, args.param)
+    print(check_table(network, analysis))
+    if args.build is None:
+        return 0
+    why = stale(args.build, made)
+    if why is None:
+        raise ModcError(f"'{args.build}' holds no modc build (no readable spec.json)")
+    if why:
+        print(f"the build in {args.build} is stale: {'; '.join(why)}")
+        return 1
+    print(f"the build in {args.build} is up to date (modc {made['modc']}, same spec files, -p)")
+    return 0
+
+
+def cmd_ops(args: argparse.Namespace) -> int:
+    from modc.catalog import describe, ops_text
+    from modc.ops import OPS
+
+    if args.format == "json":
+        print(json.dumps([describe(op) for op in OPS.values()], indent=2, ensure_ascii=False))
+    else:
+        print(ops_text())
     return 0
 
 
@@ -120,9 +153,12 @@ def _emit(text: str, out: str | None, force: bool) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from modc import __version__
+
     p = argparse.ArgumentParser(
         prog="modc", description="Compile a network spec into a certified optimizer."
     )
+    p.add_argument("--version", action="version", version=f"modc {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, run, help: str) -> argparse.ArgumentParser:
@@ -191,12 +227,28 @@ def _parser() -> argparse.ArgumentParser:
         "--jobs",
         type=int,
         default=None,
-        help="runs in parallel, each with cores/jobs threads (default: one per core, at most 8)",
+        help="runs in parallel, each with cores/jobs threads; on GPUs each job has one visible "
+        "GPU (CUDA_VISIBLE_DEVICES), job i the GPU i mod count (default: one per GPU; "
+        "without GPUs one per core, at most 8)",
     )
     s.add_argument("--seeds", type=int, default=1, help="seeds per grid point")
     s.add_argument("-o", "--out", help="sweep directory (default: sweeps/SPEC)")
 
-    command("check", cmd_check, "validate a spec and print its modules, shapes and theory")
+    k = command("check", cmd_check, "validate a spec and print its modules, shapes and theory")
+    k.add_argument(
+        "--build",
+        metavar="DIR",
+        help="also say whether the build in DIR is stale: made by another modc, from other "
+        "spec files or -p (exit status 1 if it is)",
+    )
+    o = sub.add_parser(
+        "ops",
+        help="list every operation: arguments, mass, sensitivity, conditions",
+        description="List every operation of the library (modc/ops) with its arguments, mass, "
+        "sensitivity and the conditions its bounds need.",
+    )
+    o.set_defaults(run=cmd_ops)
+    o.add_argument("--format", choices=("text", "json"), default="text")
     g = command("graph", cmd_graph, "export the module graph as Graphviz DOT or networkx JSON")
     g.add_argument("--format", choices=("dot", "json"), default="dot")
     g.add_argument("-o", "--out", help="write to this file (default, or -: print it)")

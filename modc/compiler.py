@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from modc.codegen.build import folder_name, write_build
 from modc.errors import ModcError
 from modc.graph import ir
 from modc.graph.budget import check_budget
 from modc.graph.elaborate import elaborate
 from modc.graph.params import parse_override
-from modc.spec import ast, load_spec, read_source
+from modc.provenance import provenance
+from modc.spec import ast, load_spec
 from modc.theory.analysis import Analysis, analyze
 
 
@@ -30,6 +30,15 @@ def load(
 ) -> tuple[ir.Network, Analysis]:
     """Parse, elaborate and analyse a spec (a file, or an AST such as modc.api builds).
     `params` holds `name=value` overrides."""
+    return load_with_provenance(path, params, free)[1:]
+
+
+def load_with_provenance(
+    path: str | Path | ast.Spec,
+    params: Iterable[str] | Mapping[str, object] = (),
+    free: Collection[str] = (),
+) -> tuple[dict, ir.Network, Analysis]:
+    """`load`, and the provenance of what it loaded (see `provenance`)."""
     overrides = {}
     for text in _texts(params):
         name, expr, span = parse_override(text)
@@ -37,7 +46,7 @@ def load(
     spec = path if isinstance(path, ast.Spec) else load_spec(path)
     network = elaborate(spec, overrides, free)
     check_budget(network)  # before the analysis, whose work grows with the copies
-    return network, analyze(network)
+    return provenance(spec, _texts(params)), network, analyze(network)
 
 
 def compile_spec(
@@ -51,9 +60,11 @@ def compile_spec(
     Without `out`, the build goes to build/NAME, NAME the spec's name made a safe folder
     name. A folder that holds anything but a build of this spec is refused unless `force`.
     """
-    network, analysis = load(path, params)
+    from modc.codegen.build import folder_name, write_build  # torch: only when writing
+
+    made, network, analysis = load_with_provenance(path, params)
     out = Path("build") / folder_name(network.name) if out is None else out
-    return write_build(network, analysis, out, force)
+    return write_build(network, analysis, out, force, made)
 
 
 @dataclass
@@ -76,12 +87,14 @@ def build(
     Without `out`, the build goes to this user's private cache, keyed by the spec and the
     parameters.
     """
+    from modc.codegen.build import write_build
+
     params = _texts(params)
     if out is None:
-        network, analysis = load(path, params)
-        text = repr(path) if isinstance(path, ast.Spec) else read_source(path).text
-        key = hashlib.sha256(repr((text, params)).encode()).hexdigest()[:16]
-        where = write_build(network, analysis, _cache() / key)
+        made, network, analysis = load_with_provenance(path, params)
+        ast_text = repr(path) if isinstance(path, ast.Spec) else ""  # files: their hashes
+        key = hashlib.sha256(repr((ast_text, made)).encode())
+        where = write_build(network, analysis, _cache() / key.hexdigest()[:16], provenance=made)
     else:
         where = compile_spec(path, out, params)
     tag = hashlib.sha256(str(where.resolve()).encode()).hexdigest()[:12]

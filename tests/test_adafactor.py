@@ -185,7 +185,7 @@ def test_adafactor_trains_every_shipped_spec(tmp_path, stem, form):
         build = modc.build(path, SIZES[stem], out=tmp_path / f"b{kind}")
         assert build.optimizer.make_optimizer.__defaults__  # the spec's defaults
         data = _import(build.path / "data.py", f"data_{stem}_{form}_{kind}")
-        dataset = data.load("synthetic", build.model.INPUT_SHAPE, build.model.OUTPUT_SHAPE, "cpu")
+        dataset = data.load("synthetic", build.model.INPUT_SHAPE, build.model.OUTPUT_SHAPE)
         torch.manual_seed(0)
         net = build.model.build_model()
         options = {} if kind is None else {"kind": kind}

@@ -29,9 +29,9 @@ MISTAKES = {
     ),
     "train_unknown_key_yaml": (
         "net.yaml",
-        "input: 3\nnetwork: [Linear: 3]\ntrain:\n  loss: mse\n",
+        "input: 3\nnetwork: [Linear: 3]\ntrain:\n  objective: mse\n",
         "4:3",
-        "unknown train setting 'loss'",
+        "unknown train setting 'objective'",
         "the train settings are adamw_lr, batch_size,",
     ),
     "train_fractional_steps": (
@@ -183,7 +183,7 @@ def test_train_settings_are_train_py_rules():
     """The keys and checks are train.py's own table, options.rules(): one table."""
     rules = train_rules()
     assert {"steps", "batch_size", "lr", "data", "schedule", "seed"} <= set(rules)
-    assert "loss" not in rules
+    assert "objective" not in rules and rules["loss"].choices == ("cross_entropy", "mse")
     assert rules["steps"].check(10) and not rules["steps"].check(10.5)
     assert rules["schedule"].choices == ("constant", "cosine", "linear")
     assert rules["momentum"].optional and not rules["steps"].optional

@@ -5,6 +5,8 @@ resumes, varies optimizer settings, and ends misuse and failed runs with one lin
 from __future__ import annotations
 
 import csv
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -248,3 +250,42 @@ def test_sweep_varies_optimizer_settings(tmp_path, write_spec):
     }
     made = tmp_path / "sw" / "builds" / "width=8,decay=0.8,clip=alpha=2" / "optimizer.py"
     assert "decay: float = 0.8" in made.read_text()
+
+
+def test_runs_are_spread_over_the_visible_gpus_one_job_each(tmp_path, write_spec, monkeypatch):
+    """Faked GPUs and a fake train.py: each run sees one GPU, and no two runs at once share
+    one when there are as many jobs as GPUs."""
+    import json
+    import threading
+    import time
+
+    from modc.sweep import runner
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert runner.visible_gpus(lambda: 3) == ["0", "1", "2"]
+    assert runner.visible_gpus(lambda: 0) == []
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6")
+    assert runner.visible_gpus(lambda: 8) == ["4", "6"]
+
+    busy, seen, lock = set(), [], threading.Lock()
+
+    def fake_run(cmd, stdout, stderr, env):  # train.py: holds its GPU a moment, then ends
+        gpu = env["CUDA_VISIBLE_DEVICES"]
+        with lock:
+            assert gpu not in busy, f"two runs on GPU {gpu} at once"
+            busy.add(gpu)
+            seen.append(gpu)
+        time.sleep(0.05)
+        out = Path(cmd[cmd.index("--out") + 1])
+        (out / "final.json").write_text(json.dumps({"train_loss": 1.0, "eval_loss": 1.0}))
+        with lock:
+            busy.remove(gpu)
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(runner.subprocess, "run", fake_run)
+    spec = write_spec("input: 6\noutput: [3]\nnetwork:\n  - Linear: 3\n")
+    runs = plan([], ["dualized"], lr_grids(["2^-3:2^0"], ["dualized"]), 1, [])
+    results = runner.execute(spec, runs, tmp_path / "sw", [], 2, progress=False, gpus=["4", "6"])
+    assert len(results) == len(runs) == 4 and sorted(set(seen)) == ["4", "6"]
+    logs = [(tmp_path / "sw" / "runs" / r.id / "train.log").read_text() for r in runs]
+    assert all(log.startswith("# CUDA_VISIBLE_DEVICES=") for log in logs)

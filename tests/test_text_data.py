@@ -24,6 +24,7 @@ from tests.test_train_template import (
 
 SMALL = ["width=32", "depth=1", "context=16"]
 FLAGS = ["--steps", "30", "--checkpoint-every", "10", "--eval-every", "10", "--quiet"]
+FLAGS += ["--log-every", "1"]  # rows past the checkpoint, which --resume drops
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +77,7 @@ def test_text_run_killed_and_resumed_ends_like_an_unbroken_one(gpt, whole, tmp_p
 def test_text_batches_are_a_function_of_seed_and_step(gpt):
     data = data_module(gpt)
     positions = torch.arange(10_000)  # each token is its own offset
-    text = data.Text(positions, 16, torch.device("cpu"))
+    text = data.Text(positions, 16)
     x, y = text.batch(7, 8, 0)
     assert x.shape == y.shape == (8, 16) and x.dtype == y.dtype == torch.long
     assert torch.equal(y, x + 1) and (y[:, -1] < 9_000).all()  # inside the first 90%
@@ -89,13 +90,13 @@ def test_text_batches_are_a_function_of_seed_and_step(gpt):
     assert all(b - a >= 17 for a, b in zip(starts, starts[1:], strict=False))
     assert torch.equal(held_y, held_x + 1)
 
-    shakespeare = data.load("shakespeare", (16,), (16, 128), torch.device("cpu"))
+    shakespeare = data.load("shakespeare", (16,), (16, 128))
     assert shakespeare.held_out()[0].shape == (data.HELD_WINDOWS, 16)
     assert torch.equal(shakespeare.batch(3, 4, 5)[0], shakespeare.batch(3, 4, 5)[0])
     with pytest.raises(data.DataError, match="vocab is 65: set vocab ≥ 128$"):
-        data.load("shakespeare", (16,), (16, 65), torch.device("cpu"))  # ASCII: 128 will do
+        data.load("shakespeare", (16,), (16, 65))  # ASCII: 128 will do
     for vocab in (256, 300):  # every byte fits (uint8 tokens must not wrap the comparison)
-        assert data.load("shakespeare", (16,), (16, vocab), torch.device("cpu")).held_out()
+        assert data.load("shakespeare", (16,), (16, vocab)).held_out()
 
 
 def test_bad_text_exits_2_with_one_line_and_no_traceback(gpt, tmp_path, capsys):

@@ -99,6 +99,8 @@ def make_build(root: Path) -> Path:
         ("train.py", (TEMPLATES / "train.py").read_text()),
         ("data.py", (TEMPLATES / "data.py").read_text()),
         ("options.py", (TEMPLATES / "options.py").read_text()),
+        ("metrics.py", (TEMPLATES / "metrics.py").read_text()),
+        ("generate.py", (TEMPLATES / "generate.py").read_text()),
         ("distributed.py", emit_distributed()),
     ]:
         (build / name).write_text(text)
@@ -193,6 +195,7 @@ def test_runs_end_to_end_on_synthetic_data_and_a_users_csv(tmp_path):
 def test_resume_after_sigkill_ends_with_the_weights_of_an_unbroken_run(tmp_path):
     build = make_build(tmp_path)
     flags = ["--steps", "100", "--checkpoint-every", "10", "--certify-every", "25"]
+    flags += ["--log-every", "1"]  # rows past the last checkpoint, for --resume to drop
     whole, broken = tmp_path / "whole", tmp_path / "broken"
     unbroken = start(build, *flags, "--out", str(whole))
     doomed = start(build, *flags, "--out", str(broken), sleep=0.02)
@@ -215,7 +218,7 @@ def test_resume_after_sigkill_ends_with_the_weights_of_an_unbroken_run(tmp_path)
 
 def run_here(build: Path, *args: str) -> int:
     """train.py in this process, where torch is imported already: quicker than a child."""
-    siblings = ("model", "optimizer", "certificate", "data")
+    siblings = ("model", "optimizer", "certificate", "data", "metrics", "generate")
     saved = (
         sys.argv,
         list(sys.path),
@@ -251,7 +254,7 @@ def test_bad_data_exits_2_with_one_line_and_no_traceback(tmp_path, capsys):
     capsys.readouterr()
     for name, expected in [
         ("short.csv", "row 1: 3 features; the model takes 16"),
-        ("labels.csv", "labels must be integers in [0, 3); found 7 to 7"),
+        ("labels.csv", "must be integers in [0, 3); found 7 to 7"),
         ("text.csv", "not a number: 'a'"),
         ("latin1.csv", "not UTF-8 text: byte 0xe9"),
         ("plain.csv.gz", "cannot be read: Not a gzipped file"),
@@ -312,6 +315,7 @@ def test_compiled_dualized_run_killed_and_resumed_ends_like_an_unbroken_one(tmp_
     build = compiled(tmp_path, "mlp.yaml", {"width": 16, "depth": 3})
     flags = ["--data", "synthetic", "--steps", "60", "--batch-size", "32", "--lr", "0.05"]
     flags += ["--checkpoint-every", "10", "--certify-every", "5", "--eval-every", "20", "--quiet"]
+    flags += ["--log-every", "1"]
     whole, broken = tmp_path / "whole", tmp_path / "broken"
     unbroken = launch(build, *flags, "--out", str(whole))
     doomed = launch(build, *flags, "--out", str(broken), kill_at=27)
@@ -403,7 +407,7 @@ def test_the_largest_seed_trains(tmp_path, capsys):
 
 def train_module(build: Path) -> dict:
     """train.py's functions (digest, ...), loaded without running it."""
-    siblings = ("model", "optimizer", "certificate", "data")
+    siblings = ("model", "optimizer", "certificate", "data", "metrics", "generate")
     saved = list(sys.path), {name: sys.modules.pop(name, None) for name in siblings}
     try:
         return runpy.run_path(str(build / "train.py"), run_name="train")
@@ -445,6 +449,8 @@ def test_every_damaged_checkpoint_is_refused_with_one_line_and_left_as_it_is(tmp
         "train.py",
         "data.py",
         "options.py",
+        "metrics.py",
+        "generate.py",
     ):
         (other / name).write_bytes((build / name).read_bytes())
     assert run_here(other, *flags[:-1], str(tmp_path / "o")) == 0

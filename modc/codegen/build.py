@@ -20,16 +20,18 @@ from modc.theory.analysis import Analysis
 from modc.theory.report import to_json
 
 DATASETS = {"mnist": "mnist_5k.csv.gz", "shakespeare": "shakespeare.txt"}
-TEMPLATES = ("train.py", "data.py", "options.py")  # copied verbatim
+TEMPLATES = ("train.py", "data.py", "options.py", "metrics.py", "generate.py")  # copied verbatim
 MARK = {"compiler": "modc"}  # the first key of spec.json: how a folder is known as a build
 
 
-def spec_json(network: ir.Network, analysis: Analysis) -> str:
-    """The elaborated spec: parameters, shapes, training defaults, IR and analysis."""
+def spec_json(network: ir.Network, analysis: Analysis, provenance: dict | None = None) -> str:
+    """The elaborated spec: parameters, shapes, training defaults, IR and analysis, and
+    what the build was made from (modc's version, its spec files' SHA-256, -p)."""
     source = network.source_name.replace("\\", "/").rsplit("/", 1)[-1]
     doc = {
         **MARK,
         "name": network.name,
+        "provenance": provenance or {},
         "folder": folder_name(network.name),  # train.py's default run folder: runs/FOLDER
         "source": source,
         "train": network.train,
@@ -84,7 +86,11 @@ def check_target(out: Path, name: str, force: bool) -> None:
 
 
 def write_build(
-    network: ir.Network, analysis: Analysis, out: str | Path, force: bool = False
+    network: ir.Network,
+    analysis: Analysis,
+    out: str | Path,
+    force: bool = False,
+    provenance: dict | None = None,
 ) -> Path:
     """Generate every file of the build into `out` (created if needed); returns its path.
 
@@ -97,7 +103,7 @@ def write_build(
         "optimizer.py": emit_optimizer(network, analysis),
         "certificate.py": emit_certificate(network, analysis),
         "distributed.py": emit_distributed(),
-        "spec.json": spec_json(network, analysis),
+        "spec.json": spec_json(network, analysis, provenance),
     }
     templates = resources.files("modc.codegen") / "templates"
     files.update({name: (templates / name).read_text("utf-8") for name in TEMPLATES})

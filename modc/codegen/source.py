@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import builtins
 import functools
+import importlib.util
 import inspect
 import keyword
 import sys
@@ -20,10 +21,12 @@ import textwrap
 import types
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import sympy
 
 from modc.errors import shown
+from modc.lazy import resolve
 
 # The only imports generated code may have: the name that shows it uses one, its line, and
 # whether it is of the standard library (those come first, as isort orders them).
@@ -105,7 +108,7 @@ def _uses(obj: object) -> list[object]:
     scope = vars(sys.modules[module])
     found: list[object] = []
     for name in sorted(names):
-        value = scope.get(name)
+        value = resolve(scope.get(name))  # a function imported lazily (modc.lazy): itself
         if (inspect.isfunction(value) or inspect.isclass(value)) and getattr(
             value, "__module__", ""
         ).startswith("modc."):
@@ -271,10 +274,29 @@ def docstring(text: str, indent: int = 0) -> str:
 
 @functools.cache
 def _module_members() -> frozenset[str]:
-    """nn.Module's own attributes: its methods and properties, and what its __init__ sets."""
-    from torch import nn
-
-    return frozenset(dir(nn.Module)) | frozenset(vars(nn.Module()))
+    """nn.Module's own attributes: its methods and properties, and what its __init__ sets
+    (the public ones: names starting with `_` are refused anyway). Read from the source of
+    the installed torch, without importing it (slow), so that elaborating a spec never
+    imports torch; tests/test_cli_startup.py checks them against dir(nn.Module)."""
+    spec = importlib.util.find_spec("torch")
+    path = Path(spec.origin).parent / "nn" / "modules" / "module.py"
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    module = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Module")
+    names = set()
+    for node in module.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+    init = next(n for n in module.body if getattr(n, "name", "") == "__init__")
+    for node in ast.walk(init):  # self.x = ... and super().__setattr__("x", ...)
+        if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            names.add(node.attr)
+        elif isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "__setattr__":
+            names |= {a.value for a in node.args[:1] if isinstance(a, ast.Constant)}
+    return frozenset(names)
 
 
 def attribute(wanted: str, taken: Collection[str] = ()) -> str:

@@ -12,10 +12,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import sympy
-import torch
-import torch.nn.functional as F
 
+from modc.lazy import LazyModule
 from modc.ops.base import RMS_AT_MOST_1, ZERO, Bond, features, primary
+
+torch = LazyModule("torch")
+F = LazyModule("torch.nn.functional")
 
 #: GELU's largest |second derivative|, 2φ(0) = √(2/π), over its scale 1.1289042 (the
 #: largest slope, Φ(√2) + √2·φ(√2) = 1.1289041452, rounded up): 0.7067779, rounded up.

@@ -11,32 +11,11 @@ from __future__ import annotations
 import math
 
 import sympy
-import torch
-from torch import nn
 
-from modc.ops.base import ACTIVATION, ONE, ZERO, Atom, Shape, ShapeError
+from modc.lazy import LazyModule
+from modc.ops.base import ACTIVATION, ONE, ZERO, Atom, Layer, Shape, ShapeError
 
-
-class Bias(nn.Module):
-    """y = x + b, b starting at zero."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.weight = nn.Parameter(torch.zeros(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.weight
-
-
-class Gain(nn.Module):
-    """y = g ⊙ x, g starting at one."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.weight
+torch = LazyModule("torch")
 
 
 def bias_dualize(grad: torch.Tensor, target: float) -> torch.Tensor:
@@ -88,7 +67,7 @@ class _Vector(Atom):
 
 class BiasOp(_Vector):
     name = "Bias"
-    module = Bias
+    module = Layer("Bias")
     dualize = bias_dualize
     norm = bias_norm
     lipschitz = bias_lipschitz
@@ -103,7 +82,7 @@ class BiasOp(_Vector):
 
 class GainOp(_Vector):
     name = "Gain"
-    module = Gain
+    module = Layer("Gain")
     dualize = gain_dualize
     norm = gain_norm
     lipschitz = gain_lipschitz

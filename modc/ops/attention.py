@@ -23,9 +23,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import sympy
-import torch
-import torch.nn.functional as F
 
+from modc.lazy import LazyModule
 from modc.ops.base import (
     ACTIVATION,
     ONE,
@@ -41,6 +40,9 @@ from modc.ops.base import (
     show,
 )
 from modc.runtime.certify import largest_rms, largest_row_l1
+
+torch = LazyModule("torch")
+F = LazyModule("torch.nn.functional")
 
 
 def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -75,7 +77,9 @@ def apply_scores(v: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
     return scores @ v
 
 
-def causal_attention(v: torch.Tensor, q: torch.Tensor, k: torch.Tensor, scale: float):
+def causal_attention(
+    v: torch.Tensor, q: torch.Tensor, k: torch.Tensor, scale: float
+) -> torch.Tensor:
     """softmax(scale · q·kᵀ / d_head, causal) @ v, in one fused kernel."""
     return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale / q.shape[-1])
 

@@ -7,6 +7,7 @@ verbatim into the generated files. The theory is docs/theory.md.
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -159,11 +160,22 @@ class Op:
         return f"{self.name}({', '.join(shown)})" if shown else self.name
 
 
+class Layer:
+    """An atom's nn.Module class, by its name in modc.runtime.layers, imported (with torch)
+    when first read: the stages before code generation never read it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: object, owner: type | None = None) -> type:
+        return getattr(importlib.import_module("modc.runtime.layers"), self.name)
+
+
 class Atom(Op):
     """An operation with a weight tensor: mass 1 unless the spec says otherwise."""
 
     atom = True
-    module: ClassVar[type]  # the nn.Module class copied into model.py
+    module: ClassVar[type]  # the nn.Module class copied into model.py: Layer("Name")
     # (grad, target, **polar_options) -> update of norm target; optimizer.py. grad may be a
     # bank (k, *weight_shape) of k same-shape weights with target of shape (k, 1, ..., 1):
     # each is dualized alone. Options such as method="muon" go to polar(); a dual map

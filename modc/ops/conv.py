@@ -19,34 +19,12 @@ from __future__ import annotations
 import math
 
 import sympy
-import torch
-import torch.nn.functional as F
-from torch import nn
 
-from modc.ops.base import L2, Arg, Atom, Shape, ShapeError, show
-from modc.runtime.polar import polar
+from modc.lazy import LazyAttribute, LazyModule
+from modc.ops.base import L2, Arg, Atom, Layer, Shape, ShapeError, show
 
-
-class Conv2D(nn.Module):
-    """2-D convolution whose taps start orthogonal, scaled so that the atom's norm is 1."""
-
-    def __init__(self, fan_in: int, fan_out: int, kernel: int, stride: int, padding: int):
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(fan_out, fan_in, kernel, kernel))
-        self.stride, self.padding = stride, padding
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        fan_out, fan_in, k, _ = self.weight.shape
-        taps = torch.empty(k * k, fan_out, fan_in)
-        for tap in taps:
-            nn.init.orthogonal_(tap)
-        taps *= math.sqrt(fan_out / fan_in) / (k * k)
-        with torch.no_grad():
-            self.weight.copy_(taps.reshape(k, k, fan_out, fan_in).permute(2, 3, 0, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.weight, stride=self.stride, padding=self.padding)
+torch = LazyModule("torch")
+polar = LazyAttribute("modc.runtime.polar", "polar")  # imports torch as it loads
 
 
 def conv2d_dualize(grad: torch.Tensor, target: float, **polar_options) -> torch.Tensor:
@@ -106,7 +84,7 @@ class Conv2DOp(Atom):
         Arg("stride", "size", sympy.Integer(1)),
         Arg("padding", "number", sympy.Integer(0)),
     )
-    module = Conv2D
+    module = Layer("Conv2D")
     dualize = conv2d_dualize
     norm = conv2d_norm
     lipschitz = conv2d_lipschitz

@@ -11,30 +11,12 @@ from __future__ import annotations
 import math
 
 import sympy
-import torch
-import torch.nn.functional as F
-from torch import nn
 
-from modc.ops.base import Arg, Atom, Shape
+from modc.lazy import LazyModule
+from modc.ops.base import Arg, Atom, Layer, Shape
 from modc.runtime.certify import spectral_norm_upper
 
-
-class Embed(nn.Module):
-    """y = W[x]; every row starts with ℓ2 norm √dim (RMS 1), so the atom's norm is 1."""
-
-    def __init__(self, num: int, dim: int):
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(num, dim))
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        dim = self.weight.shape[1]
-        nn.init.normal_(self.weight)
-        with torch.no_grad():
-            self.weight.mul_(math.sqrt(dim) / self.weight.norm(dim=1, keepdim=True))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.embedding(x, self.weight)
+torch = LazyModule("torch")
 
 
 def embed_dualize(grad: torch.Tensor, target: float) -> torch.Tensor:
@@ -66,7 +48,7 @@ class EmbedOp(Atom):
 
     name = "Embed"
     args = (Arg("num"), Arg("dim"))
-    module = Embed
+    module = Layer("Embed")
     dualize = embed_dualize
     norm = embed_norm
     lipschitz = embed_lipschitz

@@ -9,31 +9,13 @@ from __future__ import annotations
 import math
 
 import sympy
-import torch
-import torch.nn.functional as F
-from torch import nn
 
-from modc.ops.base import Arg, Atom, Shape, ShapeError
+from modc.lazy import LazyAttribute, LazyModule
+from modc.ops.base import Arg, Atom, Layer, Shape, ShapeError
 from modc.runtime.certify import spectral_cap, spectral_norm_upper
-from modc.runtime.polar import polar
 
-
-class Linear(nn.Module):
-    """y = x Wᵀ; W starts orthogonal, scaled to RMS→RMS norm 1."""
-
-    def __init__(self, fan_in: int, fan_out: int):
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(fan_out, fan_in))
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        fan_out, fan_in = self.weight.shape
-        nn.init.orthogonal_(self.weight)
-        with torch.no_grad():
-            self.weight.mul_(math.sqrt(fan_out / fan_in))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight)
+torch = LazyModule("torch")
+polar = LazyAttribute("modc.runtime.polar", "polar")  # imports torch as it loads
 
 
 def linear_dualize(grad: torch.Tensor, target: float, **polar_options) -> torch.Tensor:
@@ -63,7 +45,7 @@ def linear_lipschitz_activation(weight: torch.Tensor) -> float:
 class LinearOp(Atom):
     name = "Linear"
     args = (Arg("out"),)
-    module = Linear
+    module = Layer("Linear")
     dualize = linear_dualize
     norm = linear_norm
     lipschitz = linear_lipschitz

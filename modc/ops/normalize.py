@@ -17,9 +17,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import sympy
-import torch
-import torch.nn.functional as F
 
+from modc.lazy import LazyModule
 from modc.ops.base import (
     ACTIVATION,
     ONE,
@@ -32,6 +31,9 @@ from modc.ops.base import (
     primary,
 )
 from modc.runtime.certify import smallest_centred_rms, smallest_rms
+
+torch = LazyModule("torch")
+F = LazyModule("torch.nn.functional")
 
 RMS_CURVATURE = 2 / sympy.sqrt(3)
 #: The Lipschitz constant of RMS division with its 1e-6 guard, on inputs of RMS ≥ 1.

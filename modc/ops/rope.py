@@ -8,9 +8,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import sympy
-import torch
 
+from modc.lazy import LazyModule
 from modc.ops.base import RMS_AT_MOST_1, Arg, Bond, Shape, ShapeError, exact, show
+
+torch = LazyModule("torch")
 
 
 def rope(x: torch.Tensor, base: float) -> torch.Tensor:

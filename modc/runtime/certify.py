@@ -3,8 +3,10 @@ and the measures by which the certificate checks its conditions on data."""
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+from modc.lazy import LazyModule
+
+torch = LazyModule("torch")  # imported when first used: `modc bounds` never runs a tensor
+nn = LazyModule("torch.nn")
 
 
 def _vector_rms(x: torch.Tensor) -> torch.Tensor:

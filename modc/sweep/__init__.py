@@ -26,6 +26,7 @@ def sweep(
     seeds: int = 1,
     fixed: list[str] = (),
     settings: list[str] = (),
+    gpus: list[str] = (),
 ) -> str:
     """Run the grid and write results.csv and transfer.png into `out`; returns the summary.
 
@@ -33,7 +34,8 @@ def sweep(
     the lr grids ("LO:HI" for all, "KIND=LO:HI" for one; see grid.lr_grids).
     `fixed` ("name=value") holds the other parameters of every variant; a directory keeps
     the fixed parameters and training arguments it was first swept with, so that finished
-    runs are only reused for the same grid.
+    runs are only reused for the same grid. `gpus` (CUDA_VISIBLE_DEVICES names) spreads the
+    runs over those GPUs (runner.execute).
     """
     axes = [parse_vary(v) for v in vary]
     if both := {f.split("=", 1)[0].strip() for f in fixed} & {name for name, _ in axes}:
@@ -43,7 +45,7 @@ def sweep(
     chosen = [parse_set(s) for s in settings]
     runs = plan(axes, optimizers, lr_grids(list(lrs), optimizers), seeds, chosen)
     _same_setup(Path(out), {"fixed": list(fixed), "train": train_args})
-    results = execute(Path(spec), runs, Path(out), train_args, jobs, list(fixed))
+    results = execute(Path(spec), runs, Path(out), train_args, jobs, list(fixed), gpus=gpus)
     write_csv(results, Path(out) / "results.csv")
     names = " × ".join(name for name, _ in [*axes, *chosen]) or "lr"
     plot(results, Path(out) / "transfer.png", f"{Path(spec).name}: held-out loss, by {names}")

@@ -4,15 +4,20 @@ A run that diverges (train.py's status 1 with its own message) is a result; any 
 failure stops the sweep with one line naming the run and its log, since it is a set-up
 error (bad data, a flag, memory) that the remaining runs would repeat. Finished runs are
 kept, so a rerun after the fix continues where this one stopped.
+
+On a machine with GPUs the runs are spread over the visible ones: each job slot holds one
+GPU (slot i the GPU i mod count), and a run sees only its own (CUDA_VISIBLE_DEVICES).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import queue
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +58,23 @@ class Failed(Exception):
     """A run that ended neither with a result nor with divergence."""
 
 
-def _train(build: Path, run: Run, out: Path, args: list[str], threads: int) -> Result:
+def visible_gpus(count: Callable[[], int] | None = None) -> list[str]:
+    """The GPUs runs may use, as CUDA_VISIBLE_DEVICES names them: the ones it lists when it
+    is set, else 0 … count() - 1; `count` is torch.cuda.device_count unless a test gives
+    its own."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [g.strip() for g in listed.split(",") if g.strip() and g.strip() != "-1"]
+    if count is None:
+        import torch
+
+        count = torch.cuda.device_count
+    return [str(i) for i in range(count())]
+
+
+def _train(
+    build: Path, run: Run, out: Path, args: list[str], threads: int, gpu: str | None = None
+) -> Result:
     cmd = [
         sys.executable,
         str(build / "train.py"),
@@ -69,9 +90,14 @@ def _train(build: Path, run: Run, out: Path, args: list[str], threads: int) -> R
         *args,
     ]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpu
     out.mkdir(parents=True, exist_ok=True)
     log = out / "train.log"
     with open(log, "w") as f:
+        if gpu is not None:
+            f.write(f"# CUDA_VISIBLE_DEVICES={gpu}\n")
+            f.flush()
         code = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
     last = (log.read_text(errors="replace").strip().splitlines() or [""])[-1]
     if code == 1 and last.startswith("train.py: error:"):  # stopped on a non-finite loss
@@ -90,9 +116,10 @@ def execute(
     jobs: int,
     fixed: list[str] = (),
     progress: bool = True,
+    gpus: list[str] = (),
 ) -> list[Result]:
     """Compile each variant (with the `fixed` parameters) once into out/builds, then run the
-    grid into out/runs."""
+    grid into out/runs, `jobs` at a time; with `gpus`, job slot i runs on gpus[i mod count]."""
     builds: dict[str, Path] = {}
     for run in runs:
         if run.variant_id not in builds:
@@ -107,11 +134,21 @@ def execute(
             todo.append(run)
     bar = Progress(len(runs), len(results), progress)
     threads = max(1, usable_cores() // jobs)
+    slots: queue.SimpleQueue = queue.SimpleQueue()  # a job takes a slot, runs, gives it back
+    for i in range(jobs):
+        slots.put(gpus[i % len(gpus)] if gpus else None)
+
+    def train(run: Run) -> Result:
+        gpu = slots.get()
+        try:
+            return _train(
+                builds[run.variant_id], run, out / "runs" / run.id, train_args, threads, gpu
+            )
+        finally:
+            slots.put(gpu)
+
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = [
-            pool.submit(_train, builds[r.variant_id], r, out / "runs" / r.id, train_args, threads)
-            for r in todo
-        ]
+        futures = [pool.submit(train, r) for r in todo]
         try:
             for future in as_completed(futures):
                 result = future.result()

@@ -3,7 +3,10 @@
 A data set gives `batch(step, batch_size, seed)`, the training batch of `step` (0-based),
 a function of (seed, step) alone, so that a resumed run sees exactly the batches of an
 unbroken one; and `held_out()`, a fixed evaluation split that no seed changes. Both return
-(x, y) on the training device. Imports torch and the Python standard library only.
+(x, y) on the CPU: train.py moves each batch to the device as it needs it, so a data set
+larger than the device's memory trains. y holds class labels (integers), or regression
+targets (floats, one row per example) for `loss: mse` on a CSV with a target per output.
+Imports torch and the Python standard library only.
 """
 
 import array
@@ -38,20 +41,31 @@ class Dataset(Protocol):
 
 
 def load(
-    data: str, input_shape: tuple[int, ...], output_shape: tuple[int, ...], device: torch.device
+    data: str,
+    input_shape: tuple[int, ...],
+    output_shape: tuple[int, ...],
+    loss: str = "cross_entropy",
+    label_column: int | str = -1,
+    header: bool | str = "auto",
 ) -> Dataset:
-    """The data set that --data names (one of NAMES, else a path) for a model of these shapes."""
+    """The data set that --data names (one of NAMES, else a path) for a model of these shapes.
+
+    A CSV's label is its column `label_column` (an index, negative from the end, or a name
+    in the header row); `header` is True, False or "auto" (a first row with a cell that is
+    not a number). With `loss` "mse", a CSV may instead end in one target per output."""
     if data == "synthetic" and is_sequence_model(input_shape, output_shape):
-        return Text(synthetic_text(output_shape[-1]), input_shape[0], device)
+        return Text(synthetic_text(output_shape[-1]), input_shape[0])
     if data == "synthetic":
-        return Examples(*synthetic(input_shape, output_shape[-1]), device)
+        return Examples(*synthetic(input_shape, output_shape[-1]))
     path = HERE / "data" / SHIPPED[data] if data in SHIPPED else Path(data)
     if path.suffix == ".txt":
         context = sequence_context(data, input_shape, output_shape)
-        return Text(read_text(path, output_shape[-1]), context, device)
-    x, y = read_examples(path, input_shape, output_shape[-1])
+        return Text(read_text(path, output_shape[-1]), context)
+    targets = math.prod(output_shape) if loss == "mse" else 0
+    x, y = read_examples(path, input_shape, output_shape[-1], targets, label_column, header)
     x = x / 255 if data == "mnist" else x
-    return Examples(x.reshape(len(x), *input_shape).float(), y.long(), device)
+    y = y.float() if y.dim() == 2 else y.long()
+    return Examples(x.reshape(len(x), *input_shape).float(), y)
 
 
 def check_file(path: Path) -> None:
@@ -72,25 +86,79 @@ def synthetic(input_shape: tuple[int, ...], classes: int) -> Pair:
     return x, (x.flatten(1) @ teacher).argmax(1)
 
 
-def read_examples(path: Path, input_shape: tuple[int, ...], classes: int) -> Pair:
-    """Features and labels from a .csv, .csv.gz or .pt file, checked against the model."""
+def read_examples(
+    path: Path,
+    input_shape: tuple[int, ...],
+    classes: int,
+    targets: int = 0,
+    label_column: int | str = -1,
+    header: bool | str = "auto",
+) -> Pair:
+    """Features and labels from a .csv, .csv.gz or .pt file, checked against the model; or,
+    when `targets` (the model's outputs, for mse) is not 0 and the rows hold that many
+    targets, float targets of shape (N, targets)."""
     check_file(path)
     features = math.prod(input_shape)
     if path.suffix == ".pt":
-        x, y = read_pt(path, features, input_shape)
+        x, y = read_pt(path, features, input_shape, targets)
+        column = None
     else:
-        x, y = read_csv(path, features, input_shape)
-    if (y != y.round()).any() or y.min() < 0 or y.max() >= classes:
-        raise DataError(
-            f"{path}: labels must be integers in [0, {classes}); found "
-            f"{y.min().item():g} to {y.max().item():g}"
-        )
+        x, y, column = read_csv(path, features, input_shape, targets, label_column, header)
     if not x.isfinite().all():
         raise DataError(f"{path}: features must be finite numbers")
+    if y.dim() == 2:
+        if not y.isfinite().all():
+            raise DataError(f"{path}: targets must be finite numbers")
+        return x, y
+    check_labels(path, y, classes, column, x)
     return x, y
 
 
-def read_csv(path: Path, features: int, input_shape: tuple[int, ...]) -> Pair:
+def check_labels(
+    path: Path, y: torch.Tensor, classes: int, column: int | None, x: torch.Tensor
+) -> None:
+    """Refuse labels that are not class indices of this model, and a label column whose
+    every value is the same (a pixel read as the label, say), naming a column that looks
+    like labels when there is one."""
+    where = "" if column is None else f" (column {column})"
+    if (y != y.round()).any() or y.min() < 0 or y.max() >= classes:
+        raise DataError(
+            f"{path}: labels{where} must be integers in [0, {classes}); found "
+            f"{y.min().item():g} to {y.max().item():g}{label_hint(x, classes, column)}"
+        )
+    if len(y) > 1 and (y == y[0]).all():
+        raise DataError(
+            f"{path}: the label{where} is {y[0].item():g} in all {len(y)} rows: not class "
+            f"labels{label_hint(x, classes, column) or '; is the label another column?'}"
+        )
+
+
+def label_hint(x: torch.Tensor, classes: int, column: int | None) -> str:
+    """The hint "; column K looks like class labels: pass --label-column K", for the first
+    feature column of integers in [0, classes) with two values or more; "" if none."""
+    if column is None:
+        return ""
+    for k in range(x.shape[1]):
+        v = x[:, k]
+        if (v == v.round()).all() and v.min() >= 0 and v.max() < classes and (v != v[0]).any():
+            shown = k if k < column else k + 1  # x lacks the label column
+            return f"; column {shown} looks like class labels: pass --label-column {shown}"
+    return ""
+
+
+def read_csv(
+    path: Path,
+    features: int,
+    input_shape: tuple[int, ...],
+    targets: int = 0,
+    label_column: int | str = -1,
+    header: bool | str = "auto",
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(features, labels, the label's column) of a CSV: one example a row, `features`
+    numbers and the label in column `label_column`. With `targets` not 0, a row of
+    `features` + `targets` numbers ends in regression targets (one target: the column
+    `label_column`), returned as (N, targets) floats. A header row is skipped (`header`:
+    True, False or "auto": a first row that is not all numbers over a second that is)."""
     try:
         with (gzip.open if path.suffix == ".gz" else open)(path, "rt", encoding="utf-8") as f:
             lines = [line for line in f.read().splitlines() if line.strip()]
@@ -98,28 +166,66 @@ def read_csv(path: Path, features: int, input_shape: tuple[int, ...]) -> Pair:
         raise DataError(f"{path}: not UTF-8 text: byte 0x{e.object[e.start]:02x}") from None
     except (OSError, EOFError) as e:  # not gzip, truncated, unreadable
         raise DataError(f"{path}: cannot be read: {e}") from None
+    names = []
+    detected = len(lines) > 1 and not numbers(lines[0]) and numbers(lines[1])
+    if lines and (header is True or (header == "auto" and detected)):
+        names, lines = [c.strip() for c in lines[0].split(",")], lines[1:]
     if not lines:
         raise DataError(f"{path}: no rows")
-    for n, line in enumerate(lines, start=1):
-        if line.count(",") != features:
+    regression = targets > 0 and lines[0].count(",") == features + targets - 1
+    width = features + (targets if regression else 1)
+    for n, line in enumerate(lines, start=1 + bool(names)):
+        if line.count(",") != width - 1:
             raise DataError(
                 f"{path}, row {n}: {line.count(',')} features; the model takes {features} "
                 f"(INPUT_SHAPE {input_shape}), then the label"
+                + (f" (or {targets} targets)" if targets > 1 else "")
             )
     try:  # one flat array of float64: much faster than a list of lists
         flat = array.array("d", map(float, ",".join(lines).split(",")))
     except ValueError as e:
         raise DataError(f"{path}: not a number: {str(e).split(': ', 1)[-1]}") from None
-    rows = torch.frombuffer(flat, dtype=torch.float64).view(-1, features + 1)
-    return rows[:, :-1], rows[:, -1]
+    rows = torch.frombuffer(flat, dtype=torch.float64).view(-1, width)
+    if regression and targets > 1:  # the last `targets` columns
+        return rows[:, :features], rows[:, features:], features
+    column = label_index(path, label_column, names, width)
+    keep = [k for k in range(width) if k != column]
+    y = rows[:, column]
+    return rows[:, keep], y[:, None] if regression else y, column
 
 
-def read_pt(path: Path, features: int, input_shape: tuple[int, ...]) -> Pair:
+def numbers(line: str) -> bool:
+    try:
+        [float(cell) for cell in line.split(",")]
+    except ValueError:
+        return False
+    return True
+
+
+def label_index(path: Path, label_column: int | str, names: list[str], width: int) -> int:
+    """The label's column as an index in [0, width): an index (negative from the end), or
+    a name in the header row."""
+    if isinstance(label_column, str) and label_column.lstrip("-").isdigit():
+        label_column = int(label_column)
+    if isinstance(label_column, str):
+        if label_column not in names:
+            known = ", ".join(names) if names else "none: the file has no header row"
+            raise DataError(f"{path}: no column named {label_column!r}; the columns: {known}")
+        return names.index(label_column)
+    if not -width <= label_column < width:
+        raise DataError(f"{path}: --label-column {label_column}, but a row has {width} columns")
+    return label_column % width
+
+
+def read_pt(path: Path, features: int, input_shape: tuple[int, ...], targets: int = 0) -> Pair:
+    """(x, y) of a .pt file: y labels (N,), or with `targets`, float targets (N, targets)."""
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
         x, y = obj["x"], obj["y"]
         real = not any(t.is_complex() or t.dtype == torch.bool for t in (x, y))
-        fits = real and y.dim() == 1 and len(x) == len(y) > 0 and x[0].numel() == features
+        regression = targets and y.is_floating_point() and y.shape[1:] == (targets,)
+        fits = real and (y.dim() == 1 or regression) and len(x) == len(y) > 0
+        fits = fits and x[0].numel() == features
     except Exception:  # noqa: BLE001 (whatever torch.load or indexing raises, it does not fit)
         fits = False
     if not fits:
@@ -130,9 +236,10 @@ def read_pt(path: Path, features: int, input_shape: tuple[int, ...]) -> Pair:
 
 
 def held_out_split(y: torch.Tensor) -> Pair:
-    """Indices (train, held): 10% of each class, the same on every run and for every seed."""
+    """Indices (train, held): 10% of each class (of all examples, for regression targets),
+    the same on every run and for every seed."""
     g = torch.Generator().manual_seed(0)
-    label = y.reshape(len(y), -1)[:, 0]
+    label = y.reshape(len(y), -1)[:, 0] if not y.is_floating_point() else torch.zeros(len(y))
     held = torch.zeros(len(y), dtype=torch.bool)
     for c in label.unique():
         members = (label == c).nonzero().flatten()
@@ -161,15 +268,14 @@ def batch_indices(step: int, n: int, batch_size: int, seed: int) -> torch.Tensor
 class Examples:
     """Labelled examples: 10% of each class held out, inputs standardised by the rest."""
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, device: torch.device):
+    def __init__(self, x: torch.Tensor, y: torch.Tensor):
         train, held = held_out_split(y)
         x = (x - x[train].mean()) / x[train].std().clamp_min(1e-8)
-        self.device = device
-        self.x, self.y = x[train].to(device), y[train].to(device)
-        self.held = x[held].to(device), y[held].to(device)
+        self.x, self.y = x[train], y[train]
+        self.held = x[held], y[held]
 
     def batch(self, step: int, batch_size: int, seed: int) -> Pair:
-        idx = batch_indices(step, len(self.x), batch_size, seed).to(self.device)
+        idx = batch_indices(step, len(self.x), batch_size, seed)
         return self.x[idx], self.y[idx]
 
     def held_out(self) -> Pair:
@@ -230,7 +336,7 @@ class Text:
     """A byte corpus: the first 90% trains on windows at random offsets; up to HELD_WINDOWS
     non-overlapping windows, spread evenly over the last 10%, are held out."""
 
-    def __init__(self, tokens: torch.Tensor, context: int, device: torch.device):
+    def __init__(self, tokens: torch.Tensor, context: int):
         cut = len(tokens) * 9 // 10
         train, held, span = tokens[:cut], tokens[cut:], context + 1
         if len(train) < span or len(held) < span:
@@ -240,15 +346,14 @@ class Text:
             )
         count = min(HELD_WINDOWS, len(held) // span)
         starts = torch.tensor([i * (len(held) - span) // max(1, count - 1) for i in range(count)])
-        self.span, self.device = span, device
-        self.train = train.to(device)
-        self.held = self.pairs(held[starts[:, None] + torch.arange(span)].to(device))
+        self.span, self.train = span, train
+        self.held = self.pairs(held[starts[:, None] + torch.arange(span)])
 
     def batch(self, step: int, batch_size: int, seed: int) -> Pair:
         g = generator(seed, step)
         starts = torch.randint(len(self.train) - self.span + 1, (batch_size, 1), generator=g)
         offsets = starts + torch.arange(self.span)
-        return self.pairs(self.train[offsets.to(self.device)])
+        return self.pairs(self.train[offsets])
 
     def held_out(self) -> Pair:
         return self.held

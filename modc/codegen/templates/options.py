@@ -71,4 +71,13 @@ def rules(kinds: list[str] | None, polars: list[str] | None) -> dict[str, tuple[
         "certify_every": ("an integer ≥ 0", integer(0)),
         "seed": ("an integer in [0, 2^64)", integer(0, 2**64)),
         "max_skips": ("an integer ≥ 1", integer(1)),
+        "loss": ("cross_entropy or mse", one_of(["cross_entropy", "mse"])),
+        "clip_grad": ("a finite number ≥ 0 (0: off)", number(0)),
+        "label_column": ("a column's index or name", column),
+        "header": ("true, false or auto", lambda v: v is True or v is False or v == "auto"),
     }
+
+
+def column(v: object) -> bool:
+    """A check: a CSV column, by index (negative from the end) or by name."""
+    return (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, str) and v != "")

@@ -4,6 +4,9 @@
     python train.py --steps 2000 --lr 0.3 --schedule cosine --warmup 100
     python train.py --data my_data.csv.gz --out runs/mine
     python train.py --out runs/mine --resume       # continue a stopped run exactly
+    python train.py --out runs/mine --resume --steps 4000  # extend a finished run
+    python train.py --data shakespeare --sample 500 --temperature 0.8 --top-k 40
+    python train.py --data house.csv --header --label-column price --loss mse
     python train.py --optimizer adamw --lr 1e-3    # a baseline, from the same build
     python train.py --constraint cap               # keep the spec's Lipschitz bound
     python train.py --optimizer muon --lr 0.02 --adamw-lr 3e-4 --beta2 0.95
@@ -33,11 +36,19 @@ Data (--data):
     synthetic    4,096 Gaussian inputs, labelled by a fixed random linear teacher; for a
                  sequence model, 65,536 tokens of a fixed random bigram chain
     shakespeare  data/shakespeare.txt next to this script: eight plays, 1.06 MB of ASCII
-    PATH         your own data: a .csv or .csv.gz file, one example per line, numbers only,
-                 no header: "feature, ..., feature, label"; or a .pt file written by
-                 torch.save({"x": float tensor (N, *INPUT_SHAPE), "y": long tensor (N,)}, PATH).
-                 Each example has as many features as the model's input; labels are
-                 integers in [0, classes). Or a .txt file: any text, read as bytes.
+    PATH         your own data: a .csv or .csv.gz file, one example per line, numbers:
+                 "feature, ..., feature, label", the label in --label-column (an index,
+                 negative from the end, default -1; or a name in the header row); a first
+                 row that is not all numbers is a header (--header / --no-header to say);
+                 or a .pt file written by torch.save({"x": float tensor (N, *INPUT_SHAPE),
+                 "y": long tensor (N,)}, PATH). Each example has as many features as the
+                 model's input; labels are integers in [0, classes), and a label column
+                 that holds one value only is refused (a pixel read as the label, say).
+                 Or a .txt file: any text, read as bytes.
+Loss (--loss, or the spec's train.loss): cross_entropy (classes, next bytes), or mse: the
+mean squared error between the outputs and either the one-hot class (a label column) or,
+for a CSV whose rows end in one number per output, those numbers (regression: eval_acc is
+then empty). --clip-grad NORM clips the gradients' global ℓ2 norm (0: off, the default).
 Labelled data (mnist, synthetic, .csv, .pt): inputs are standardised with the training
 split's mean and std; 10% of each class is held out by a fixed generator, not --seed, so
 held-out numbers compare across runs.
@@ -46,6 +57,8 @@ next-byte logits, OUTPUT_SHAPE (context, vocab): each byte is a token, so every 
 below vocab (128 for ASCII). The first 90% of the bytes trains, on windows at random offsets;
 up to 256 fixed, non-overlapping windows spread over the last 10% are held out, so eval_loss
 is the mean cross-entropy per token (nats) and eval_acc the next-byte accuracy.
+--sample N prints N bytes of text from the trained model (--prompt, --temperature,
+--top-k; also generate.py RUN). Batches go to the device one at a time, not the data set.
 
 Several processes (torchrun; gloo on CPU, nccl on CUDA, one GPU a process): data parallel
 with DDP. --batch-size is per process: a step's global batch is batch-size × processes ×
@@ -56,11 +69,18 @@ file; a collective that waits longer than --timeout seconds for a failed process
 
 Output in --out (default runs/<name>):
     metrics.csv         step,loss,lr,eval_loss,eval_acc,lipschitz_upper,skipped: a row per
-                        step; skipped counts the steps skipped so far
+                        step; skipped counts the steps skipped so far. Losses stay on the
+                        device and the rows are written every --log-every steps (and at
+                        each checkpoint): no host sync per step for the log
+    tensorboard/        with --tensorboard (needs the tensorboard package): the same scalars
     certificates.jsonl  the certificate's report every --certify-every steps, a JSON a line
     checkpoint.pt       model, optimizer, scheduler, step, args and their SHA-256; --resume
                         checks it and continues with the same batches, and on CPU ends with
-                        the same weights; a damaged checkpoint is refused and left as it is
+                        the same weights; a damaged checkpoint is refused and left as it is.
+                        --resume --steps N extends a run (finished or not) to N steps: the
+                        lr schedule from then on is that of an N-step run, so with
+                        --schedule constant it is one N-step run; a decaying schedule
+                        rises again from where an N-step run would be
     train.lock          held while a run writes here: one --out takes one run at a time
     final.json          steps, train_loss, eval_loss, eval_acc, seconds; losses per token for text
     certificate.json    the Lipschitz certificate of the trained weights
@@ -104,6 +124,8 @@ from distributed import (  # noqa: E402
     ranks,
     split_dual_maps,
 )
+from generate import generate, prompt_tokens, text_of  # noqa: E402
+from metrics import Metrics, Progress, start_metrics  # noqa: E402
 from model import INPUT_SHAPE, OUTPUT_SHAPE, build_model  # noqa: E402
 from optimizer import make_optimizer  # noqa: E402
 from options import SETTINGS, rules  # noqa: E402
@@ -136,6 +158,10 @@ DEFAULTS = {
     "certify_every": 0,
     "seed": 0,
     "max_skips": 10,
+    "loss": "cross_entropy",
+    "clip_grad": 0.0,
+    "label_column": -1,
+    "header": "auto",
 }
 KINDS = getattr(sys.modules[make_optimizer.__module__], "KINDS", None)
 POLARS = list(getattr(sys.modules[make_optimizer.__module__], "POLAR", {})) or None
@@ -192,55 +218,88 @@ def flat(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     return logits.reshape(-1, logits.shape[-1]), y.reshape(-1)
 
 
+def loss_of(kind: str, out: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """The loss `kind` of outputs `out` against labels (integers) or targets (floats): the
+    cross-entropy, or the mean squared error against the one-hot label or the targets."""
+    if kind == "mse":
+        target = y if y.is_floating_point() else F.one_hot(y, out.shape[-1]).float()
+        if y.dim() == 1 and out.dim() > 2:  # one label per example, for all its positions
+            target = target.view(len(y), *[1] * (out.dim() - 2), -1).expand(out.shape)
+        return F.mse_loss(out, target.reshape(out.shape), reduction=reduction)
+    return F.cross_entropy(*flat(out, y), reduction=reduction)
+
+
 def train_step(
     model: nn.Module,
     optimizer: Optimizer,
     scheduler: LambdaLR,
     batches: list[tuple[torch.Tensor, torch.Tensor]],
-    bf16: bool = False,
-) -> tuple[float, float, bool]:
-    """One update on the micro-batches [(x, y), ...], the gradient of their mean loss (DDP
-    averages it over the ranks in the last backward); returns the loss, a mean over the
-    micro-batches and the ranks (so every rank decides alike), the learning rate it used,
-    and whether the step was skipped: its loss or its gradients were not finite, so the
-    weights and the optimizer's state stay as they were (the optimizer checks the
-    gradients). With bf16 the forward passes run under bfloat16 autocast (the loss in
-    float32)."""
+    device: torch.device,
+    args: argparse.Namespace,
+) -> tuple[torch.Tensor, float, bool]:
+    """One update on the micro-batches [(x, y), ...], each moved to `device` when its turn
+    comes: the gradient of their mean loss (DDP averages it over the ranks in the last
+    backward), its global ℓ2 norm clipped to --clip-grad if that is > 0. Returns the loss, a
+    mean over the micro-batches as a tensor on the device (reading it would wait for the
+    step: the log reads many at once), the learning rate it used, and whether the step was
+    skipped: its loss or its gradients were not finite, so the weights and the optimizer's
+    state stay as they were. A non-finite loss makes every gradient NaN through backward,
+    on every rank by DDP's average, so the optimizer's own check (its `skipped` count)
+    skips the step with no host sync here; an optimizer without that check is stepped
+    after one host sync on the loss. With --bf16 the forward passes run under bfloat16
+    autocast (the loss in float32)."""
     optimizer.zero_grad(set_to_none=True)
-    value = 0.0
+    total = torch.zeros((), device=device)
     for i, (x, y) in enumerate(batches):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         last = i == len(batches) - 1
         no_sync = getattr(model, "no_sync", contextlib.nullcontext)  # DDP: reduce once
         with contextlib.nullcontext() if last else no_sync():
-            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
-                logits = model(x)
-            loss = F.cross_entropy(*flat(logits.float(), y))
-            (loss / len(batches)).backward()  # every rank: DDP's all-reduce waits for all
-        value += loss.item() / len(batches)
-    value = mean_over_ranks(value, x.device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
+                out = model(x)
+            loss = loss_of(args.loss, out.float(), y)
+            poison = torch.where(loss.isfinite(), 1.0, math.nan)  # 1, or NaN for every grad
+            (loss * poison / len(batches)).backward()  # DDP's all-reduce waits for all ranks
+        total += loss.detach() / len(batches)
+    if args.clip_grad > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad, foreach=True)
     lr = optimizer.param_groups[0]["lr"]
-    skipped_before = getattr(optimizer, "skipped", 0)
-    if math.isfinite(value):
+    checks = hasattr(optimizer, "skipped")
+    before = getattr(optimizer, "skipped", 0)
+    finite = checks or math.isfinite(mean_over_ranks(total.item(), device))
+    if finite:
         optimizer.step()
     scheduler.step()
-    return value, lr, not math.isfinite(value) or getattr(optimizer, "skipped", 0) > skipped_before
+    return total, lr, not finite or getattr(optimizer, "skipped", 0) > before
 
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, bf16: bool = False
-) -> tuple[float, float]:
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    device: torch.device,
+    loss_kind: str = "cross_entropy",
+    bf16: bool = False,
+) -> tuple[float, float | None]:
+    """The mean loss on (x, y), per label or per output (mse), and the accuracy (None for
+    regression targets), in chunks of 1,024 examples moved to `device`."""
     model.eval()
-    loss = correct = count = 0.0
+    loss = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    terms = labels = 0  # the loss's terms (labels, or outputs for mse); labels
     for i in range(0, len(x), 1024):
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
-            out = model(x[i : i + 1024])
-        logits, labels = flat(out, y[i : i + 1024])
-        loss += F.cross_entropy(logits.float(), labels, reduction="sum").item()
-        correct += (logits.argmax(1) == labels).sum().item()
-        count += len(labels)
+        xs, ys = x[i : i + 1024].to(device), y[i : i + 1024].to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = model(xs).float()
+        loss += loss_of(loss_kind, out, ys, reduction="sum").double()
+        logits, flat_labels = flat(out, ys)
+        if not ys.is_floating_point():
+            correct += (logits.argmax(1) == flat_labels).sum()
+            labels += len(flat_labels)
+        terms += out.numel() if loss_kind == "mse" else len(flat_labels)
     model.train()
-    return loss / count, correct / count
+    return loss.item() / terms, correct.item() / labels if labels else None
 
 
 def lr_factor(schedule: str, warmup: int, steps: int) -> Callable[[int], float]:
@@ -356,16 +415,6 @@ def load_checkpoint(path: Path) -> dict:
     return content
 
 
-def start_metrics(path: Path, keep_until: int) -> None:
-    """(Re)write metrics.csv keeping only the rows up to step `keep_until`, which the
-    checkpoint we resume from covers; a killed run may have logged a few more."""
-    rows = path.read_text().splitlines()[1:] if keep_until and path.exists() else []
-    rows = [
-        r for r in rows if r.count(",") == len(FIELDS) - 1 and int(r.split(",")[0]) <= keep_until
-    ]
-    write_atomic(path, lambda f: f.write("\n".join([",".join(FIELDS), *rows, ""]).encode()))
-
-
 def start_reports(path: Path, keep_until: int) -> None:
     """(Re)write certificates.jsonl keeping only the reports up to step `keep_until`."""
 
@@ -387,39 +436,6 @@ def log_report(path: Path, step: int, model: nn.Module, x: torch.Tensor) -> floa
     with open(path, "a") as f:
         f.write(json.dumps({"step": step, **rep}) + "\n")
     return rep["lipschitz_upper"]
-
-
-def log_metrics(path: Path, row: dict[str, float]) -> None:
-    cells = [str(row["step"])] + [f"{row[k]:.6g}" if k in row else "" for k in FIELDS[1:]]
-    with open(path, "a") as f:  # closed, so flushed, after every row
-        f.write(",".join(cells) + "\n")
-
-
-class Progress:
-    """step/steps, a bar, loss, it/s and ETA on stderr: redrawn in place on a terminal,
-    printed about every 10% otherwise."""
-
-    def __init__(self, start: int, steps: int, quiet: bool):
-        self.start, self.steps, self.quiet = start, steps, quiet
-        self.tty, self.t0, self.shown = sys.stderr.isatty(), time.time(), 0.0
-
-    def update(self, step: int, loss: float, skipped: int) -> None:
-        now, last = time.time(), step == self.steps
-        decile = step * 10 // self.steps > (step - 1) * 10 // self.steps
-        if self.quiet or not (last or (now - self.shown > 0.1 if self.tty else decile)):
-            return
-        self.shown, rate = now, (step - self.start) / max(now - self.t0, 1e-9)
-        eta = int((self.steps - step) / max(rate, 1e-9))
-        line = (
-            f"step {step:>{len(str(self.steps))}}/{self.steps} "
-            f"[{'#' * (20 * step // self.steps):<20}] loss {loss:.4f}"
-            f"{f' ({skipped} skipped)' if skipped else ''} | "
-            f"{rate:.1f} it/s | ETA {eta // 60}:{eta % 60:02d}"
-        )
-        if self.tty:  # back to the start of the line, and clear what is left of it
-            print(f"\r{line}\033[K", end="\n" if last else "", file=sys.stderr, flush=True)
-        else:
-            print(line, file=sys.stderr, flush=True)
 
 
 # -- command line, set-up and the training loop ------------------------------------------
@@ -478,8 +494,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument(
         "--device",
         default="auto",
-        choices=["auto", "cpu", "cuda"],
-        help="auto: cuda if available",
+        type=device_setting,
+        help="auto (cuda if available), cpu, cuda or cuda:N",
     )
     p.add_argument("--seed", type=int, help="seeds the initial weights and the batch order")
     p.add_argument(
@@ -497,7 +513,43 @@ def parse_args() -> argparse.Namespace:
         type=int,
         help="steps between logs of lipschitz_upper (0: at the end)",
     )
-    p.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from --out/checkpoint.pt with its options; --steps N with it extends "
+        "the run to N steps (the lr schedule is then that of an N-step run from here on)",
+    )
+    p.add_argument("--loss", choices=["cross_entropy", "mse"], help="the training loss")
+    p.add_argument(
+        "--clip-grad", type=float, help="clip the gradients' global ℓ2 norm to this (0: off)"
+    )
+    p.add_argument(
+        "--label-column", help="a CSV's label column: an index (negative from the end) or a name"
+    )
+    p.add_argument(
+        "--header",
+        action=argparse.BooleanOptionalAction,
+        help="whether a CSV's first row is a header (default: auto, a row not all numbers)",
+    )
+    p.add_argument(
+        "--log-every",
+        type=int,
+        default=10,
+        help="steps between writes of metrics.csv (losses stay on the device until then)",
+    )
+    p.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also log to --out/tensorboard (needs the tensorboard package)",
+    )
+    p.add_argument(
+        "--sample", type=int, default=0, help="text models: print this many bytes at the end"
+    )
+    p.add_argument("--prompt", default="\n", help="--sample: the text to start from")
+    p.add_argument("--temperature", type=float, default=1.0, help="--sample: 0 is greedy")
+    p.add_argument(
+        "--top-k", type=int, default=0, help="--sample: draw from the k likeliest bytes (0: all)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.add_argument(
         "--timeout",
@@ -515,6 +567,11 @@ def parse_args() -> argparse.Namespace:
     p.set_defaults(**{k: v for k, v in spec.get("train", {}).items() if k in DEFAULTS})
     p.set_defaults(clip_setting=None)
     args = p.parse_args()
+    unset = object()  # which options the command line gives: --resume --steps extends
+    given = p.parse_args(namespace=argparse.Namespace(**{a.dest: unset for a in p._actions}))
+    args.steps_given = given.steps is not unset
+    if isinstance(args.label_column, str) and args.label_column.lstrip("-").isdigit():
+        args.label_column = int(args.label_column)
     if args.clip_setting is not None:  # --clip sets both of make_optimizer's clip settings
         args.clip, args.clip_alpha = args.clip_setting
     del args.clip_setting
@@ -522,6 +579,7 @@ def parse_args() -> argparse.Namespace:
         fail(f"--{problem[0].replace('_', '-')} {problem[1]}")
     if not 0 < args.timeout < math.inf:
         fail(f"--timeout must be a positive number of seconds, got {args.timeout}")
+    check_extras(args)
     if args.data not in NAMES:  # a path: absolute, for --resume
         path = Path(args.data).expanduser()  # relative to the cwd, else to this directory
         path = HERE / path if not path.exists() and (HERE / path).exists() else path
@@ -529,11 +587,37 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def device_setting(text: str) -> str:
+    """--device: auto, cpu, cuda or cuda:N."""
+    kind, _, index = text.partition(":")
+    if kind in ("auto", "cpu", "cuda") and (not index or (kind == "cuda" and index.isdigit())):
+        return text
+    raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
+
+
+def check_extras(args: argparse.Namespace) -> None:
+    """The options that are not the run's settings: logging and sampling."""
+    if args.log_every < 1:
+        fail(f"--log-every must be an integer ≥ 1, got {args.log_every}")
+    if args.sample < 0 or args.top_k < 0 or not 0 <= args.temperature < math.inf:
+        fail("--sample, --top-k and --temperature must be ≥ 0 (and finite)")
+    text_model = len(INPUT_SHAPE) == 1 and tuple(OUTPUT_SHAPE[:-1]) == tuple(INPUT_SHAPE)
+    if args.sample and not text_model:
+        fail(f"--sample is for text models; this model maps {INPUT_SHAPE} to {OUTPUT_SHAPE}")
+    if args.sample:
+        try:
+            prompt_tokens(args.prompt, OUTPUT_SHAPE[-1])
+        except ValueError as e:
+            fail(f"--prompt: {e}")
+
+
 def resume_from(args: argparse.Namespace) -> tuple[dict | None, list[str]]:
     """With --resume, the checkpoint in --out, checked, and the arguments it changes. Its
-    arguments (all but --device, --out, --quiet, --bf16, --compile and --timeout) replace
-    the command line's: the run continues as it began. Every rank reads it: --out must be
-    on a file system that all of them see."""
+    arguments (all but --device, --out, --quiet, --bf16, --compile, --timeout and the
+    logging and sampling options) replace the command line's: the run continues as it
+    began; `--steps` on the command line extends it. Every rank reads it: --out must be on
+    a file system that all of them see."""
+    steps = args.steps if vars(args).pop("steps_given") else None
     path = Path(args.out) / "checkpoint.pt"
     if not (args.resume and (path.exists() or path.is_symlink())):
         if args.resume and not ranks()[0]:
@@ -543,6 +627,7 @@ def resume_from(args: argparse.Namespace) -> tuple[dict | None, list[str]]:
             )
         return None, []
     ckpt = load_checkpoint(path)
+    ckpt["args"] = {**DEFAULTS, **ckpt["args"]}  # an older build's: the options it lacked
     if problem := bad_arg(ckpt["args"]):
         fail(f"{path} has a bad args.{problem[0]}: it {problem[1]}; it is left as it is")
     if ckpt.get("ranks", 1) != ranks()[1] and not ranks()[0]:
@@ -553,13 +638,18 @@ def resume_from(args: argparse.Namespace) -> tuple[dict | None, list[str]]:
         )
     changed = [k for k in DEFAULTS if vars(args)[k] != ckpt["args"].get(k)]
     vars(args).update({k: ckpt["args"].get(k) for k in DEFAULTS})
+    if steps is not None:  # extend the run (or end it sooner, but not before the checkpoint)
+        if steps < ckpt["step"]:
+            fail(f"--steps {steps}, but the checkpoint in {args.out} is at step {ckpt['step']}")
+        args.steps = steps
+        changed = [k for k in changed if k != "steps"]
     return ckpt, changed
 
 
-def get_data(data: str, device: torch.device) -> Dataset:
-    """The data set of --data for this model, on `device`; a clear error if it cannot be."""
+def get_data(args: argparse.Namespace) -> Dataset:
+    """The data set of --data for this model (on the CPU); a clear error if it cannot be."""
     try:
-        return load(data, INPUT_SHAPE, OUTPUT_SHAPE, device)
+        return load(args.data, INPUT_SHAPE, OUTPUT_SHAPE, args.loss, args.label_column, args.header)
     except DataError as e:
         fail(str(e))
 
@@ -589,6 +679,11 @@ def build(
             optimizer.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
             torch.set_rng_state(ckpt["rng"])
+            if args.steps != ckpt["args"]["steps"]:  # extended: the new schedule from here on
+                for group, base, factor in zip(
+                    optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True
+                ):
+                    group["lr"] = base * factor(ckpt["step"])
         except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             fail(
@@ -614,9 +709,15 @@ def lock(out: Path) -> IO:
 
 def main() -> None:
     args = parse_args()
-    if args.device == "cuda" and not torch.cuda.is_available():
-        fail("--device cuda, but CUDA is not available")
-    device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        fail(f"--device {args.device}, but CUDA is not available")
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(args.device)
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        fail(f"--device {args.device}, but there are {torch.cuda.device_count()} GPUs")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     if launched():  # by torchrun: one of several processes
         device = join(device, args.timeout)
     out, held = Path(args.out), contextlib.nullcontext()
@@ -648,7 +749,7 @@ def train(args: argparse.Namespace, device: torch.device, out: Path) -> None:
                 file=sys.stderr,
             )
     ckpt, changed = resume_from(args)
-    dataset = get_data(args.data, device)
+    dataset = get_data(args)
     model, optimizer, scheduler = build(args, device, ckpt)
     if changed and writes:
         print(f"train.py: resuming with the checkpoint's {', '.join(changed)}", file=sys.stderr)
@@ -658,8 +759,9 @@ def train(args: argparse.Namespace, device: torch.device, out: Path) -> None:
     def due(step: int, every: int) -> bool:
         return step == args.steps or (every > 0 and step % every == 0)
 
+    file = start_metrics(out / "metrics.csv", FIELDS, keep_until=start) if writes else None
+    metrics = Metrics(file, FIELDS, out / "tensorboard" if args.tensorboard else None)
     if writes:
-        start_metrics(out / "metrics.csv", keep_until=start)
         start_reports(out / "certificates.jsonl", keep_until=start)
     progress = Progress(start, args.steps, args.quiet or not writes)
     rng_devices = [device] if device.type == "cuda" else []
@@ -669,25 +771,31 @@ def train(args: argparse.Namespace, device: torch.device, out: Path) -> None:
     model.train()
     for step in range(start + 1, args.steps + 1):  # `step` counts the updates made so far
         batches = micro_batches(dataset, step - 1, args.batch_size, args.grad_accum, args.seed)
-        loss, lr, skip = train_step(forward, optimizer, scheduler, batches, args.bf16)
+        step_loss, lr, skip = train_step(forward, optimizer, scheduler, batches, device, args)
         skipped, in_a_row = skipped + skip, in_a_row + 1 if skip else 0
-        if in_a_row >= args.max_skips:  # every rank alike: the loss is the ranks' mean
+        if in_a_row >= args.max_skips:  # every rank alike: the gradients are the ranks' mean
             diverged(
                 f"{in_a_row} steps in a row, up to step {step}, had a non-finite loss or "
-                f"gradient (loss {loss:.4g}) and were skipped"
+                f"gradient (loss {mean_over_ranks(step_loss.item(), device):.4g}) and were skipped"
             )
-        if not writes:
-            continue
-        row = {"step": step, "loss": loss, "lr": lr, "skipped": skipped}
-        with torch.random.fork_rng(rng_devices):  # measuring never changes the training run
-            if due(step, args.eval_every):
-                row["eval_loss"], row["eval_acc"] = evaluate(model, *dataset.held_out(), args.bf16)
-            if due(step, args.certify_every):
-                row["lipschitz_upper"] = log_report(
-                    out / "certificates.jsonl", step, model, dataset.held_out()[0]
-                )
-        log_metrics(out / "metrics.csv", row)
-        if due(step, args.checkpoint_every):
+        row = {"step": step, "loss": step_loss, "lr": lr, "skipped": skipped}
+        if writes:
+            with torch.random.fork_rng(rng_devices):  # measuring never changes the training run
+                if due(step, args.eval_every):
+                    x, y = dataset.held_out()
+                    row["eval_loss"], row["eval_acc"] = evaluate(
+                        model, x, y, device, args.loss, args.bf16
+                    )
+                if due(step, args.certify_every):
+                    row["lipschitz_upper"] = log_report(
+                        out / "certificates.jsonl", step, model, dataset.held_out()[0].to(device)
+                    )
+        metrics.add(row)
+        if step % args.log_every == 0 or due(step, args.checkpoint_every):
+            for r in metrics.flush():  # every rank: the losses are averaged over the ranks
+                loss = r["loss"]
+                progress.update(r["step"], loss, r["skipped"])
+        if writes and due(step, args.checkpoint_every):
             save_checkpoint(
                 out / "checkpoint.pt",
                 model,
@@ -701,16 +809,29 @@ def train(args: argparse.Namespace, device: torch.device, out: Path) -> None:
                 in_a_row=in_a_row,
                 ranks=world,
             )
-        progress.update(step, loss, skipped)
     seconds += time.time() - t0
+    metrics.close()
     if not writes:
         return
+    finish(args, model, dataset, device, out, loss, seconds, rng_devices)
 
-    eval_loss, eval_acc = evaluate(model, *dataset.held_out(), args.bf16)
-    print(
-        f"held-out loss {eval_loss:.4f}, accuracy {eval_acc:.2%} "
-        f"({args.steps} steps, {seconds:.1f} s) -> {out}"
-    )
+
+def finish(
+    args: argparse.Namespace,
+    model: nn.Module,
+    dataset: Dataset,
+    device: torch.device,
+    out: Path,
+    loss: float,
+    seconds: float,
+    rng_devices: list[torch.device],
+) -> None:
+    """Rank 0, after the last step: the held-out numbers (final.json), the certificate of
+    the trained weights (certificate.json), and with --sample, text from the model."""
+    x, y = dataset.held_out()
+    eval_loss, eval_acc = evaluate(model, x, y, device, args.loss, args.bf16)
+    accuracy = "" if eval_acc is None else f", accuracy {eval_acc:.2%}"
+    print(f"held-out loss {eval_loss:.4f}{accuracy} ({args.steps} steps, {seconds:.1f} s) -> {out}")
     write_json(
         out / "final.json",
         {
@@ -723,7 +844,16 @@ def train(args: argparse.Namespace, device: torch.device, out: Path) -> None:
     )
     model.eval()
     with torch.random.fork_rng(rng_devices):
-        write_json(out / "certificate.json", report(model, dataset.held_out()[0]))
+        write_json(out / "certificate.json", report(model, x.to(device)))
+    if args.sample:
+        prompt = prompt_tokens(args.prompt, OUTPUT_SHAPE[-1])
+        g = torch.Generator().manual_seed(args.seed)
+        tokens = generate(
+            model, prompt, args.sample, INPUT_SHAPE[0], args.temperature, args.top_k, g
+        )
+        text = args.prompt + text_of(tokens)
+        write_atomic(out / "sample.txt", lambda f: f.write(text.encode()))
+        print(text)
 
 
 if __name__ == "__main__":
