@@ -6,20 +6,24 @@ split, and prints the held-out loss (nats per byte) and the wall time of each. T
   modc default         train.py --steps N --batch-size 12, nothing else: the spec's defaults
   normalized:adam      Modula's recipe: Adam normalised per atom, lr 0.5, weight decay 0.01,
                        linear decay
-  dualized, lr 0.1     the default optimizer at the issue's reference setting, wd 0.01
+  dualized, lr 0.1     the default optimizer at the issue's reference setting, wd 0.01, no
+                       warm-up (on the spec's masses: head mass 3 by default)
 --run NAME="ARGS" adds a row (train.py arguments), e.g. --run warm="--warmup 100".
 Usage: python bench/gpt_quality.py [--steps 2000] [--only default,adam] [--run NAME=ARGS]
+       [--jobs 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,11 +35,13 @@ RUNS = {  # train.py arguments of each row
 LABELS = {
     "default": "modc default (spec's optimizer and train settings)",
     "adam": "modc normalized:adam, Modula's recipe (lr 0.5, wd 0.01, linear decay)",
-    "dualized-0.1": "modc dualized, lr 0.1, wd 0.01, linear decay",
+    "dualized-0.1": "modc dualized, lr 0.1, wd 0.01, linear decay, no warm-up",
 }
 
 
-def train(build: Path, name: str, extra: list[str], steps: int, seed: int) -> dict:
+def train(
+    build: Path, name: str, extra: list[str], steps: int, seed: int, env: dict | None = None
+) -> dict:
     """One run of the build's train.py; its final.json, with the wall time."""
     out = build / "runs" / name
     cmd = [
@@ -59,7 +65,7 @@ def train(build: Path, name: str, extra: list[str], steps: int, seed: int) -> di
         *extra,
     ]
     start = time.perf_counter()
-    subprocess.run(cmd, check=True)
+    subprocess.run(cmd, check=True, env=env)
     final = json.loads((out / "final.json").read_text())
     final["wall"] = time.perf_counter() - start
     return final
@@ -78,6 +84,12 @@ def main() -> None:
         metavar="NAME=ARGS",
         help="an extra row: train.py arguments, e.g. warm='--warmup 100'",
     )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="rows trained at once, one thread each (OMP_NUM_THREADS=1) when more than one",
+    )
     args = p.parse_args()
     runs = {k: shlex.split(RUNS[k]) for k in args.only.split(",") if k}
     labels = dict(LABELS)
@@ -94,13 +106,19 @@ def main() -> None:
         print(f"{Path(args.spec).name}, batch 12, {args.steps} steps, seed {args.seed}")
         print("| run | held-out loss (nats/byte) | train loss | wall time |")
         print("|---|---|---|---|")
-        for name, extra in runs.items():
-            r = train(build, name, extra, args.steps, args.seed)
-            print(
-                f"| {labels[name]} | {r['eval_loss']:.3f} | {r['train_loss']:.3f} | "
-                f"{r['wall']:.0f} s |",
-                flush=True,
-            )
+        env = dict(os.environ, OMP_NUM_THREADS="1") if args.jobs > 1 else None
+        with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+            results = {
+                name: pool.submit(train, build, name, extra, args.steps, args.seed, env)
+                for name, extra in runs.items()
+            }
+            for name, result in results.items():  # in table order, each as it is done
+                r = result.result()
+                print(
+                    f"| {labels[name]} | {r['eval_loss']:.3f} | {r['train_loss']:.3f} | "
+                    f"{r['wall']:.0f} s |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

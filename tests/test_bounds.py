@@ -55,7 +55,7 @@ def _by_name(analysis) -> dict[str, set]:
     "spec", ["gpt_modula.yaml", pytest.param("gpt_modula.modc", marks=needs_dsl)]
 )
 def test_modula_gpt_targets_at_every_depth(spec, depth):
-    _, a = load(SPECS / spec, {"depth": depth, "width": 32})
+    _, a = load(SPECS / spec, {"depth": depth, "width": 32, "head_mass": 1})
     assert _by_name(a) == {name: {t} for name, t in MODULA.items()}
     assert len(a.atoms) == 6 * depth + 2
     assert a.mass == 7 and a.sensitivity == 1
@@ -65,11 +65,20 @@ def test_modula_gpt_targets_at_every_depth(spec, depth):
     "spec", ["gpt_modula.yaml", pytest.param("gpt_modula.modc", marks=needs_dsl)]
 )
 def test_modula_gpt_with_free_depth_and_width_has_the_same_targets(spec):
-    network, a = load(SPECS / spec, free=["depth", "width"])
+    network, a = load(SPECS / spec, {"head_mass": 1}, free=["depth", "width"])
     assert _by_name(a) == {name: {t} for name, t in MODULA.items()}
     assert len(a.atoms) == 8  # the blocks are not unrolled
     depth = network.params["depth"]
     assert all(depth not in x.target.free_symbols for x in a.atoms)
+
+
+@pytest.mark.parametrize(
+    "spec", ["gpt_modula.yaml", pytest.param("gpt_modula.modc", marks=needs_dsl)]
+)
+def test_the_shipped_gpt_gives_the_head_mass_three(spec):
+    _, a = load(SPECS / spec, {"depth": 2, "width": 32})
+    shares = {name: {t * R(7, 9)} for name, t in MODULA.items()} | {"head": {R(1, 3)}}
+    assert _by_name(a) == shares and a.mass == 9
 
 
 def test_three_layer_mlp_gives_each_linear_one_third():

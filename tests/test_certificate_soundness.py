@@ -1,9 +1,10 @@
 """Property test: the generated certificate is a true upper bound wherever its conditions hold.
 
 Random networks of every family modc ships (attention, transformer, GPT from the embedding
-output on, MLP, residual MLP, CNN, RMS division and RMSClip networks) get adversarial
-weights (all scaled, one layer blown up, low rank, some matrices zeroed, or a few steps of
-the dualized optimizer at a large learning rate) and adversarial inputs (random at many
+output on, pre-norm blocks with LayerNorm > Gain > Bias, MLP, residual MLP, CNN, RMS
+division and RMSClip networks) get adversarial weights (all scaled, one layer blown up, low
+rank, some matrices zeroed, gains and biases of any sign and size, or a few steps of the
+dualized optimizer at a large learning rate) and adversarial inputs (random at many
 scales, or every position the same vector as in the issue's reproduction). The fused
 CausalAttention runs at scale 1 and, in two blocks, at scale 4. On every trial
 where the certificate's conditions hold on some inputs, its ℓ2 bound must be at least the
@@ -38,20 +39,38 @@ network = tare(5) {
     } > Linear(11, name=head)
 """
 
-CLIPPED = """
-name "clipped"
-include "std/gpt.modc"
+CLIPPED_ATTENTION = """
 input (6, 8)
 def heads(width, n) = Linear(width) > SplitHeads(n) > RMSClip
 def clipped_attention(width, n) =
     ((heads(width, n), (heads(width, n) > RoPE, heads(width, n) > RoPE)
        > AttentionQK > CausalMask > Softmax)
      > 1/3 * ApplyScores > MergeHeads > Linear(width))
+"""
+
+CLIPPED = (
+    'name "clipped"\ninclude "std/gpt.modc"'
+    + CLIPPED_ATTENTION
+    + """
 network = repeat(2, name=blocks) {
     3/4 * Identity + 1/4 * clipped_attention(8, 2)
     > 3/4 * Identity + 1/4 * gelu_mlp(8)
 }
 """
+)
+
+# Pre-norm blocks (LayerNorm > Gain > Bias before each branch, std/prenorm.modc), with
+# clipped attention so that attention's conditions can hold beside LayerNorm's.
+PRENORM = (
+    'name "prenorm"\ninclude "std/prenorm.modc"'
+    + CLIPPED_ATTENTION
+    + """
+network = repeat(2, name=blocks) {
+    3/4 * Identity + 1/4 * (layer_norm(1/10) > clipped_attention(8, 2))
+    > 3/4 * Identity + 1/4 * (layer_norm(1/10) > gelu_mlp(8))
+} > layer_norm(1/10) > Linear(11, name=head)
+"""
+)
 
 # CausalAttention's joint ℓ2 constant, its condition (queries, keys, values of RMS ≤ 1)
 # checked on data: one layer at scale 1, and two blocks at scale 4 (peaked softmax rows)
@@ -106,12 +125,16 @@ FAMILIES = {
     "clipped": ((CLIPPED, "clipped.modc"), {}),
     "fused": ((FUSED, "fused.modc"), {}),
     "fused_gpt": ((FUSED, "fused.modc"), {"scale": 4, "depth": 2}),
+    "prenorm": ((PRENORM, "prenorm.modc"), {}),
     "mlp": (SPECS / "mlp.yaml", {"width": 8, "depth": 3}),
     "resmlp": (SPECS / "resmlp.yaml", {"width": 8, "depth": 2}),
     "cnn": ((CNN, "cnn.yaml"), {}),
     "rms": ((RMS_RESIDUAL, "rms.yaml"), {}),
 }
-WEIGHTS = ("init", "scaled", "blown", "low_rank", "zeroed", "trained")
+# Input scales (RMS) drawn from: the pre-norm stream must stay large enough for every
+# LayerNorm's condition after the residual scalings, so its inputs start larger.
+SCALES = {"prenorm": (1.0, 300.0)}
+WEIGHTS = ("init", "scaled", "blown", "low_rank", "zeroed", "trained", "vectors")
 _builds: dict[str, modc.Build] = {}
 
 
@@ -143,6 +166,11 @@ def adversarial_weights(build: modc.Build, model, how: str, rng: random.Random) 
                     r = rng.randint(1, 2)
                     low = (u[:, :r] * s[:r] * rng.uniform(0.5, 3)) @ vh[:r]
                     p.copy_(low.reshape(p.shape))
+        elif how == "vectors":  # gains and biases of any sign and size, some entries zero
+            for p in params:
+                if p.dim() == 1:
+                    scale = math.exp(rng.uniform(math.log(0.01), math.log(20.0)))
+                    p.copy_(scale * torch.randn_like(p) * (torch.rand_like(p) > 0.2))
         elif how == "zeroed":
             for p in rng.sample(params, k=max(1, len(params) // 3)):
                 p.zero_()
@@ -159,24 +187,28 @@ def adversarial_weights(build: modc.Build, model, how: str, rng: random.Random) 
             opt.step()
 
 
-def adversarial_inputs(shape: tuple[int, ...], rng: random.Random) -> torch.Tensor:
+def adversarial_inputs(
+    shape: tuple[int, ...], rng: random.Random, scales: tuple[float, float] = (0.02, 30.0)
+) -> torch.Tensor:
     """Random inputs at a random scale, or every position the same vector (the issue's)."""
     gen = torch.Generator().manual_seed(rng.randint(0, 2**31))
-    scale = math.exp(rng.uniform(math.log(0.02), math.log(30.0)))
+    scale = math.exp(rng.uniform(math.log(scales[0]), math.log(scales[1])))
     x = torch.randn(8, *shape, generator=gen, dtype=torch.float64)
     if len(shape) == 2 and rng.random() < 0.4:
         x = x[:, :1].expand(8, *shape).clone()
     return scale * x
 
 
-def one_trial(build: modc.Build, rng: random.Random) -> tuple[bool, float, float, str]:
+def one_trial(
+    build: modc.Build, rng: random.Random, scales: tuple[float, float] = (0.02, 30.0)
+) -> tuple[bool, float, float, str]:
     """(conditions held somewhere, certified, measured, what was drawn)."""
     torch.manual_seed(rng.randint(0, 2**31))
     model = build.model.build_model().double()
     how = rng.choice(WEIGHTS)
     adversarial_weights(build, model, how, rng)
     model.zero_grad()
-    x = adversarial_inputs(build.model.INPUT_SHAPE, rng)
+    x = adversarial_inputs(build.model.INPUT_SHAPE, rng, scales)
     cert = build.certificate
     ok = cert.inside(model, x)
     drawn = f"weights {how}, input RMS {x.pow(2).mean().sqrt().item():.3g}"
@@ -196,7 +228,7 @@ def test_certificate_is_at_least_the_adversarial_lower_bound(family, trials, tmp
     count = trials or 8
     held = 0
     for trial in range(count):
-        inside, upper, lower, drawn = one_trial(build, rng)
+        inside, upper, lower, drawn = one_trial(build, rng, SCALES.get(family, (0.02, 30.0)))
         held += inside
         assert upper >= lower, f"{family} trial {trial}: {drawn}: certified {upper} < {lower}"
     assert held >= count // 5, f"{family}: conditions held on only {held} of {count} trials"

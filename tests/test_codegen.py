@@ -25,6 +25,7 @@ GENERATED = (
     "metrics.py",
     "generate.py",
     "distributed.py",
+    "gns.py",
     "spec.json",
 )
 
@@ -95,6 +96,7 @@ def test_generated_files_import_only_torch_and_the_standard_library(name, reques
         "certificate",
         "data",
         "distributed",
+        "gns",
         "options",
         "metrics",
         "generate",

@@ -39,6 +39,8 @@ def mutate(text: str, rng: random.Random) -> str:
     if kind == 3:
         return text[: rng.randrange(len(text))]
     spans = [m.span() for m in _TOKEN.finditer(text)]
+    if len(spans) < 2:  # a text cut down to one token or none: nothing to swap
+        return text + rng.choice(_CHARS)
     (a0, a1), (b0, b1) = sorted(rng.sample(spans, 2))
     if kind == 4:  # swap two tokens
         return text[:a0] + text[b0:b1] + text[a1:b0] + text[a0:a1] + text[b1:]

@@ -319,6 +319,32 @@ def test_constrain_hook_holds_after_every_step():
         assert all(spectral_norm_upper(p) <= 0.8 for p in net.parameters())
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_banked_cap_holds_at_every_step_under_a_huge_lr(dtype):
+    """Same-shape weights are capped as one bank: after every step of an lr far above the
+    cap, pushed along the weights themselves (σ grows fastest) or at random, the exact
+    σ_max of each stored weight is at most the cap; a bank inside its cap is left as is."""
+    torch.manual_seed(0)
+    shapes = [(32, 48)] * 3 + [(48, 32)] * 2 + [(16, 16)]
+    weights = [torch.randn(*s, dtype=dtype).requires_grad_() for s in shapes]
+    cap = 0.7
+    group = {"params": weights, "targets": [1.0] * len(weights), "atom": "L"}
+    opt = Dualized([group], {"L": linear_dual}, lr=5.0)
+    opt.register_step_post_hook(
+        Constrain([(w, cap, spectral_norm_upper, spectral_cap) for w in weights])
+    )
+    for t in range(6):
+        for w in weights:
+            g = -w.detach().float() if t % 2 else torch.randn(w.shape)  # adversarial, random
+            w.grad = g.to(dtype)
+        opt.step()
+        for w in weights:
+            assert torch.linalg.svdvals(w.detach().double()).max() <= cap
+    inside = [w.detach().clone() for w in weights]
+    Constrain([(w, 2 * cap, spectral_norm_upper, spectral_cap) for w in weights])()
+    assert all(torch.equal(w.detach(), v) for w, v in zip(weights, inside, strict=True))
+
+
 # --- compiled optimizers -----------------------------------------------------------------------
 
 

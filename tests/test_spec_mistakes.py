@@ -32,7 +32,7 @@ MISTAKES = {
         "input: 3\nnetwork: [Linear: 3]\ntrain:\n  objective: mse\n",
         "4:3",
         "unknown train setting 'objective'",
-        "the train settings are adamw_lr, batch_size,",
+        "the train settings are adamw_lr, batch_schedule, batch_size,",
     ),
     "train_fractional_steps": (
         "net.modc",

@@ -55,7 +55,7 @@ def test_gpt_learns_shakespeare_in_30_steps(gpt, whole):
     losses = [float(r.split(",")[1]) for r in (whole / "metrics.csv").read_text().split()[1:]]
     assert len(losses) == 30 and sum(losses[-5:]) < sum(losses[:5]) - 0.5, losses
     final = json.loads((whole / "final.json").read_text())
-    assert set(final) == {"steps", "train_loss", "eval_loss", "eval_acc", "seconds"}
+    assert set(final) == {"steps", "tokens", "train_loss", "eval_loss", "eval_acc", "seconds"}
     assert final["eval_loss"] < math.log(128) and 0 < final["eval_acc"] < 1
 
 

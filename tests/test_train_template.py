@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from modc.codegen.distributed import emit_distributed
+from modc.codegen.gns import emit_gns
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "modc" / "codegen" / "templates"
 
@@ -102,6 +103,7 @@ def make_build(root: Path) -> Path:
         ("metrics.py", (TEMPLATES / "metrics.py").read_text()),
         ("generate.py", (TEMPLATES / "generate.py").read_text()),
         ("distributed.py", emit_distributed()),
+        ("gns.py", emit_gns()),
     ]:
         (build / name).write_text(text)
     return build
@@ -179,7 +181,7 @@ def test_runs_end_to_end_on_synthetic_data_and_a_users_csv(tmp_path):
         assert [int(line.split(",")[0]) for line in lines[1:]] == list(range(1, steps + 1))
         final = json.loads((run / "final.json").read_text())
         assert final["steps"] == steps and 0 <= final["eval_acc"] <= 1
-        assert set(final) == {"steps", "train_loss", "eval_loss", "eval_acc", "seconds"}
+        assert set(final) == {"steps", "tokens", "train_loss", "eval_loss", "eval_acc", "seconds"}
         assert json.loads((run / "certificate.json").read_text())["sound"] is True
         reports = [json.loads(r) for r in (run / "certificates.jsonl").read_text().splitlines()]
         assert [r["step"] for r in reports] == [steps] and reports[0]["sound"] is True

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from modc.codegen.certificate import emit_certificate
 from modc.codegen.distributed import emit_distributed
+from modc.codegen.gns import emit_gns
 from modc.codegen.model import emit_model
 from modc.codegen.optimizer import emit_optimizer
 from modc.errors import ModcError
@@ -103,6 +104,7 @@ def write_build(
         "optimizer.py": emit_optimizer(network, analysis),
         "certificate.py": emit_certificate(network, analysis),
         "distributed.py": emit_distributed(),
+        "gns.py": emit_gns(),
         "spec.json": spec_json(network, analysis, provenance),
     }
     templates = resources.files("modc.codegen") / "templates"

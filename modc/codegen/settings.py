@@ -7,7 +7,8 @@ optimizer:
   momentum: 0.95        # β1 of every kind (default 0.95; 0.9 for the Adam family; 0, off,
                         # for adafactor: Shazeer & Stern 2018 §7.1)
   nesterov: true        # dualized, normalized:sgd, muon
-  polar: polar_express  # dualized: polar_express (8 steps) | muon (Muon's 5-step quintic)
+  polar: polar_express  # dualized: polar_express (8 polynomials in float32; in bfloat16
+                        # 6, from the third, the last a cleanup) | muon (Muon's 5-step quintic)
   weight_decay: 0.0     # decoupled; shared by mass in dualized and normalized:*
   beta2: 0.999          # normalized:adam, adamw, and muon's AdamW part
   eps: 1.0e-8           # normalized:adam, adamw, muon's AdamW part

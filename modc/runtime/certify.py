@@ -132,8 +132,10 @@ def gram_sigma_upper(w: torch.Tensor, steps: int = 8) -> torch.Tensor:
     product of k-term dot products errs by at most γ_k = k·u/(1 − k·u) in ℓ2 on a matrix
     of Frobenius norm 1, and a division by f_t moves σ by at most 2u; so, backwards from
     v_T = ‖G_T‖_F (rounded up), v_t = f_t·(√(v_{t+1} + γ_k) + 2u) bounds σ(G_t), and v_0
-    bounds σ(W), the recursion run in float64 and rounded up at the end. Entries that would
-    soon turn subnormal are flushed to zero, their size counted in γ. docs/theory.md §8.
+    bounds σ(W), the recursion run in float64 and rounded up at the end. Underflow (gradual,
+    or flushed to zero) costs each multiply-add at most the smallest normal `tiny` absolutely
+    (entries are at most 1 after the division), so γ carries 2·k·tiny per entry and the
+    division √(entries)·tiny: no pass over the entries is needed. docs/theory.md §8.
     """
     exact32 = w.device.type == "cpu" and torch.get_float32_matmul_precision() == "highest"
     exact32 = exact32 and w.dtype in (torch.float32, torch.bfloat16, torch.float16)
@@ -141,20 +143,19 @@ def gram_sigma_upper(w: torch.Tensor, steps: int = 8) -> torch.Tensor:
     h = w.detach().to(dtype)
     if h.shape[-2] < h.shape[-1]:
         h = h.mT  # square the smaller side: h is (big, small)
-    u = torch.finfo(dtype).eps / 2
-    floor = torch.finfo(dtype).tiny ** 0.5  # products of entries above it stay normal
+    u, tiny = torch.finfo(dtype).eps / 2, torch.finfo(dtype).tiny
     scales = []
     for _ in range(steps):
-        k = h.shape[-2]  # the length of the dot products in hᵀh
-        f = torch.linalg.matrix_norm(h).clamp_min(floor)[..., None, None]
-        h = h / f
-        h = h.mT @ h
-        h = torch.where(h.abs() < floor, torch.zeros_like(h), h)
-        gamma = 1.01 * k * u / (1 - k * u) + h.shape[-1] * floor
-        scales.append((f.double(), gamma))
+        (k, n), entries = h.shape[-2:], h.shape[-2] * h.shape[-1]
+        f = torch.linalg.matrix_norm(h).clamp_min(tiny)[..., None, None]
+        h = h / f  # Frobenius norm 1 (up to rounding): every entry at most 1
+        h = h.mT @ h  # the n × n Gram, dot products of length k
+        gamma = 1.01 * k * u / (1 - k * u) + 2 * n * k * tiny
+        scales.append((f.double(), gamma, 2 * u + entries**0.5 * tiny))
     v = torch.linalg.matrix_norm(h).double()[..., None, None] * (1 + 2 * h[0].numel() * u)
-    for f, gamma in reversed(scales):
-        v = f * ((v + gamma).sqrt() + 2 * u)
+    v = v + h[0].numel() ** 0.5 * tiny
+    for f, gamma, divided in reversed(scales):
+        v = f * ((v + gamma).sqrt() + divided)
     return v[..., 0, 0] * (1 + 8 * steps * torch.finfo(torch.float64).eps)
 
 

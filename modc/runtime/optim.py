@@ -466,14 +466,30 @@ class Constrain:
 
     `atoms` holds (weight, cap, lipschitz, project) per atom: `lipschitz(weight)` is the sound
     bound the certificate composes, `project(weight, cap)` the atom's hard cap or None (then
-    the weight is rescaled: spectral normalisation). Register it with
+    the weight is rescaled: spectral normalisation). A hard cap works on a bank (k, ...) of
+    same-shape weights at once (as `spectral_cap` does): the weights that share a shape,
+    dtype, device, cap and cap function are stacked and capped by one call, so on a GPU the
+    whole bank's bound is a few batched matmuls with no host sync. Register it with
     `optimizer.register_step_post_hook(Constrain(atoms))`; calling it with no arguments
     applies it once, e.g. to the initial weights.
     """
 
     def __init__(self, atoms: list[tuple]) -> None:
         self.atoms = atoms
+        self.banks: dict[tuple, list[torch.Tensor]] = {}
+        self.each = []
+        for weight, cap, lipschitz, project in atoms:
+            if project is None:
+                self.each.append((weight, cap, lipschitz))
+            else:
+                key = (weight.shape, weight.dtype, weight.device, cap, project)
+                self.banks.setdefault(key, []).append(weight)
 
     def __call__(self, *hook_args: object) -> None:
-        for weight, cap, lipschitz, project in self.atoms:
-            constrain(weight, cap, lipschitz, project)
+        with torch.no_grad():
+            for (*_, cap, project), weights in self.banks.items():
+                bank = torch.stack([w.detach() for w in weights])
+                project(bank, cap)
+                torch._foreach_copy_([w.detach() for w in weights], list(bank.unbind(0)))
+        for weight, cap, lipschitz in self.each:
+            constrain(weight, cap, lipschitz)

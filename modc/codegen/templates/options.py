@@ -39,6 +39,33 @@ def one_of(choices: list[str] | None) -> Callable:
     return check
 
 
+def batch_schedule(text: object) -> tuple[str, int | None, int | None] | None:
+    """`--batch-schedule` as (kind, low, high) in tokens: "none" is None; "linear:A->B" (or
+    A→B) grows or shrinks the batch from A to B tokens linearly in the tokens consumed;
+    "gns" or "gns:A->B" follows the measured noise scale within [A, B] tokens (defaults
+    then). Raises ValueError for anything else."""
+    if text == "none":
+        return None
+    kind, _, span = str(text).partition(":")
+    if kind == "gns" and not span:
+        return "gns", None, None
+    ends = span.replace("→", "->").split("->")
+    if kind not in ("linear", "gns") or len(ends) != 2 or not all(e.isdigit() for e in ends):
+        raise ValueError(f"expected none, linear:START->END, gns or gns:MIN->MAX, got {text!r}")
+    low, high = int(ends[0]), int(ends[1])
+    if low < 1 or high < 1 or (kind == "gns" and low > high):
+        raise ValueError(f"token counts must be ≥ 1 (and MIN ≤ MAX for gns), got {text!r}")
+    return kind, low, high
+
+
+def _schedule(v: object) -> bool:
+    try:
+        batch_schedule(v)
+    except ValueError:
+        return False
+    return isinstance(v, str)
+
+
 def rules(kinds: list[str] | None, polars: list[str] | None) -> dict[str, tuple[str, Callable]]:
     """What each option must be, in words, and its check, given the build's optimizer kinds
     and polar methods. None is also fine for the optimizer's kind and settings
@@ -71,6 +98,9 @@ def rules(kinds: list[str] | None, polars: list[str] | None) -> dict[str, tuple[
         "certify_every": ("an integer ≥ 0", integer(0)),
         "seed": ("an integer in [0, 2^64)", integer(0, 2**64)),
         "max_skips": ("an integer ≥ 1", integer(1)),
+        "gns": ("true or false", lambda v: isinstance(v, bool)),
+        "gns_total": ("true or false", lambda v: isinstance(v, bool)),
+        "batch_schedule": ("none, linear:START->END, gns or gns:MIN->MAX (tokens)", _schedule),
         "loss": ("cross_entropy or mse", one_of(["cross_entropy", "mse"])),
         "clip_grad": ("a finite number ≥ 0 (0: off)", number(0)),
         "label_column": ("a column's index or name", column),

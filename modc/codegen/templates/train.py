@@ -11,6 +11,7 @@
     python train.py --constraint cap               # keep the spec's Lipschitz bound
     python train.py --optimizer muon --lr 0.02 --adamw-lr 3e-4 --beta2 0.95
     python train.py --device cuda --bf16 --compile # bf16 autocast, torch.compile
+    python train.py --gns --batch-schedule gns     # noise scale; the batch follows it
     torchrun --nproc_per_node 8 train.py --batch-size 64  # 8 processes, data parallel
 
 Optimizers (--optimizer; default: the spec's optimizer: section, else dualized):
@@ -85,6 +86,16 @@ Output in --out (default runs/<name>):
     final.json          steps, train_loss, eval_loss, eval_acc, seconds; losses per token for text
     certificate.json    the Lipschitz certificate of the trained weights
 
+Gradient noise scale (--gns; gns.py): every step, B_simple (McCandlish et al. 2018) of the
+network's Gain and Bias atoms, a normalisation's learnable part, from per-example gradients
+that the backward pass yields at almost no cost (Gray et al. 2024), goes to gns.csv (step,
+tokens, batch, lr, and per group: bsimple, g2, trace; groups norm, Gain, Bias). --gns-total
+adds exact per-example gradients of every weight (torch.func; slow): groups total and
+total_KIND per atom kind. --batch-schedule linear:START->END (tokens) or gns[:MIN->MAX]
+changes the batch (in micro-batches of --batch-size) within the tokens of the fixed run
+(--steps × global batch), with the lr schedule counted in tokens and the lr scaled with
+the batch as gns.py's lr_scale says.
+
 Imports torch and the Python standard library only.
 """
 
@@ -125,10 +136,12 @@ from distributed import (  # noqa: E402
     split_dual_maps,
 )
 from generate import generate, prompt_tokens, text_of  # noqa: E402
+from gns import log as log_gns  # noqa: E402
+from gns import setup as setup_gns  # noqa: E402
 from metrics import Metrics, Progress, start_metrics  # noqa: E402
 from model import INPUT_SHAPE, OUTPUT_SHAPE, build_model  # noqa: E402
 from optimizer import make_optimizer  # noqa: E402
-from options import SETTINGS, rules  # noqa: E402
+from options import SETTINGS, batch_schedule, rules  # noqa: E402
 
 try:
     import fcntl
@@ -162,6 +175,9 @@ DEFAULTS = {
     "clip_grad": 0.0,
     "label_column": -1,
     "header": "auto",
+    "gns": False,
+    "gns_total": False,
+    "batch_schedule": "none",
 }
 KINDS = getattr(sys.modules[make_optimizer.__module__], "KINDS", None)
 POLARS = list(getattr(sys.modules[make_optimizer.__module__], "POLAR", {})) or None
@@ -563,6 +579,13 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help="torch.compile the model's forward pass and the dualized optimizer's step",
     )
+    p.add_argument("--gns", action="store_true", help="log the norm atoms' noise scale")
+    p.add_argument(
+        "--gns-total",
+        action="store_true",
+        help="also exact per-example gradients of all weights (slow; for validation)",
+    )
+    p.add_argument("--batch-schedule", help="none, linear:START->END, gns or gns:MIN->MAX (tokens)")
     p.set_defaults(**DEFAULTS)
     p.set_defaults(**{k: v for k, v in spec.get("train", {}).items() if k in DEFAULTS})
     p.set_defaults(clip_setting=None)
@@ -577,6 +600,8 @@ def parse_args() -> argparse.Namespace:
     del args.clip_setting
     if problem := bad_arg(vars(args)):
         fail(f"--{problem[0].replace('_', '-')} {problem[1]}")
+    if args.compile and (args.gns or args.gns_total or args.batch_schedule != "none"):
+        fail("--gns, --gns-total and --batch-schedule do not work with --compile")
     if not 0 < args.timeout < math.inf:
         fail(f"--timeout must be a positive number of seconds, got {args.timeout}")
     check_extras(args)
@@ -769,9 +794,24 @@ def train(args: argparse.Namespace, device: torch.device, out: Path) -> None:
     forward = data_parallel(model, device)  # same weights as model
     forward = torch.compile(forward) if args.compile else forward
     model.train()
-    for step in range(start + 1, args.steps + 1):  # `step` counts the updates made so far
-        batches = micro_batches(dataset, step - 1, args.batch_size, args.grad_accum, args.seed)
+    lrs = (scheduler.base_lrs, lr_factor(args.schedule, args.warmup, args.steps))
+    schedule, per_example = batch_schedule(args.batch_schedule), math.prod(OUTPUT_SHAPE[:-1])
+    try:
+        noise, plan = setup_gns(args, schedule, model, optimizer, lrs, world, per_example, ckpt)
+    except ValueError as e:
+        fail(str(e))
+    if noise is not None and forward is not model:  # DDP: ranks' gradients against the mean
+        noise.watch_ranks(forward)
+    step = start  # counts the updates made so far
+    while plan.left():
+        step += 1
+        batches = micro_batches(
+            dataset, step - 1, args.batch_size, plan.next(noise, optimizer), args.seed
+        )
+        if args.gns_total:
+            noise.observe_total(batches, lambda out, y: loss_of(args.loss, out.float(), y))
         step_loss, lr, skip = train_step(forward, optimizer, scheduler, batches, device, args)
+        plan.advance()
         skipped, in_a_row = skipped + skip, in_a_row + 1 if skip else 0
         if in_a_row >= args.max_skips:  # every rank alike: the gradients are the ranks' mean
             diverged(
@@ -791,6 +831,8 @@ def train(args: argparse.Namespace, device: torch.device, out: Path) -> None:
                         out / "certificates.jsonl", step, model, dataset.held_out()[0].to(device)
                     )
         metrics.add(row)
+        if writes and noise is not None:
+            log_gns(out / "gns.csv", step, plan, lr, noise)
         if step % args.log_every == 0 or due(step, args.checkpoint_every):
             for r in metrics.flush():  # every rank: the losses are averaged over the ranks
                 loss = r["loss"]
@@ -808,12 +850,15 @@ def train(args: argparse.Namespace, device: torch.device, out: Path) -> None:
                 skipped=skipped,
                 in_a_row=in_a_row,
                 ranks=world,
+                plan=plan.state_dict(),
+                gns=noise.state_dict() if noise is not None else {},
             )
     seconds += time.time() - t0
     metrics.close()
     if not writes:
         return
-    finish(args, model, dataset, device, out, loss, seconds, rng_devices)
+    counts = {"steps": step, "tokens": plan.tokens}  # a batch schedule's steps vary
+    finish(args, model, dataset, device, out, loss, seconds, rng_devices, counts)
 
 
 def finish(
@@ -825,17 +870,20 @@ def finish(
     loss: float,
     seconds: float,
     rng_devices: list[torch.device],
+    counts: dict[str, int],
 ) -> None:
-    """Rank 0, after the last step: the held-out numbers (final.json), the certificate of
-    the trained weights (certificate.json), and with --sample, text from the model."""
+    """Rank 0, after the last step: the held-out numbers (final.json, with `counts`: the
+    steps and tokens trained), the certificate of the trained weights (certificate.json),
+    and with --sample, text from the model."""
     x, y = dataset.held_out()
     eval_loss, eval_acc = evaluate(model, x, y, device, args.loss, args.bf16)
     accuracy = "" if eval_acc is None else f", accuracy {eval_acc:.2%}"
-    print(f"held-out loss {eval_loss:.4f}{accuracy} ({args.steps} steps, {seconds:.1f} s) -> {out}")
+    steps = counts["steps"]
+    print(f"held-out loss {eval_loss:.4f}{accuracy} ({steps} steps, {seconds:.1f} s) -> {out}")
     write_json(
         out / "final.json",
         {
-            "steps": args.steps,
+            **counts,
             "train_loss": loss,
             "eval_loss": eval_loss,
             "eval_acc": eval_acc,
