@@ -2,15 +2,16 @@
 
 Random networks of every family modc ships (attention, transformer, GPT from the embedding
 output on, pre-norm blocks with LayerNorm > Gain > Bias, MLP, residual MLP, CNN, RMS
-division and RMSClip networks) get adversarial weights (all scaled, one layer blown up, low
-rank, some matrices zeroed, gains and biases of any sign and size, or a few steps of the
-dualized optimizer at a large learning rate) and adversarial inputs (random at many
-scales, or every position the same vector as in the issue's reproduction). The fused
-CausalAttention runs at scale 1 and, in two blocks, at scale 4. On every trial
-where the certificate's conditions hold on some inputs, its ℓ2 bound must be at least the
-best lower bound that adversarial search finds inside the conditions (`lipschitz_lower`:
-power iteration on JᵀJ and secant ascent, both points checked). `--trials N` sets the
-trials per family (default 8: well under a minute on two cores).
+division and RMSClip networks, coupling blocks with frozen atoms) get adversarial weights
+(all scaled, one layer blown up, low rank, some matrices zeroed, gains and biases of any
+sign and size, or a few steps of the dualized optimizer at a large learning rate) and
+adversarial inputs (random at many scales, or every position the same vector as in the
+issue's reproduction). The fused CausalAttention runs at scale 1 and, in two blocks, at
+scale 4. On every trial where the certificate's conditions hold on some inputs, its ℓ2
+bound must be at least the best lower bound that adversarial search finds inside the
+conditions (`lipschitz_lower`: power iteration on JᵀJ and secant ascent, both points
+checked). `--trials N` sets the trials per family (default 8: well under a minute on two
+cores).
 """
 
 from __future__ import annotations
@@ -114,6 +115,14 @@ network:
   - Linear: 4
 """
 
+COUPLING = """
+input (2, 3, 2)
+def side(act) = Linear(8, frozen=true) > act > Linear(6) > Bias
+network = Flatten
+    > repeat(2, name=blocks) { coupling(side(ReLU), side(GELU)) }
+    > Linear(4, frozen=true)
+"""
+
 # name -> (spec file or (text, file name), parameters)
 FAMILIES = {
     "attention": (SPECS / "attention.modc", {"width": 8, "heads": 2, "context": 6}),
@@ -130,6 +139,7 @@ FAMILIES = {
     "resmlp": (SPECS / "resmlp.yaml", {"width": 8, "depth": 2}),
     "cnn": ((CNN, "cnn.yaml"), {}),
     "rms": ((RMS_RESIDUAL, "rms.yaml"), {}),
+    "coupling": ((COUPLING, "coupling.modc"), {}),
 }
 # Input scales (RMS) drawn from: the pre-norm stream must stay large enough for every
 # LayerNorm's condition after the residual scalings, so its inputs start larger.

@@ -1,5 +1,6 @@
-"""Training on several processes: the dual map split across ranks, and torchrun runs of
-generated builds that equal one process with the same global batch (gloo, on CPU)."""
+"""Training on several processes: the dual map split across ranks (whole matrices, or rows
+of them under FSDP2), and torchrun runs of generated builds, data parallel or fully sharded,
+that equal one process with the same global batch (gloo, on CPU)."""
 
 from __future__ import annotations
 
@@ -9,19 +10,23 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
 import torch.multiprocessing as mp
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.tensor import DTensor, Shard, distribute_tensor
 
 import modc.ops.conv
 import modc.ops.linear
 from modc.ops.affine import bias_dualize
 from modc.ops.conv import conv2d_dualize
 from modc.ops.linear import linear_dualize
-from modc.runtime.distributed import Dealer, split_dual_maps
+from modc.runtime.distributed import Dealer, rows_for_all, split_dual_maps
 from modc.runtime.optim import Dualized
 from tests.conftest import SPECS
 from tests.conftest import modc as run_modc
@@ -44,11 +49,20 @@ def matrices() -> int:
     return len(SHAPES["Linear"]) + taps
 
 
-def optimizer(split: Dealer | None) -> tuple[Dualized, list[torch.Tensor]]:
+def optimizer(split: Dealer | None, mesh: object = None) -> tuple[Dualized, list[torch.Tensor]]:
+    """Dualized over SHAPES, its dual maps dealt out by `split`; with a mesh, every weight
+    a DTensor sharded by rows over it, as FSDP2 shards them."""
     torch.manual_seed(0)
     groups, params = [], []
     for atom, shapes in SHAPES.items():
-        ps = [torch.randn(*s, requires_grad=True) for s in shapes]
+        ps = [torch.randn(*s) for s in shapes]
+        if mesh is not None:  # as shard() does: the weights that give every rank rows
+            world = mesh.size()
+            ps = [
+                distribute_tensor(p, mesh, [Shard(0)]) if rows_for_all(p.shape, world) else p
+                for p in ps
+            ]
+        ps = [torch.nn.Parameter(p) for p in ps]
         group = {"params": ps, "targets": [0.5 + i for i in range(len(ps))], "atom": atom}
         if atom in POLAR_ATOMS:  # the same matmuls whatever a bank's size
             group["polar"] = {"dtype": torch.float32}
@@ -58,12 +72,14 @@ def optimizer(split: Dealer | None) -> tuple[Dualized, list[torch.Tensor]]:
     return Dualized(groups, maps, lr=0.1), params
 
 
-def split_worker(rank: int, world: int, rendezvous: str, out: str) -> None:
-    """Steps a split optimizer and an unsplit one on the same gradients; records, per step,
-    how many polar factors this rank computed, and how far the two weights lie apart."""
+def split_worker(rank: int, world: int, rendezvous: str, out: str, sharded: bool) -> None:
+    """Steps a split optimizer (of whole weights, or of row shards) and an unsplit one on
+    the same gradients; records, per step, how many polar factors this rank computed, and
+    how far the two weights lie apart."""
     dist.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=world)
+    mesh = init_device_mesh("cpu", (world,)) if sharded else None
     dealer = Dealer()
-    split, params = optimizer(dealer)
+    split, params = optimizer(dealer, mesh)
     alone, reference = optimizer(None)
     counted = [0]
 
@@ -78,8 +94,9 @@ def split_worker(rank: int, world: int, rendezvous: str, out: str) -> None:
     for step in range(STEPS):
         g = torch.Generator().manual_seed(step)
         for p, q in zip(params, reference, strict=True):
-            p.grad = torch.randn(p.shape, generator=g)
-            q.grad = p.grad.clone()
+            q.grad = torch.randn(q.shape, generator=g)
+            shards = isinstance(p, DTensor)
+            p.grad = distribute_tensor(q.grad, mesh, [Shard(0)]) if shards else q.grad.clone()
         modc.ops.linear.polar = counting(polar_of_linear)
         modc.ops.conv.polar = counting(polar_of_conv)
         counted[0] = 0
@@ -87,8 +104,9 @@ def split_worker(rank: int, world: int, rendezvous: str, out: str) -> None:
         counts.append(counted[0])
         modc.ops.linear.polar, modc.ops.conv.polar = polar_of_linear, polar_of_conv
         alone.step()
-        gaps.append(max((p - q).abs().max().item() for p, q in zip(params, reference, strict=True)))
-    report = {"counts": counts, "gaps": gaps, "gathered": dealer.gathered}
+        whole = [p.full_tensor() if isinstance(p, DTensor) else p for p in params]
+        gaps.append(max((p - q).abs().max().item() for p, q in zip(whole, reference, strict=True)))
+    report = {"counts": counts, "gaps": gaps, "sent": dealer.sent}
     Path(out, f"rank{rank}.json").write_text(json.dumps(report))
     dist.destroy_process_group()
 
@@ -96,17 +114,24 @@ def split_worker(rank: int, world: int, rendezvous: str, out: str) -> None:
 polar_of_linear, polar_of_conv = modc.ops.linear.polar, modc.ops.conv.polar
 
 
-@pytest.mark.parametrize("world", [2, pytest.param(3, marks=pytest.mark.slow)])
-def test_split_dual_map_computes_each_polar_factor_once(tmp_path: Path, world: int) -> None:
+@pytest.mark.parametrize(
+    "world, sharded",
+    [(2, False), (3, True), pytest.param(3, False, marks=pytest.mark.slow)],
+)
+def test_split_dual_map_computes_each_polar_factor_once(
+    tmp_path: Path, world: int, sharded: bool
+) -> None:
+    """Sharded over 3 ranks, the weights' rows split unevenly (5 = 2 + 2 + 1), and a 4 × 4
+    bank stays whole (2 + 2 + 0 rows would leave a rank without), as shard() keeps it."""
     rendezvous = f"file://{tmp_path / 'rendezvous'}"
-    mp.spawn(split_worker, (world, rendezvous, str(tmp_path)), nprocs=world)
+    mp.spawn(split_worker, (world, rendezvous, str(tmp_path), sharded), nprocs=world)
     reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(world)]
     for step in range(STEPS):
         assert sum(r["counts"][step] for r in reports) == matrices()
         assert all(r["counts"][step] > 0 for r in reports)  # every rank has a share
     for r in reports:
         assert max(r["gaps"]) < 1e-5, r["gaps"]  # the update of one process
-        assert r["gathered"] > 0
+        assert r["sent"] > 0
 
 
 # -- torchrun runs of generated builds ---------------------------------------------------
@@ -152,27 +177,52 @@ def train(build: Path, out: Path, procs: int, *args: str) -> subprocess.Complete
 
 
 def weights(out: Path) -> dict[str, torch.Tensor]:
-    return torch.load(out / "checkpoint.pt", weights_only=True)["model"]
+    """The weights of the run's checkpoint: in checkpoint.pt, or (--fsdp) in the folder of
+    shards that it names, read whole in this process."""
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    if "shards" not in ckpt:
+        return ckpt["model"]
+    folder = out / ckpt["shards"]
+    stored = dcp.FileSystemReader(folder).read_metadata().state_dict_metadata
+    model = {
+        key.removeprefix("model."): torch.empty(tuple(meta.size))
+        for key, meta in stored.items()
+        if key.startswith("model.")
+    }
+    with warnings.catch_warnings():  # that it reads without a process group: it is meant to
+        warnings.simplefilter("ignore", UserWarning)
+        dcp.load({"model": model}, checkpoint_id=folder, no_dist=True)
+    return model
+
+
+SLOW = pytest.mark.slow
 
 
 @pytest.mark.parametrize(
-    "name, kind",
+    "name, kind, fsdp",
     [
-        ("mlp", "dualized"),
-        ("gpt", "adamw"),
-        pytest.param("mlp", "adamw", marks=pytest.mark.slow),
-        pytest.param("gpt", "dualized", marks=pytest.mark.slow),
-        pytest.param("mlp", "normalized:adam", marks=pytest.mark.slow),
+        ("mlp", "dualized", False),
+        ("gpt", "adamw", False),
+        ("gpt", "dualized", True),
+        ("mlp", "adamw", True),
+        pytest.param("mlp", "adamw", False, marks=SLOW),
+        pytest.param("gpt", "dualized", False, marks=SLOW),
+        pytest.param("mlp", "normalized:adam", False, marks=SLOW),
+        pytest.param("mlp", "dualized", True, marks=SLOW),
+        pytest.param("gpt", "adamw", True, marks=SLOW),
+        pytest.param("gpt", "normalized:sgd", True, marks=SLOW),
+        pytest.param("mlp", "adafactor", True, marks=SLOW),
     ],
 )
 def test_two_processes_equal_one_with_the_same_global_batch(
-    builds: dict[str, Path], tmp_path: Path, name: str, kind: str
+    builds: dict[str, Path], tmp_path: Path, name: str, kind: str, fsdp: bool
 ) -> None:
-    lr = "0.05" if kind == "dualized" else "0.002"
+    lr = {"dualized": "0.05", "normalized:sgd": "0.05", "adafactor": "0.01"}.get(kind, "0.002")
     args = ["--optimizer", kind, "--lr", lr]
     one = train(builds[name], tmp_path / "one", 1, "--batch-size", "8", *args)
     assert one.returncode == 0, one.stderr
-    two = train(builds[name], tmp_path / "two", 2, "--batch-size", "2", "--grad-accum", "2", *args)
+    two_args = ["--batch-size", "2", "--grad-accum", "2", *args, *(["--fsdp"] if fsdp else [])]
+    two = train(builds[name], tmp_path / "two", 2, *two_args)
     assert two.returncode == 0, two.stderr
     assert "global batch 8 = 2 (--batch-size) × 2 processes × 2 (--grad-accum)" in two.stderr
     a, b = weights(tmp_path / "one"), weights(tmp_path / "two")
@@ -249,7 +299,7 @@ def test_a_killed_run_resumed_ends_as_an_uninterrupted_one(
     args = ["--steps", "300", "--batch-size", "2", "--checkpoint-every", "10"]
     kill_rank_one(builds["mlp"], tmp_path / "killed", *args)
     assert torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)["step"] < 300
-    resumed = train(builds["mlp"], tmp_path / "killed", 2, "--resume")
+    resumed = train(builds["mlp"], tmp_path / "killed", 2, "--resume", *args[:2])
     assert resumed.returncode == 0, resumed.stderr
     whole = train(builds["mlp"], tmp_path / "whole", 2, *args)
     assert whole.returncode == 0, whole.stderr
@@ -263,3 +313,38 @@ def test_an_error_of_every_rank_is_said_once(builds: dict[str, Path], tmp_path: 
     assert done.returncode != 0
     assert done.stderr.count("train.py: error:") == 1, done.stderr
     assert "missing.csv" in done.stderr
+
+
+@LINUX
+def test_a_sharded_run_killed_and_resumed_ends_as_an_uninterrupted_one(
+    builds: dict[str, Path], tmp_path: Path
+) -> None:
+    """--fsdp: every rank writes its shards (torch.distributed.checkpoint); a rank killed
+    after a checkpoint leaves it whole, and the run resumed from it ends where an
+    uninterrupted run does."""
+    args = ["--steps", "30", "--batch-size", "2", "--checkpoint-every", "5", "--fsdp"]
+    kill_rank_one(builds["mlp"], tmp_path / "killed", *args)
+    ckpt = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)
+    assert ckpt["step"] < 30 and ckpt["shards"] == f"shards-{ckpt['step']:08d}"
+    resumed = train(builds["mlp"], tmp_path / "killed", 2, "--resume", "--fsdp", *args[:2])
+    assert resumed.returncode == 0, resumed.stderr
+    whole = train(builds["mlp"], tmp_path / "whole", 2, *args)
+    assert whole.returncode == 0, whole.stderr
+    a, b = weights(tmp_path / "whole"), weights(tmp_path / "killed")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=k)
+    left = sorted(p.name for p in (tmp_path / "killed").iterdir() if "shards" in p.name)
+    assert left == ["shards-00000030"]  # the older folders went once a newer one was named
+
+
+def test_fsdp_needs_torchrun_and_a_checkpoint_of_its_kind(
+    builds: dict[str, Path], tmp_path: Path
+) -> None:
+    alone = train(builds["mlp"], tmp_path / "alone", 1, "--fsdp")
+    assert alone.returncode == 2
+    assert "train.py: error: --fsdp shards over the processes that torchrun starts" in alone.stderr
+    plain = train(builds["mlp"], tmp_path / "plain", 1, "--steps", "2", "--batch-size", "2")
+    assert plain.returncode == 0, plain.stderr
+    again = train(builds["mlp"], tmp_path / "plain", 2, "--resume", "--fsdp")
+    assert again.returncode != 0
+    assert again.stderr.count("is of a run without --fsdp; resume it so") == 1, again.stderr

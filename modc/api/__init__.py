@@ -8,17 +8,17 @@
     build = m.build(m.spec(net, name="mlp", input=(1, 28, 28), output=10))
 
 Every operation of the library is an attribute (`m.Linear`, `m.ReLU`; call it for
-arguments, `name=` and `mass=`). Networks combine as in the `.modc` language: `a >> b`
-composes in data-flow order (the language's `a > b`, and as loose against `+`, `*` and
-`**`), `a @ b` in Modula's order (b first), `a + b` sums branches, `0.5 * a` and `a / 2`
-scale, `a ** n` repeats, and a Python tuple `(a, b)` is a tuple of branches wherever a
-network goes. `repeat`, `residual`, `tare` and `seq` are functions, `group` is
-parentheses (`a >> b >> c` is one chain of three, as in the language), `@define` makes a
-function a named definition, `include` brings in a spec file's definitions (the standard
-library's too), and `param` declares a spec parameter. Numbers combine with
-+ - * / // % ** and `sqrt`, `min`, `max`, `floor`, `ceil` into modc's arithmetic, never
-evaluated here; Python computes `1/3` as a float before modc sees it, so write
-`Fraction(1, 3)` or `m.num(1) / 3` for the exact third.
+arguments, `name=`, `mass=` and `frozen=True`). Networks combine as in the `.modc`
+language: `a >> b` composes in data-flow order (the language's `a > b`, and as loose
+against `+`, `*` and `**`), `a @ b` in Modula's order (b first), `a + b` sums branches,
+`0.5 * a` and `a / 2` scale, `a ** n` repeats, and a Python tuple `(a, b)` is a tuple of
+branches wherever a network goes. `repeat`, `residual`, `tare`, `coupling` and `seq` are
+functions, `group` is parentheses (`a >> b >> c` is one chain of three, as in the
+language), `@define` makes a function a named definition, `include` brings in a spec
+file's definitions (the standard library's too), and `param` declares a spec parameter.
+Numbers combine with + - * / // % ** and `sqrt`, `min`, `max`, `floor`, `ceil` into
+modc's arithmetic, never evaluated here; Python computes `1/3` as a float before modc
+sees it, so write `Fraction(1, 3)` or `m.num(1) / 3` for the exact third.
 
 Each node carries a span at the Python line that made it, so elaboration errors point
 there, and `spec`, `compile`, `build` and `load` go through the same elaboration, theory
@@ -32,6 +32,7 @@ from modc.api.networks import (
     Library,
     Net,
     Op,
+    coupling,
     define,
     group,
     include,
@@ -54,6 +55,7 @@ __all__ = [
     "Net",
     "build",
     "compile",
+    "coupling",
     "define",
     "group",
     "include",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 from collections.abc import Callable, Iterable
@@ -85,8 +86,17 @@ class Op(Net):
         super().__init__(ast.Call(name, span=span))
         self.name = name
 
-    def __call__(self, *args: object, name: str | None = None, **kwargs: object) -> Net:
-        return _call(self.name, args, kwargs, name, {})
+    def __call__(
+        self, *args: object, name: str | None = None, frozen: bool = False, **kwargs: object
+    ) -> Net:
+        """The operation with arguments; `frozen=True` keeps an atom's weight at its random
+        initialisation (mass 0: no step, still in every bound)."""
+        net = _call(self.name, args, kwargs, name, {})
+        if frozen is not True and frozen is not False:
+            raise ValueError(f"frozen= must be True or False, got {frozen!r}")
+        if not frozen:
+            return net
+        return Net(dataclasses.replace(net.node, frozen=True), net.defs, net.params)
 
 
 class Hole(Expr):
@@ -200,6 +210,16 @@ def residual(depth: object, body: object, name: str | None = None) -> Net:
     """`((1 - 1/L)·x + (1/L)·body(x)) ** L`, L = depth: sensitivity 1 at any depth."""
     n, b = as_expr(depth), as_net(body)
     return _wrap(ast.Residual(n.node, b.node, name, here()), b, n)
+
+
+def coupling(f: object, g: object, name: str | None = None) -> Net:
+    """An additive coupling block on the feature halves: y1 = x1 + f(x2), y2 = x2 + g(y1),
+    exactly invertible (model.inverse)."""
+    if name is not None and not (isinstance(name, str) and name.isidentifier()):
+        raise ValueError(f"name= must be an identifier, got {name!r}")
+    a, b = as_net(f), as_net(g)
+    return _joined(lambda items, span: ast.Coupling(*items, name, span), (a.node, b.node), (a, b),
+                   here(), chain=False)
 
 
 def tare(mass: object, body: object) -> Net:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import sympy
 
+from modc.codegen.reversible import inverse_certificate
 from modc.codegen.settings import optimizer_settings
 from modc.codegen.source import WIDTH, docstring, literal, module, plain, quote, snippets
 from modc.errors import shown
@@ -183,6 +184,12 @@ class Source(Domain[Term]):
             return sympy.Add(*values)
         return ("+", list(values))
 
+    def coupling(self, node: ir.Coupling, values: Sequence[Term]) -> Term:
+        """The coupling's rule, in a function of its generated module."""
+        doc = f"Bound for the coupling '{node.name}'."
+        name = self.function(Domain.coupling(self, node, values), node.name, doc)
+        return f"{name}(m.{node.name})"
+
     def repeat(self, node: ir.Repeat, values: Sequence[Term]) -> Term:
         """A product over the copies, each bounded by its body's function."""
         copies, rest = f"m.{node.name}", values[-1]
@@ -256,6 +263,7 @@ def emit_certificate(network: ir.Network, analysis: Analysis) -> str:
     for space, src in sources.items():
         term = lipschitz(network.root, src, space)
         src.function(term, None, f"Bound for the whole network, in the {space} norm.")
+    inverse = inverse_certificate(network, sources[L2])
     leaves = evaluations(network.root)
     kinds = {a.kind: type(a.node.op) for a in analysis.atoms}
     atoms = "\n".join(f"    {quote(a.path + '.weight')}: {quote(a.kind)}," for a in analysis.atoms)
@@ -315,6 +323,7 @@ def emit_certificate(network: ir.Network, analysis: Analysis) -> str:
             *sources[L2].functions,
             *sources[ACTIVATION].functions,
             TAIL.strip(),
+            inverse,
         ]
     )
     return module(

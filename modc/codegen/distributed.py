@@ -19,5 +19,14 @@ def emit_distributed() -> str:
         distributed.mean_over_ranks,
         distributed.Dealer,
         distributed.split_dual_maps,
+        distributed.share_work,
+        distributed.shard,
+        distributed.rows_for_all,
+        distributed.average_grad,
+        distributed.sharded,
+        distributed.gathered,
+        distributed.save_shards,
+        distributed.prune_shards,
+        distributed.load_shards,
     ]
     return module(doc, snippets(public))

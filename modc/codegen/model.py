@@ -5,6 +5,7 @@ from __future__ import annotations
 import textwrap
 from dataclasses import dataclass, field
 
+from modc.codegen.reversible import constructor, emit_coupling, inverse_method
 from modc.codegen.source import (
     camel,
     commented,
@@ -90,7 +91,7 @@ class ModelEmitter:
             self.runtime += _runtime(node)
             if node.is_atom:
                 cls.init += commented(
-                    f"self.{node.name} = {node.op.constructor()}",
+                    f"self.{node.name} = {constructor(node)}",
                     f"{location(node)} {node.op.describe()}",
                     8,
                 )
@@ -113,6 +114,8 @@ class ModelEmitter:
             return outs
         if isinstance(node, ir.Tare):
             return self.flow(node.body, ins, var, cls)
+        if isinstance(node, ir.Coupling):
+            return [emit_coupling(self, node, ins, cls)]
         if isinstance(node, ir.Repeat):
             return self.repeat(node, ins, var, cls)
         raise TypeError(type(node).__name__)
@@ -166,7 +169,7 @@ def emit_model(network: ir.Network) -> str:
                 shapes,
                 snippets(dict.fromkeys(e.runtime)),
                 *helpers,
-                root.text(),
+                root.text() + inverse_method(network),
                 'def build_model() -> Network:\n    """A freshly initialised network; seed torch '
                 'first for a fixed initialisation."""\n    return Network()',
             ],

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import inspect
 
+from modc.codegen.reversible import gauss_newton_table
 from modc.codegen.settings import KINDS, OptimizerSettings, optimizer_settings
 from modc.codegen.source import literal, module, plain, quote, snippets
 from modc.errors import shown
 from modc.graph import ir
+from modc.runtime.gauss_newton import GaussNewton, truncated_solve
 from modc.runtime.optim import (
     Adafactor,
     Combined,
@@ -37,6 +39,9 @@ def make_optimizer(
     eps2: float = {eps2},
     adamw_lr: float = {adamw_lr},
     beta1: float = {beta1},
+    loss: str = {loss},
+    rtol: float = {rtol},
+    atol: float = {atol},
     compile: bool = False,
 ) -> torch.optim.Optimizer:
 """
@@ -58,6 +63,10 @@ BODY = '''
     adafactor             Adafactor itself (Shazeer & Stern 2018): relative step min(lr, 1/√t)
                           times max(eps2, RMS(W)), β2_t = 1 − t^(−decay), update clipping at
                           the constant clip, at t^(decay/(2(clip_alpha − 1))), or none
+    gauss_newton          exact Gauss–Newton for reversible networks (GAUSS_NEWTON): each
+                          coupling block solves for the outputs' target of `loss`
+                          (cross_entropy | mse) by a pseudo-inverse truncated below
+                          max(atol, rtol·σ_max); plain steps of lr, no momentum or decay
     momentum None means 0.9 for normalized:adam, normalized:adafactor and adamw, 0 (off)
     for adafactor, else 0.95; decay, clip and clip_alpha apply to both Adafactors.
     Every kind skips a step whose gradients hold a NaN or an infinity (weights and state
@@ -70,7 +79,7 @@ BODY = '''
     after every step, and at once on the current weights, so that the certificate's bound
     stays at most LIPSCHITZ_BOUND.
     """
-    params = dict(model.named_parameters())
+    params = {name: p for name, p in model.named_parameters() if p.requires_grad}  # not frozen
     if set(params) != set(TARGETS):
         raise ValueError("the model's parameters do not match the network this was built for")
     if kind not in KINDS or constraint not in ("none", "cap", "normalize") or polar not in POLAR:
@@ -102,6 +111,13 @@ BODY = '''
     elif kind == "adafactor":
         optimizer = Adafactor(
             params.values(), lr, decay, clip, clip_alpha, eps1, eps2, momentum, weight_decay
+        )
+    elif kind == "gauss_newton":
+        if GAUSS_NEWTON is None:
+            raise ValueError(f"gauss_newton cannot train this network: {GAUSS_NEWTON_REFUSAL}")
+        plan = GAUSS_NEWTON
+        optimizer = GaussNewton(
+            model, plan["blocks"], plan["head"], plan["features"], lr, loss, rtol, atol
         )
     elif kind == "adamw":
         betas = (momentum, beta2)
@@ -152,6 +168,9 @@ def _make(s: OptimizerSettings) -> str:
         "eps2": repr(s.eps2),
         "adamw_lr": repr(s.adamw_lr),
         "beta1": repr(s.beta1),
+        "loss": quote(s.loss),  # one of LOSSES, checked
+        "rtol": repr(s.rtol),
+        "atol": repr(s.atol),
     }
     return SIGNATURE.strip("\n").format(**values) + BODY.rstrip()
 
@@ -233,13 +252,14 @@ def emit_optimizer(network: ir.Network, analysis: Analysis) -> str:
     hidden = "\n".join(
         f"    {quote(a.path + '.weight')},"
         for a in analysis.atoms
-        if a.kind in polar_atoms and len(a.shape) == 2 and a.path not in heads
+        if a.kind in polar_atoms and len(a.shape) == 2 and a.path not in heads and not a.node.frozen
     )
     tables = TABLES.strip().format(
         rows="\n".join(
             f"    {quote(a.path + '.weight')}: ({quote(a.kind)}, {literal(a.target)}),"
             f"  # {plain(str(a.target))}"
             for a in analysis.atoms
+            if not a.node.frozen
         ),
         dual_maps=table("dualize"),
         norms=table("norm"),
@@ -263,10 +283,12 @@ def emit_optimizer(network: ir.Network, analysis: Analysis) -> str:
         Adafactor,
         Combined,
         Constrain,
+        truncated_solve,
+        GaussNewton,
     ]
     return module(
         f"The optimizer for {shown(network.name)}, compiled by modc: dualized steps "
         "whose size each atom\nreceives by its place in the network; normalized and "
         "baseline optimizers from the same build.\n",
-        "\n\n\n".join([snippets(runtime), tables, _make(settings)]),
+        "\n\n\n".join([snippets(runtime), tables, gauss_newton_table(network), _make(settings)]),
     )

@@ -3,7 +3,7 @@
 ```yaml
 optimizer:
   kind: dualized        # dualized | normalized:sgd | normalized:adam | normalized:adafactor
-                        # | adamw | muon | adafactor
+                        # | adamw | muon | adafactor | gauss_newton (reversible networks)
   momentum: 0.95        # β1 of every kind (default 0.95; 0.9 for the Adam family; 0, off,
                         # for adafactor: Shazeer & Stern 2018 §7.1)
   nesterov: true        # dualized, normalized:sgd, muon
@@ -22,6 +22,10 @@ optimizer:
   adamw_lr: 3.0e-4      # muon: learning rate of the AdamW part (embeddings, head, gains,
                         # biases); its own, not lr: Muon's authors run AdamW at 3e-4
   beta1: 0.9            # muon: β1 of the AdamW part (Muon's own momentum is `momentum`)
+  loss: cross_entropy   # gauss_newton: cross_entropy | mse, the loss whose outputs' target
+                        # it solves for (docs/theory.md §12)
+  rtol: 1.0e-2          # gauss_newton: the pseudo-inverse keeps singular values above
+  atol: 1.0e-5          # max(atol, rtol·σ_max) (truncation: the step's damping)
   constraint: cap       # none | cap (hard cap) | normalize (spectral normalisation)
   lipschitz: 10         # keep the certificate's bound at most this ...
   max_norm: 2.0         # ... or cap every atom's ℓ2 Lipschitz bound at this
@@ -42,6 +46,7 @@ from dataclasses import dataclass
 
 from modc.errors import ModcError, did_you_mean
 from modc.graph import ir
+from modc.graph.reversible import gauss_newton_plan
 from modc.theory.lipschitz import capped_bound
 
 KINDS = (
@@ -52,7 +57,9 @@ KINDS = (
     "adamw",
     "muon",
     "adafactor",
+    "gauss_newton",
 )
+LOSSES = ("cross_entropy", "mse")
 CONSTRAINTS = ("none", "cap", "normalize")
 POLARS = ("polar_express", "muon")
 KEYS = (
@@ -69,6 +76,9 @@ KEYS = (
     "eps2",
     "adamw_lr",
     "beta1",
+    "loss",
+    "rtol",
+    "atol",
     "constraint",
     "lipschitz",
     "max_norm",
@@ -93,6 +103,9 @@ class OptimizerSettings:
     eps2: float = 1e-3
     adamw_lr: float = 3e-4
     beta1: float = 0.9
+    loss: str = "cross_entropy"
+    rtol: float = 1e-2
+    atol: float = 1e-5
     constraint: str = "none"
     lipschitz: float | None = None
     max_norm: float | None = None
@@ -152,6 +165,13 @@ def optimizer_settings(network: ir.Network) -> OptimizerSettings:
     got: dict[str, object] = {}
     if "kind" in raw:
         got["kind"] = _choice("kind", raw["kind"], KINDS)
+        if got["kind"] == "gauss_newton":
+            gauss_newton_plan(network.root)  # a located error saying what it lacks
+    if "loss" in raw:
+        got["loss"] = _choice("loss", raw["loss"], LOSSES)
+    for key in ("rtol", "atol"):
+        if key in raw:
+            got[key] = _number(key, raw[key], 0, math.inf)
     if "momentum" in raw:
         got["momentum"] = _number("momentum", raw["momentum"], 0, 1, closed=False)
     if "nesterov" in raw:
@@ -184,6 +204,12 @@ def optimizer_settings(network: ir.Network) -> OptimizerSettings:
             )
     elif bounded:
         got["constraint"] = "cap"
+    if bounded and any(getattr(n, "frozen", False) for n in ir.leaves(network.root)):
+        raise ModcError(
+            "optimizer.lipschitz and max_norm cap every atom after each step, but this network "
+            "has frozen atoms, whose weights no step may change",
+            hint="unfreeze them, or drop the constraint",
+        )
     if bounded:
         cap = atom_cap(network.root, got.get("lipschitz"), got.get("max_norm"))
         got["atom_cap"], got["bound_at_cap"] = cap, capped_bound(network.root, cap)

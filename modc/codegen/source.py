@@ -33,12 +33,19 @@ from modc.lazy import resolve
 IMPORTS = [
     ("math", "import math", True),
     ("os", "import os", True),
+    ("shutil", "import shutil", True),
+    ("warnings", "import warnings", True),
     ("Callable", "from collections.abc import Callable", True),
     ("timedelta", "from datetime import timedelta", True),
+    ("Path", "from pathlib import Path", True),
     ("torch", "import torch", False),
     ("dist", "import torch.distributed as dist", False),
+    ("dcp", "import torch.distributed.checkpoint as dcp", False),
+    ("dcp_state", "import torch.distributed.checkpoint.state_dict as dcp_state", False),
     ("F", "import torch.nn.functional as F", False),
     ("nn", "from torch import nn", False),
+    ("fully_shard", "from torch.distributed.fsdp import fully_shard", False),
+    ("DTensor", "from torch.distributed.tensor import DTensor", False),
 ]
 
 

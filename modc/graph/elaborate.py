@@ -186,6 +186,8 @@ def term(t: ast.Term, shape: Shape, ctx: Context) -> ir.Node:
         return repeat(t.count, t.body, t.name, "repeat", shape, ctx, t.span)
     if isinstance(t, ast.Residual):
         return repeat(t.depth, t.body, t.name, "residual", shape, ctx, t.span)
+    if isinstance(t, ast.Coupling):
+        return coupling(t, shape, ctx)
     if isinstance(t, ast.Tare):
         mass = require_finite(evaluate(t.mass, ctx.env), t.mass.span, "a tared mass")
         if mass.is_number and not mass > 0:
@@ -265,6 +267,32 @@ def repeat(
     return ir.Repeat(shape, span, count, first, rest, attr)
 
 
+def coupling(t: ast.Coupling, shape: Shape, ctx: Context) -> ir.Coupling:
+    """coupling(f, g): f and g map one half of the features to the other's shape. The
+    coupling is a module of its own; the atoms of f and g are named f_… and g_… in it."""
+    d = shape[0] if len(shape) == 1 and not isinstance(shape[0], tuple) else None
+    if d is None or (d.is_Integer and d % 2):
+        raise ModcError(
+            f"a coupling splits the features into two halves, so it needs a flat input with "
+            f"an even number of features, got {show(shape)}",
+            t.span,
+            "flatten the input first (Flatten), or make the feature count even",
+        )
+    half = (d / 2,)
+    attr = ctx.claim(t.name, "coupling", t.span)
+    scope = Scope()
+    f = term(t.f, half, ctx.within(scope=scope, prefix="f_"))
+    g = term(t.g, half, ctx.within(scope=scope, prefix="g_"))
+    for part, body, which in ((f, t.f, "f"), (g, t.g, "g")):
+        if part.out_shape != half:
+            raise ModcError(
+                f"shape mismatch: a coupling's {which} must map a half {show(half)} to the "
+                f"same shape, but it gives {show(part.out_shape)}",
+                getattr(body, "span", None) or t.span,
+            )
+    return ir.Coupling(shape, t.span, f, g, attr)
+
+
 def residual_block(body: ast.Term, shape: Shape, ctx: Context, depth: sympy.Expr) -> ir.Node:
     """(1 − 1/L)·x + (1/L)·body(x): a Tuple of two scaled branches, then Add."""
     block = term(body, shape, ctx)
@@ -292,7 +320,7 @@ def call(c: ast.Call, shape: Shape, ctx: Context) -> ir.Node:
     if c.op in ctx.defs:
         return use_def(ctx.defs[c.op], c, shape, ctx)
     if c.op not in OPS:
-        known = [*OPS, *ctx.defs, *ctx.terms, "repeat", "residual", "tare", "scale", "sum"]
+        known = [*OPS, *ctx.defs, *ctx.terms, "repeat", "residual", "tare", "coupling", "sum"]
         raise ModcError(f"unknown operation '{c.op}'", c.span, did_you_mean(c.op, known))
     cls = OPS[c.op]
     values, mass = bind_args(cls, c, ctx)
@@ -305,6 +333,8 @@ def call(c: ast.Call, shape: Shape, ctx: Context) -> ir.Node:
         )
     if cls.arity == 0 and len(given) < 2:
         raise ModcError(f"{cls.name} takes a tuple of inputs, such as (a, b) > {c.op}", c.span)
+    if not cls.atom and c.frozen:
+        raise ModcError(f"{cls.name} has no weights to freeze", c.span)
     if not cls.atom and c.name is not None:
         raise ModcError(
             f"{cls.name} has no weights to name",
@@ -319,6 +349,8 @@ def call(c: ast.Call, shape: Shape, ctx: Context) -> ir.Node:
     if not op.atom:
         return ir.Leaf(shape, c.span, op)
     name = ctx.claim(c.name, c.op.lower(), c.span)
+    if c.frozen:  # fixed random weights: no share of a step, still in every bound
+        return ir.Leaf(shape, c.span, op, name, sympy.Integer(0), frozen=True)
     return ir.Leaf(shape, c.span, op, name, mass)
 
 

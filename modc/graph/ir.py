@@ -1,7 +1,8 @@
 """The module IR: a tree of atoms, bonds and combinators with every shape known.
 
 Combinators follow docs/theory.md §3: Compose (data-flow order), Tuple (branches on one input),
-Repeat (composed copies with independent weights) and Tare (mass allocation). Sums,
+Repeat (composed copies with independent weights), Tare (mass allocation) and Coupling
+(an additive coupling block, invertible; docs/theory.md §12). Sums,
 scalar multiples and residual blocks are written with these during elaboration.
 
 Every node states its own rules here, once: the analysis, the cap solver, `modc check`,
@@ -120,6 +121,10 @@ class Node:
         """What this node's own constants assume of its inputs (an operation's)."""
         return ()
 
+    def sharpness_note(self) -> str | None:
+        """Why this node has no smoothness constants, where its class derives none."""
+        return None
+
     def heads(
         self, path: str, recurse: Callable[[Node, str], tuple[set[str], bool]]
     ) -> tuple[set[str], bool]:
@@ -152,6 +157,7 @@ class Leaf(Node):
     op: Op = None
     name: str | None = None
     mass: sympy.Expr = sympy.Integer(0)
+    frozen: bool = False  # an atom whose weight keeps its random initialisation: mass 0
 
     @property
     def out_shape(self) -> Shape:
@@ -199,7 +205,9 @@ class Leaf(Node):
         return self.op.describe()
 
     def attributes(self) -> dict[str, Any]:
-        return {"name": self.name, "mass": self.mass} if self.is_atom else {}
+        if not self.is_atom:
+            return {}
+        return {"name": self.name, "mass": self.mass, **({"frozen": True} if self.frozen else {})}
 
 
 @dataclass(eq=False)
@@ -449,6 +457,77 @@ class Tare(Node):
 
     def label(self) -> str:
         return f"Tare({self.mass})"
+
+
+@dataclass(eq=False)
+class Coupling(Node):
+    """y1 = x1 + f(x2), y2 = x2 + g(y1) on the two halves of the features; exactly
+    invertible: x2 = y2 − g(y1), x1 = y1 − f(x2) (docs/theory.md §12). A module of its own
+    in model.py: the atoms of f and g are named inside it (`name.f_linear1`).
+
+    It is the composition S_g ∘ S_f of two shears, S_f(x1, x2) = (x1 + f(x2), x2), and its
+    rules are those of that composition: μ = μ_f + μ_g; a shear's constant is at most one
+    plus its branch's, so ν and the Lipschitz bound in each norm are (1 + ν_f)(1 + ν_g) and
+    (1 + L_f)(1 + L_g), and so is the inverse's Lipschitz bound (S_f⁻¹ shears by −f); f's
+    target is divided by the sensitivity of S_g after it: t·μ_f/(μ·(1 + ν_g)), g gets
+    t·μ_g/μ. No fact about the input survives the halving, so none flows through; no
+    smoothness rule is derived for it yet.
+    """
+
+    f: Node = None
+    g: Node = None
+    name: str = ""
+
+    @property
+    def out_shape(self) -> Shape:
+        return self.in_shape
+
+    def children(self) -> tuple[Node, ...]:
+        return (self.f, self.g)
+
+    def mass_of(self, values: Sequence[sympy.Expr]) -> sympy.Expr:
+        return values[0] + values[1]
+
+    def sensitivity_of(self, values: Sequence[Any]) -> Any:
+        return (1 + values[0]) * (1 + values[1])
+
+    def lipschitz_of(self, values: Sequence[Any], domain: Any, space: str) -> Any:
+        return domain.coupling(self, values)
+
+    def inverse_lipschitz_of(self, values: Sequence[Any], domain: Any) -> Any:
+        """The inverse's bound from the *forward* bounds of f and g: the same rule."""
+        return domain.coupling(self, values)
+
+    def sharpness_of(self, values: Sequence[Any], algebra: Any) -> Any:
+        return algebra.underived(self, self.sensitivity_of([v.nu for v in values]),
+                                 self.sensitivity_of([v.nuh for v in values]))
+
+    def sharpness_note(self) -> str | None:
+        return f"{self.name} (a coupling: no smoothness rule)"
+
+    def split(
+        self, t: Any, mass: Callable, sensitivity: Callable, index: sympy.Symbol
+    ) -> list[Share]:
+        total, here = mass(self), f"{self.name}."
+        return [
+            Share(self.f, t * mass(self.f) / (total * (1 + sensitivity(self.g))), here, here),
+            Share(self.g, t * mass(self.g) / total, here, here),
+        ]
+
+    def flow(self, facts: Any, through: Callable[[Node, Any], Any]) -> Any:
+        through(self.f, frozenset())
+        through(self.g, frozenset())
+        return frozenset()
+
+    def heads(
+        self, path: str, recurse: Callable[[Node, str], tuple[set[str], bool]]
+    ) -> tuple[set[str], bool]:
+        """y = (x1 + f, x2 + g): both reach the output, and x2 through no atom."""
+        found = [recurse(c, f"{path}{self.name}.") for c in self.children()]
+        return set().union(*(f[0] for f in found)), True
+
+    def attributes(self) -> dict[str, Any]:
+        return {"name": self.name}
 
 
 @dataclass

@@ -17,7 +17,11 @@ def check_optimizer(network: ir.Network, spec: ast.Spec) -> None:
     setting without which the error changes.
     """
     from modc.codegen.settings import optimizer_settings
+    from modc.graph.reversible import gauss_newton_plan
 
+    chosen = [s for s in spec.train if s.key == "optimizer" and s.value == "gauss_newton"]
+    if chosen:
+        gauss_newton_plan(network.root)  # located where the network lacks what it needs
     try:
         optimizer_settings(network)
     except ModcError as err:

@@ -136,6 +136,11 @@ class Op:
         """
         return self.sensitivity()
 
+    def inverse(self, output: str) -> tuple[str, sympy.Expr] | None:
+        """For an invertible operation: a Python expression of its input from the `output`
+        expression, and the ℓ2 Lipschitz constant of that inverse; else None."""
+        return None
+
     def facts(self, inputs: Sequence[frozenset[str]]) -> frozenset[str]:
         """What holds of every output, for every input, given what holds of the inputs:
         the facts (RMS_AT_MOST_1, ...) that meet later operations' conditions. None by

@@ -36,6 +36,9 @@ class Identity(Bond):
     def forward(self, inputs: Sequence[str], attr: str | None) -> str:
         return inputs[0]
 
+    def inverse(self, output: str) -> tuple[str, sympy.Expr]:
+        return output, sympy.Integer(1)
+
 
 class Flatten(Bond):
     """Flattens each example to one axis: (1, 28, 28) → (784,)."""
@@ -47,6 +50,11 @@ class Flatten(Bond):
 
     def forward(self, inputs: Sequence[str], attr: str | None) -> str:
         return f"{primary(inputs[0])}.flatten(1)"
+
+    def inverse(self, output: str) -> tuple[str, sympy.Expr]:
+        """A reshape back: an isometry in ℓ2."""
+        shape = ", ".join(str(d) for d in self.in_shapes[0])
+        return f"{primary(output)}.reshape(-1, {shape})", sympy.Integer(1)
 
 
 class Mul(Bond):
@@ -64,6 +72,12 @@ class Mul(Bond):
 
     def forward(self, inputs: Sequence[str], attr: str | None) -> str:
         return f"{exact(self.values['factor'])} * {primary(inputs[0])}"
+
+    def inverse(self, output: str) -> tuple[str, sympy.Expr] | None:
+        a = self.values["factor"]
+        if not a.is_number or a == 0:
+            return None
+        return f"{primary(output)} / {primary(exact(a))}", 1 / sympy.Abs(a)
 
 
 class Add(Bond):

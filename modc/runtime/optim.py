@@ -17,6 +17,8 @@ import math
 from collections.abc import Callable
 
 import torch
+import torch.distributed as dist
+from torch.distributed.tensor import DTensor
 
 from modc.runtime.certify import constrain
 
@@ -50,17 +52,25 @@ def all_finite(tensors: list[torch.Tensor]) -> bool:
     """Whether every entry of `tensors` is finite, with one host sync per device.
 
     Each tensor's max |entry| (NaN if it holds a NaN) comes from one fused reduction per
-    device and dtype; only the device's verdict, one bool, is copied to the host.
+    device and dtype; only the device's verdict, one bool, is copied to the host. A DTensor
+    (FSDP2's shards) is checked where it lies, and the verdict is then every rank's (one
+    all-reduce), so that all ranks skip a step alike.
     """
+    shards = [t for t in tensors if isinstance(t, DTensor)]
     groups: dict[torch.device, dict[torch.dtype, list[torch.Tensor]]] = {}
     for t in tensors:
+        t = t.to_local() if isinstance(t, DTensor) else t
         if t.numel():
             groups.setdefault(t.device, {}).setdefault(t.dtype, []).append(t)
+    finite = True
     for by_dtype in groups.values():
         maxes = [torch.stack(torch._foreach_norm(ts, math.inf)) for ts in by_dtype.values()]
-        if not torch.stack([m.isfinite().all() for m in maxes]).all():  # the device's sync
-            return False
-    return True
+        finite = finite and bool(torch.stack([m.isfinite().all() for m in maxes]).all())
+    if shards:
+        verdict = torch.tensor([float(finite)], device=shards[0].device)
+        dist.all_reduce(verdict, dist.ReduceOp.MIN, group=shards[0].device_mesh.get_group())
+        finite = bool(verdict.item())
+    return finite
 
 
 class SkipNonFinite(torch.optim.Optimizer):

@@ -66,7 +66,8 @@ Expr = Num | Name | BinOp | Neg | Func
 class Call:
     """An operation (`Linear(width)`, `ReLU`) or a use of a definition (`block(d)`).
 
-    `name` optionally names the module in generated code (`Linear(10, name=head)`).
+    `name` optionally names the module in generated code (`Linear(10, name=head)`);
+    `frozen` keeps an atom's weight at its random initialisation (`frozen=true`).
     """
 
     op: str
@@ -74,6 +75,7 @@ class Call:
     kwargs: tuple[tuple[str, Arg], ...] = ()
     name: str | None = None
     span: Span = field(compare=False, repr=False, default=None)
+    frozen: bool = False
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,18 @@ class Tare:
     span: Span = field(compare=False, repr=False, default=None)
 
 
-Term = Call | Seq | Sum | Tuple | Scale | Repeat | Residual | Tare
+@dataclass(frozen=True)
+class Coupling:
+    """An additive coupling block on the two halves of the features:
+    y1 = x1 + f(x2), y2 = x2 + g(y1); invertible whatever f and g are."""
+
+    f: Term
+    g: Term
+    name: str | None = None
+    span: Span = field(compare=False, repr=False, default=None)
+
+
+Term = Call | Seq | Sum | Tuple | Scale | Repeat | Residual | Tare | Coupling
 Arg = Expr | Term
 
 # ---------------------------------------------------------------- whole specs

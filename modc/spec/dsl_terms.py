@@ -9,6 +9,8 @@ end reads a scalar argument, and elaboration resolves it.
 
 from __future__ import annotations
 
+import dataclasses
+
 from lark import Token, Tree
 
 from modc.errors import ModcError, did_you_mean
@@ -19,7 +21,7 @@ from modc.spec.expr import FUNCTIONS, check_arity
 #: Constructs written `kw(value, name=...) { body }`, and the keywords each accepts.
 BLOCKS: dict[str, tuple[str, ...]] = {"repeat": ("name",), "residual": ("name",), "tare": ()}
 #: Construct keywords of either front end: no definition or argument takes these names.
-KEYWORDS = (*BLOCKS, "scale", "sum", "tuple")
+KEYWORDS = (*BLOCKS, "coupling", "scale", "sum", "tuple")
 #: Names a definition may not take: construct keywords and built-in functions.
 RESERVED = (*KEYWORDS, *FUNCTIONS)
 #: How deeply terms and expressions may nest; deeper text is refused, not overflowed.
@@ -207,6 +209,7 @@ class Builder:
         positional: list[ast.Arg] = []
         kwargs: dict[str, ast.Arg] = {}
         module: str | None = None
+        frozen: bool | None = None
         for a in _args(args):
             if a.data != "kwarg":
                 if kwargs or module is not None:
@@ -217,10 +220,14 @@ class Builder:
                 continue
             key_tok, _, value = a.children
             key = str(key_tok)
-            if key in kwargs or (key == "name" and module is not None):
+            if key in kwargs or (key == "name" and module is not None) or (
+                key == "frozen" and frozen is not None
+            ):
                 raise ModcError(f"argument '{key}' is given twice", self.span(key_tok))
             if key == "name":
                 module = self.module_name(value)
+            elif key == "frozen":
+                frozen = self.truth(value)
             elif key in KEYWORDS:
                 raise ModcError(
                     f"'{key}' is a construct keyword and cannot name an argument",
@@ -228,8 +235,15 @@ class Builder:
                 )
             else:
                 kwargs[key] = self.arg(value)
+        if name == "coupling":
+            if block is not None or frozen is not None:
+                raise ModcError("'coupling' takes two networks: coupling(f, g)", span)
+            return self.coupling(span, positional, kwargs, module)
         if block is None:
-            return ast.Call(name, tuple(positional), tuple(kwargs.items()), module, span)
+            call = ast.Call(name, tuple(positional), tuple(kwargs.items()), module, span)
+            return call if not frozen else dataclasses.replace(call, frozen=True)
+        if frozen is not None:
+            raise ModcError(f"'{name}' has no weights of its own to freeze", span)
         if name not in BLOCKS:
             hint = did_you_mean(name, BLOCKS) or "the constructs are " + ", ".join(BLOCKS)
             raise ModcError(f"only a construct takes a {{ body }}; '{name}' is not one", span, hint)
@@ -260,6 +274,29 @@ class Builder:
         if kw == "residual":
             return ast.Residual(value, body, module, span)
         return ast.Tare(value, body, span)
+
+    def coupling(
+        self, span: Span, positional: list[ast.Arg], kwargs: dict, module: str | None
+    ) -> ast.Coupling:
+        """coupling(f, g, name=n): y1 = x1 + f(x2), y2 = x2 + g(y1) on the feature halves."""
+        if kwargs:
+            raise ModcError(f"'coupling' has no argument '{next(iter(kwargs))}'", span)
+        positional = [  # a bare name is a network here: coupling(f, g) with definitions f, g
+            ast.Call(a.id, span=a.span) if isinstance(a, ast.Name) else a for a in positional
+        ]
+        if len(positional) != 2 or any(isinstance(a, _EXPRS) for a in positional):
+            raise ModcError(
+                "'coupling' takes two networks, f and g: coupling(f, g)",
+                span,
+                "y1 = x1 + f(x2), y2 = x2 + g(y1) on the two halves of the features",
+            )
+        return ast.Coupling(positional[0], positional[1], module, span)
+
+    def truth(self, value: Tree) -> bool:
+        """`true` or `false`, as given to frozen=."""
+        if value.data == "name" and str(value.children[0]) in ("true", "false"):
+            return str(value.children[0]) == "true"
+        raise ModcError("frozen= takes true or false", self.span(value))
 
     def module_name(self, value: Tree) -> str:
         """The identifier given as `name=`."""

@@ -86,6 +86,9 @@ def _term(t: ast.Term, explicit: bool = False) -> tuple[str, int]:
     if isinstance(t, ast.Tuple):
         items = [term(i, explicit) for i in t.items]
         return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")", ATOM
+    if isinstance(t, ast.Coupling):
+        name = f", name={t.name}" if t.name else ""
+        return f"coupling({arg(t.f)}, {arg(t.g)}{name})", ATOM
     if isinstance(t, ast.Scale):
         factor = _expr_at(t.factor, 2)
         return f"{factor} * {_wrap(t.body, SCALE, explicit)}", SCALE
@@ -128,6 +131,8 @@ def _call(c: ast.Call, explicit: bool) -> str:
     parts += [f"{k}={arg(v)}" for k, v in c.kwargs]
     if c.name is not None:
         parts.append(f"name={c.name}")
+    if c.frozen:
+        parts.append("frozen=true")
     if not parts and not explicit:
         return c.op
     return f"{c.op}({', '.join(parts)})"
@@ -143,7 +148,7 @@ def arg(a: ast.Arg) -> str:
 def _reads_as_number(t: ast.Term) -> bool:
     """Whether `t`, printed plainly, would be plain arithmetic (`a + b`, `2 * f`)."""
     if isinstance(t, ast.Call):
-        return not (t.args or t.kwargs or t.name is not None)
+        return not (t.args or t.kwargs or t.name is not None or t.frozen)
     if isinstance(t, ast.Sum):
         return all(_reads_as_number(i) for i in t.items)
     if isinstance(t, ast.Scale) or (isinstance(t, ast.Repeat) and not t.name):

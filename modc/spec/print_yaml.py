@@ -96,6 +96,11 @@ def _item(t: ast.Term) -> Node:
     if isinstance(t, (ast.Sum, ast.Tuple)):
         key = "sum" if isinstance(t, ast.Sum) else "tuple"
         return Map([(key, Block(_item(i) for i in t.items))])
+    if isinstance(t, ast.Coupling):
+        head = [("coupling", Block([_item(t.f), _item(t.g)]))]
+        if t.name:
+            head.append(("name", Scalar("word", t.name)))
+        return Map(head)
     if isinstance(t, ast.Repeat):
         head = [("repeat", _expr(t.count))]
     elif isinstance(t, ast.Residual):
@@ -116,6 +121,8 @@ def _call(c: ast.Call) -> Node:
     named = [(k, _arg(v)) for k, v in c.kwargs]
     if c.name is not None:
         named.append(("name", Scalar("word", c.name)))
+    if c.frozen:
+        named.append(("frozen", Scalar("raw", "true")))
     if not c.args:
         return Map([(c.op, Map(named))]) if named else Scalar("word", c.op)
     args = [_arg(a) for a in c.args]

@@ -23,6 +23,7 @@ CONSTRUCTS: dict[str, tuple[str, ...]] = {
     "repeat": ("body", "name"),
     "residual": ("body", "name"),
     "tare": ("body",),
+    "coupling": ("name",),
     "scale": ("body",),
     "sum": (),
     "tuple": (),
@@ -214,19 +215,32 @@ class TermWalker:
         elif isinstance(node, MappingNode):
             named = self.entries(node, f"the arguments of '{entry.key}'") + named
         name = None
+        frozen: bool | None = None
         kwargs: dict[str, ast.Arg] = {}
         for e in named:
-            if e.key in kwargs or (e.key == "name" and name is not None):
+            if (
+                e.key in kwargs
+                or (e.key == "name" and name is not None)
+                or (e.key == "frozen" and frozen is not None)
+            ):
                 raise ModcError(f"argument '{e.key}' is given twice", e.span)
             if e.key == "name":
                 name = self.ident(e.value, "a module name")
+            elif e.key == "frozen":
+                frozen = self.truth(e.value)
             else:
                 self.check_ident(e.key, e.span, "an argument name")
                 try:
                     kwargs[e.key] = self.arg(e.value)
                 except ModcError as err:
                     raise _unknown_argument(entry.key, e) or err from None
-        return ast.Call(entry.key, args, tuple(kwargs.items()), name, entry.span)
+        return ast.Call(entry.key, args, tuple(kwargs.items()), name, entry.span, bool(frozen))
+
+    def truth(self, node: Node) -> bool:
+        """A YAML boolean, as given to `frozen:`."""
+        if isinstance(node, ScalarNode) and node.tag == _TAG + "bool":
+            return node.value.lower() in ("true", "yes", "on")
+        raise ModcError("frozen: takes true or false", self.span(node))
 
     def arg(self, node: Node) -> ast.Arg:
         """An argument: a scalar is an expression; a list or mapping is a network term."""
@@ -257,6 +271,16 @@ class TermWalker:
                 raise ModcError("'sum' needs at least two branches", self.span(head.value))
             branches = tuple(self.term(n) for n in head.value.value)
             return (ast.Sum if kw == "sum" else ast.Tuple)(branches, head.span)
+        if kw == "coupling":
+            if not isinstance(head.value, SequenceNode) or len(head.value.value) != 2:
+                raise ModcError(
+                    "'coupling' takes a list of two networks, [f, g]: "
+                    "y1 = x1 + f(x2), y2 = x2 + g(y1)",
+                    self.span(head.value),
+                )
+            f, g = (self.term(n) for n in head.value.value)
+            name = self.ident(parts["name"].value, "a module name") if "name" in parts else None
+            return ast.Coupling(f, g, name, head.span)
         if "body" not in parts:
             raise ModcError(f"'{kw}' needs a 'body'", head.span)
         value, body = self.expr(head.value), self.term(parts["body"].value)

@@ -169,8 +169,9 @@ def analyze(network: ir.Network) -> Analysis:
     a.targets(network.root, ONE, "", ONE, ONE, atoms)
     parameters = sympy.Add(*(info.copies * prod(info.shape) for info in atoms))
     site_targets = smallest_targets(atoms)
-    terms = (a.sites[s] / t for s, t in site_targets.items())
-    modular = sympy.Max(*terms, evaluate=False) if len(site_targets) > 1 else sympy.Add(*terms)
+    # atoms of mass 0 (frozen) take no step: the modular norm measures the others
+    terms = [a.sites[s] / t for s, t in site_targets.items() if t != 0]
+    modular = sympy.Max(*terms, evaluate=False) if len(terms) > 1 else sympy.Add(*terms)
     bound = lipschitz(network.root, Symbolic(a.norms), ACTIVATION)
     well_normed = bound.xreplace({s: ONE for s in a.sites.values()})
     conditions, notes = collect_conditions(network.root)

@@ -60,6 +60,12 @@ class Domain(Generic[V]):
     def power(self, value: V, count: sympy.Expr) -> V:
         raise NotImplementedError
 
+    def coupling(self, node: ir.Coupling, values: Sequence[V]) -> V:
+        """(1 + L_f)·(1 + L_g) from the bounds of f and g (modc.graph.ir.Coupling); a
+        domain that writes a function per generated module overrides it."""
+        one = self.constant(sympy.Integer(1))
+        return self.product([self.total([one, values[0]]), self.total([one, values[1]])])
+
 
 def lipschitz(root: ir.Node, domain: Domain[V], space: str) -> V:
     """The bound on ‖f(x) − f(x′)‖ / ‖x − x′‖ in the norm `space`, as a value of `domain`:
@@ -130,3 +136,34 @@ def fixed_bound(op) -> float | None:
 def capped_bound(root: ir.Node, cap: float) -> float:
     """The certificate's ℓ2 bound when every weight-dependent atom's bound is `cap`."""
     return lipschitz(root, Capped(cap), L2) * (1 + 1e-12)
+
+
+def inverse_lipschitz(root: ir.Node, domain: Domain[V], space: str = L2) -> V:
+    """The bound on ‖f⁻¹(y) − f⁻¹(y′)‖ / ‖y − y′‖ in ℓ2 for an invertible `root`
+    (modc.graph.reversible.invertible; docs/theory.md §12): the inverse of a composition is
+    the composition of the inverses, so bounds multiply as forward; an operation gives its
+    inverse's constant (`Op.inverse`); a coupling gives its rule from the *forward* bounds of
+    f and g (`Coupling.inverse_lipschitz_of`)."""
+    if space != L2:
+        raise ValueError("the inverse's bound is stated in ℓ2 only")
+    memo: dict[int, V] = {}
+
+    def value(n: ir.Node) -> V:
+        if id(n) in memo:
+            return memo[id(n)]
+        if isinstance(n, ir.Leaf):
+            inverse = n.op.inverse("y")
+            if inverse is None:
+                raise ValueError(f"{n.op.describe()} has no inverse")
+            out = domain.constant(inverse[1])
+        elif isinstance(n, ir.Coupling):
+            forward = [lipschitz(c, domain, space) for c in n.children()]
+            out = n.inverse_lipschitz_of(forward, domain)
+        elif isinstance(n, ir.Tuple):
+            raise ValueError("a tuple has no inverse")
+        else:  # compose, tare, repeat: their own rule, over the inverses' bounds
+            out = n.lipschitz_of([value(c) for c in n.evaluated()], domain, space)
+        memo[id(n)] = out
+        return out
+
+    return value(root)

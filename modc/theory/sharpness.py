@@ -280,6 +280,10 @@ class Algebra:
         nu, nuh = n.op.sensitivity(), n.op.lipschitz_bound()
         return Sharp(ZERO, nu, nuh, ZERO, alpha, beta, gamma)
 
+    def underived(self, n: ir.Node, nu: sympy.Expr, nuh: sympy.Expr) -> Sharp:
+        """A module with a sensitivity but no second-derivative constants derived."""
+        return Sharp(self.masses.mass(n), nu, nuh, None, None, None, None)
+
     def tared(self, body: Sharp, n: ir.Node) -> Sharp:
         """A body whose masses are rescaled to the node's."""
         return Sharp(self.masses.mass(n), *_fields(body)[1:])
@@ -318,4 +322,5 @@ def network_sharpness(root: ir.Node, masses: Masses) -> Sharpness:
         missing = list(
             dict.fromkeys(place(n) for n in ir.leaves(root) if n.op.sharpness()[2] is None)
         )
+        missing += [note for n in ir.walk(root) if (note := n.sharpness_note())]
     return Sharpness(s.alpha, s.beta, s.gamma, s.omega, smooth, missing, definitions)

@@ -13,6 +13,7 @@
     python train.py --device cuda --bf16 --compile # bf16 autocast, torch.compile
     python train.py --gns --batch-schedule gns     # noise scale; the batch follows it
     torchrun --nproc_per_node 8 train.py --batch-size 64  # 8 processes, data parallel
+    torchrun --nproc_per_node 8 train.py --fsdp   # weights and optimizer state sharded
 
 Optimizers (--optimizer; default: the spec's optimizer: section, else dualized):
     dualized              momentum, then each layer's dual map: every step has modular norm lr
@@ -67,6 +68,10 @@ with DDP. --batch-size is per process: a step's global batch is batch-size × pr
 process with that global batch takes the same steps. The dualized optimizer deals its polar
 factors out to the processes (each computed once) and gathers them. Rank 0 writes every
 file; a collective that waits longer than --timeout seconds for a failed process fails.
+--fsdp shards the weights, gradients and optimizer state over the processes (FSDP2): each
+polar factor is computed on one process from the whole matrix; checkpoints are written by
+every process with torch.distributed.checkpoint (a folder shards-STEP next to checkpoint.pt,
+which names it), and evaluation and the certificate use the whole weights, on rank 0.
 
 Output in --out (default runs/<name>):
     metrics.csv         step,loss,lr,eval_loss,eval_acc,lipschitz_upper,skipped: a row per
@@ -125,15 +130,20 @@ sys.path.insert(0, str(HERE))  # the files modc generated next to this one
 from certificate import report  # noqa: E402
 from data import NAMES, DataError, Dataset, load  # noqa: E402
 from distributed import (  # noqa: E402
-    Dealer,
     data_parallel,
+    gathered,
     join,
     launched,
     leave,
+    load_shards,
     mean_over_ranks,
     micro_batches,
+    prune_shards,
     ranks,
-    split_dual_maps,
+    save_shards,
+    shard,
+    sharded,
+    share_work,
 )
 from generate import generate, prompt_tokens, text_of  # noqa: E402
 from gns import log as log_gns  # noqa: E402
@@ -399,18 +409,23 @@ def save_checkpoint(
     **info: object,
 ) -> None:
     """All that --resume needs (CHECKPOINT: the three states, the CPU RNG, step, args, ...)
-    and the digest of it all, which --resume checks."""
-    if not all(p.isfinite().all() for p in model.parameters()):
+    and the digest of it all, which --resume checks. A sharded model (--fsdp) and its
+    optimizer are saved by every rank (all call this) to the folder that "shards" names."""
+    if sharded(model):
+        shards = save_shards(path.parent, info["step"], model, optimizer)  # None: not finite
+        finite, states = shards is not None, {"model": {}, "optimizer": {}, "shards": shards}
+    else:
+        finite = all(p.isfinite().all() for p in model.parameters())
+        states = {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
+    if not finite:
         diverged(f"the weights are not finite after step {info['step']}")
-    ckpt = {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "rng": torch.get_rng_state(),
-        **info,
-    }
+    if ranks()[0]:
+        return
+    ckpt = {**states, "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), **info}
     ckpt["sha256"] = digest(ckpt)
     write_atomic(path, lambda f: torch.save(ckpt, f))
+    if sharded(model):
+        prune_shards(path.parent, keep=shards)
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -575,6 +590,11 @@ def parse_args() -> argparse.Namespace:
     )
     p.add_argument("--bf16", action="store_true", help="forward passes under bfloat16 autocast")
     p.add_argument(
+        "--fsdp",
+        action="store_true",
+        help="torchrun: shard weights, gradients and optimizer state over the processes (FSDP2)",
+    )
+    p.add_argument(
         "--compile",
         action="store_true",
         help="torch.compile the model's forward pass and the dualized optimizer's step",
@@ -638,7 +658,7 @@ def check_extras(args: argparse.Namespace) -> None:
 
 def resume_from(args: argparse.Namespace) -> tuple[dict | None, list[str]]:
     """With --resume, the checkpoint in --out, checked, and the arguments it changes. Its
-    arguments (all but --device, --out, --quiet, --bf16, --compile, --timeout and the
+    arguments (all but --device, --out, --quiet, --bf16, --compile, --fsdp, --timeout and the
     logging and sampling options) replace the command line's: the run continues as it
     began; `--steps` on the command line extends it. Every rank reads it: --out must be on
     a file system that all of them see."""
@@ -686,6 +706,8 @@ def build(
     from `ckpt` when resuming."""
     torch.manual_seed(args.seed)
     model = build_model().to(device)
+    if args.fsdp:
+        shard(model)
     options = {"kind": args.optimizer, **{k: vars(args)[k] for k in SETTINGS}}
     options["compile"] = args.compile or None
     try:
@@ -694,14 +716,18 @@ def build(
         )
     except ValueError as e:
         fail(str(e))
-    if ranks()[1] > 1 and hasattr(optimizer, "dual_maps"):  # dualized: polar factors dealt out
-        atoms = sys.modules[make_optimizer.__module__].POLAR_ATOMS
-        optimizer.dual_maps = split_dual_maps(optimizer.dual_maps, atoms, Dealer())
+    share_work(optimizer, getattr(sys.modules[make_optimizer.__module__], "POLAR_ATOMS", ()))
     scheduler = LambdaLR(optimizer, lr_factor(args.schedule, args.warmup, args.steps))
     if ckpt is not None:
+        if ("shards" in ckpt) != args.fsdp:
+            how = "with" if "shards" in ckpt else "without"
+            fail(f"{Path(args.out) / 'checkpoint.pt'} is of a run {how} --fsdp; resume it so")
         try:
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
+            if args.fsdp:
+                load_shards(Path(args.out) / ckpt["shards"], model, optimizer)
+            else:
+                model.load_state_dict(ckpt["model"])
+                optimizer.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
             torch.set_rng_state(ckpt["rng"])
             if args.steps != ckpt["args"]["steps"]:  # extended: the new schedule from here on
@@ -743,8 +769,15 @@ def main() -> None:
         fail(f"--device {args.device}, but there are {torch.cuda.device_count()} GPUs")
     if device.type == "cuda":
         torch.cuda.set_device(device)
+    if launched() and args.optimizer == "gauss_newton":
+        fail(
+            "gauss_newton solves for the update on one process's batch, which would differ "
+            "between processes: run it as a single process (python train.py)"
+        )
     if launched():  # by torchrun: one of several processes
         device = join(device, args.timeout)
+    elif args.fsdp:
+        fail("--fsdp shards over the processes that torchrun starts: run train.py under torchrun")
     out, held = Path(args.out), contextlib.nullcontext()
     try:
         if ranks()[0] == 0:  # rank 0 alone writes in --out
@@ -755,6 +788,7 @@ def main() -> None:
     try:
         with held:
             train(args, device, out)
+        leave(together=True)
     finally:
         leave()
 
@@ -819,16 +853,18 @@ def train(args: argparse.Namespace, device: torch.device, out: Path) -> None:
                 f"gradient (loss {mean_over_ranks(step_loss.item(), device):.4g}) and were skipped"
             )
         row = {"step": step, "loss": step_loss, "lr": lr, "skipped": skipped}
+        measured = due(step, args.eval_every) or due(step, args.certify_every)
+        whole = gathered(model, build_model) if measured else model  # --fsdp: all ranks send
         if writes:
             with torch.random.fork_rng(rng_devices):  # measuring never changes the training run
                 if due(step, args.eval_every):
                     x, y = dataset.held_out()
                     row["eval_loss"], row["eval_acc"] = evaluate(
-                        model, x, y, device, args.loss, args.bf16
+                        whole, x, y, device, args.loss, args.bf16
                     )
                 if due(step, args.certify_every):
                     row["lipschitz_upper"] = log_report(
-                        out / "certificates.jsonl", step, model, dataset.held_out()[0].to(device)
+                        out / "certificates.jsonl", step, whole, dataset.held_out()[0].to(device)
                     )
         metrics.add(row)
         if writes and noise is not None:
@@ -837,7 +873,7 @@ def train(args: argparse.Namespace, device: torch.device, out: Path) -> None:
             for r in metrics.flush():  # every rank: the losses are averaged over the ranks
                 loss = r["loss"]
                 progress.update(r["step"], loss, r["skipped"])
-        if writes and due(step, args.checkpoint_every):
+        if (writes or args.fsdp) and due(step, args.checkpoint_every):  # --fsdp: every rank
             save_checkpoint(
                 out / "checkpoint.pt",
                 model,
@@ -855,6 +891,7 @@ def train(args: argparse.Namespace, device: torch.device, out: Path) -> None:
             )
     seconds += time.time() - t0
     metrics.close()
+    model = gathered(model, build_model)  # the whole weights, on rank 0
     if not writes:
         return
     counts = {"steps": step, "tokens": plan.tokens}  # a batch schedule's steps vary
