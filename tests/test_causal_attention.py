@@ -17,8 +17,8 @@ import torch
 from modc.ops.attention import (
     CausalAttention,
     apply_scores,
+    attend,
     attention_qk,
-    causal_attention,
     causal_mask,
     scaled_softmax,
 )
@@ -88,7 +88,7 @@ def secant_ascent(
         pa, pb = clip(a), clip(b)
         if part is not None:
             pb = torch.stack([pb[i] if i == part else pa[i] for i in range(3)])
-        out = causal_attention(*pb, scale) - causal_attention(*pa, scale)
+        out = attend(*pb, scale) - attend(*pa, scale)
         ratio = size(out[None], space) / size(pb - pa, space)
         best = max(best, ratio.item())
         opt.zero_grad()
@@ -103,9 +103,9 @@ def test_fused_op_computes_the_composition():
         v, q, k = torch.randn(3, 5, HEADS, 7, D, generator=gen, dtype=torch.float64)
         scores = scaled_softmax(causal_mask(attention_qk(q, k)), scale)
         expected = apply_scores(v, scores)
-        got = causal_attention(v, q, k, scale)
+        got = attend(v, q, k, scale)
         assert (got - expected).abs().max().item() <= 1e-5
-        got32 = causal_attention(v.float(), q.float(), k.float(), scale)
+        got32 = attend(v.float(), q.float(), k.float(), scale)
         assert (got32.double() - expected).abs().max().item() <= 1e-5
 
 

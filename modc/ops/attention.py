@@ -77,10 +77,8 @@ def apply_scores(v: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
     return scores @ v
 
 
-def causal_attention(
-    v: torch.Tensor, q: torch.Tensor, k: torch.Tensor, scale: float
-) -> torch.Tensor:
-    """softmax(scale · q·kᵀ / d_head, causal) @ v, in one fused kernel."""
+def attend(v: torch.Tensor, q: torch.Tensor, k: torch.Tensor, scale: float) -> torch.Tensor:
+    """CausalAttention: softmax(scale · q·kᵀ / d_head, causal) @ v, in one fused kernel."""
     return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale / q.shape[-1])
 
 
@@ -301,7 +299,7 @@ class CausalAttention(Bond):
     name = "CausalAttention"
     args = (Arg("scale", "number", sympy.Integer(1)),)
     arity = 0
-    runtime = (causal_attention,)
+    runtime = (attend,)
 
     def facts(self, inputs: Sequence[frozenset[str]]) -> frozenset[str]:
         """Each output row is a convex combination of value rows: RMS ≤ 1 stays so."""
@@ -350,4 +348,4 @@ class CausalAttention(Bond):
 
     def forward(self, inputs: Sequence[str], attr: str | None) -> str:
         v, q, k = inputs
-        return f"causal_attention({v}, {q}, {k}, {exact(self.values['scale'])})"
+        return f"attend({v}, {q}, {k}, {exact(self.values['scale'])})"
