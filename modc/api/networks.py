@@ -218,8 +218,13 @@ def coupling(f: object, g: object, name: str | None = None) -> Net:
     if name is not None and not (isinstance(name, str) and name.isidentifier()):
         raise ValueError(f"name= must be an identifier, got {name!r}")
     a, b = as_net(f), as_net(g)
-    return _joined(lambda items, span: ast.Coupling(*items, name, span), (a.node, b.node), (a, b),
-                   here(), chain=False)
+    return _joined(
+        lambda items, span: ast.Coupling(*items, name, span),
+        (a.node, b.node),
+        (a, b),
+        here(),
+        chain=False,
+    )
 
 
 def tare(mass: object, body: object) -> Net:

@@ -499,8 +499,11 @@ class Coupling(Node):
         return domain.coupling(self, values)
 
     def sharpness_of(self, values: Sequence[Any], algebra: Any) -> Any:
-        return algebra.underived(self, self.sensitivity_of([v.nu for v in values]),
-                                 self.sensitivity_of([v.nuh for v in values]))
+        return algebra.underived(
+            self,
+            self.sensitivity_of([v.nu for v in values]),
+            self.sensitivity_of([v.nuh for v in values]),
+        )
 
     def sharpness_note(self) -> str | None:
         return f"{self.name} (a coupling: no smoothness rule)"

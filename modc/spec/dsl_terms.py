@@ -220,8 +220,10 @@ class Builder:
                 continue
             key_tok, _, value = a.children
             key = str(key_tok)
-            if key in kwargs or (key == "name" and module is not None) or (
-                key == "frozen" and frozen is not None
+            if (
+                key in kwargs
+                or (key == "name" and module is not None)
+                or (key == "frozen" and frozen is not None)
             ):
                 raise ModcError(f"argument '{key}' is given twice", self.span(key_tok))
             if key == "name":
