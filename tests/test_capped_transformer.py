@@ -2,7 +2,8 @@
 most 2 at every logged step, its conditions are checked on held-out data and hold, and the
 held-out loss still falls. Two small GPTs from the shipped specs: specs/gpt.modc, whose
 attention constants need queries, keys and values of RMS ≤ 1 (checked on data), and
-specs/gpt_clipped.modc, where RMSClip meets them for every input. The cap solver and the
+specs/gpt_clipped.modc, where RMSClip meets them for every input, and specs/gpt_fused.modc,
+the same with the fused CausalAttention and its joint ℓ2 constant. The cap solver and the
 certificate compose the same fold: at weights exactly at the cap, the certificate equals
 the solver's bound. bench/capped_gpt.py runs the same at a realistic size.
 """
@@ -54,12 +55,12 @@ def train(build, run) -> list[dict]:
         return [row for row in csv.DictReader(f) if row["eval_loss"]]
 
 
-@pytest.mark.parametrize("spec", ["gpt.modc", "gpt_clipped.modc"])
+@pytest.mark.parametrize("spec", ["gpt.modc", "gpt_clipped.modc", "gpt_fused.modc"])
 def test_capped_gpt_stays_certified_under_2_and_learns(spec, tmp_path):
     path, build = capped_build(spec, tmp_path)
     cert = build.certificate
     assert 2 - 1e-9 < cert.LIPSCHITZ_BOUND <= 2
-    if spec == "gpt_clipped.modc":
+    if spec != "gpt.modc":  # RMSClip meets every condition
         assert cert.CONDITIONS == ()
     else:  # attention's ℓ2 constants need bounded queries, keys and values: checked on data
         assert any(c.startswith("AttentionQK") for c in cert.CONDITIONS)

@@ -11,6 +11,7 @@ weight, J·Δθ = δ_L with Δθ = J⁺δ_L.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import warnings
@@ -173,6 +174,22 @@ def test_train_py_runs_gauss_newton(tiny, tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "run" / "final.json").exists()
+
+
+def test_gauss_newton_under_torchrun_is_refused(tiny, tmp_path):
+    """Each process would solve on its own batch and the copies would drift apart."""
+    launch = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    out = subprocess.run(
+        [sys.executable, *launch, str(tiny.path / "train.py"), "--optimizer", "gauss_newton"]
+        + ["--steps", "2", "--out", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+        timeout=300,
+    )
+    assert out.returncode != 0
+    assert "train.py: error: gauss_newton solves for the update on one process" in out.stderr
+    assert not (tmp_path / "run" / "final.json").exists()
 
 
 def test_the_gauss_newton_example_runs_quick(tmp_path):

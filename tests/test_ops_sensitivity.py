@@ -131,6 +131,14 @@ CASES = [
         tok,
         lambda xs: [clip_rms(xs[0]), _clip_rows(xs[1])],
     ),
+    Case(
+        "CausalAttention",
+        {"scale": 2},
+        [(2, 5, 4)] * 3,
+        (tok, tok, tok),
+        tok,
+        lambda xs: [clip_rms(x) for x in xs],
+    ),
     Case("RoPE", {}, [(2, 5, 4)], (tok,), tok, id="rope-heads"),
     Case("RoPE", {"base": 100}, [(5, 6)], (tok,), tok, id="rope-tokens"),
 ]

@@ -50,6 +50,7 @@ CASES = [
     ("Softmax", {"scale": 2}, [(2, 5, 5)], (2, 5, 5)),
     ("ApplyScores", {}, [(2, 7, 3), (2, 5, 7)], (2, 5, 3)),
     ("RoPE", {}, [(2, 5, 4)], (2, 5, 4)),
+    ("CausalAttention", {}, [(2, 5, 4)] * 3, (2, 5, 4)),
 ]
 
 # (op, arguments, input shapes, words the error must contain)
@@ -69,6 +70,8 @@ REFUSED = [
     ("CausalMask", {}, [(2, 5, 4)], "square"),
     ("ApplyScores", {}, [(2, 7, 3), (2, 5, 6)], "do not match"),
     ("RoPE", {}, [(5, 5)], "odd"),
+    ("CausalAttention", {}, [(2, 5, 4), (2, 5, 4), (2, 5, 3)], "do not match"),
+    ("CausalAttention", {}, [(2, 5, 4), (2, 5, 4)], "(values, queries, keys)"),
     ("RMSDivide", {}, [()], "at least one axis"),
     ("RMSClip", {}, [()], "at least one axis"),
     ("Softmax", {}, [()], "at least one axis"),

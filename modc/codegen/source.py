@@ -220,7 +220,7 @@ def commented(code: str, comment: str, indent: int) -> list[str]:
     if not comment:
         return [code]
     comment = plain(comment)
-    if indent + len(code) + 3 + len(comment) <= WIDTH:
+    if indent + len(code) + 4 + len(comment) <= WIDTH:  # "  # "
         return [f"{code}  # {comment}"]
     return [f"# {comment}", code]
 

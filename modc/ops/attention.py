@@ -14,6 +14,8 @@ certificate.
 op below: a (T × d) matrix of rows of RMS ≤ 1 has spectral norm ≤ √(T·d), and a (T × S)
 matrix of rows of ℓ1 ≤ 1 has spectral norm ≤ √(‖A‖₁‖A‖_∞) ≤ √T. Both are reached (all
 rows equal; every row on one key), so the √positions factors are the honest worst case.
+The fused CausalAttention bounds scores, softmax and application jointly instead, and
+its ℓ2 constant is far smaller (docs/theory.md §6, "CausalAttention").
 """
 
 from __future__ import annotations
@@ -91,6 +93,11 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -
 #: The fused form of AttentionQK > [CausalMask >] Softmax > ApplyScores, by whether the
 #: mask is there: model.py calls it with (q, k, v, softmax scale).
 FUSED = {True: causal_attention, False: attention}
+
+
+def attend(v: torch.Tensor, q: torch.Tensor, k: torch.Tensor, scale: float) -> torch.Tensor:
+    """CausalAttention: softmax(scale · q·kᵀ / d_head, causal) @ v, in one fused kernel."""
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale / q.shape[-1])
 
 
 def _divides(heads: sympy.Expr, d: sympy.Expr) -> bool:
@@ -296,3 +303,69 @@ class ApplyScores(Bond):
 
     def forward(self, inputs: Sequence[str], attr: str | None) -> str:
         return f"apply_scores({inputs[0]}, {inputs[1]})"
+
+
+class CausalAttention(Bond):
+    """(v, q, k) ↦ softmax(scale · q·kᵀ / d_head, causal) @ v per head, all (…, T, d_head).
+
+    The composition ApplyScores ∘ (v, Softmax ∘ CausalMask ∘ AttentionQK ∘ (q, k)) in one
+    op, with the same rules in the activation norm, and an ℓ2 constant bounded jointly
+    (docs/theory.md §6, "CausalAttention"): with β = |scale|, T positions, y = (T − 1)·e^{−2β},
+    G = e^{2β}·ln(1 + y) and H = e^{2β}·(min(y, 3)/4 + ln((1 + max(y, 3))/4)), per unit of
+    ‖Δv‖ + ‖Δq‖ + ‖Δk‖ it is the largest of β (queries), β·√(2H) (keys) and √min(T, 1 + G)
+    (values), on queries, keys and values of RMS ≤ 1.
+    """
+
+    name = "CausalAttention"
+    args = (Arg("scale", "number", sympy.Integer(1)),)
+    arity = 0
+    runtime = (attend,)
+
+    def facts(self, inputs: Sequence[frozenset[str]]) -> frozenset[str]:
+        """Each output row is a convex combination of value rows: RMS ≤ 1 stays so."""
+        return inputs[0] & {RMS_AT_MOST_1}
+
+    def shape(self, *inputs: Shape) -> Shape:
+        if len(inputs) != 3:
+            raise ShapeError(
+                f"CausalAttention takes (values, queries, keys), got {len(inputs)} inputs"
+            )
+        v, q, k = inputs
+        if len(q) < 2 or not v == q == k:
+            raise ShapeError(f"values {show(v)}, queries {show(q)} and keys {show(k)} do not match")
+        return v
+
+    def conditions(self) -> tuple[Condition, ...]:
+        text = (
+            "CausalAttention: its constants hold where every {} vector (per head and "
+            "position) has RMS norm at most 1"
+        )
+        return tuple(
+            Condition(text.format(part), largest_rms, i, 1.0, False, RMS_AT_MOST_1)
+            for i, part in enumerate(("value", "query", "key"))
+        )
+
+    def sensitivity(self) -> sympy.Expr:
+        return sympy.Max(ONE, sympy.Abs(self.values["scale"]))
+
+    def lipschitz_bound(self, norm: sympy.Expr = ONE, space: str = ACTIVATION) -> sympy.Expr:
+        if space == ACTIVATION:  # ‖Δo‖ ≤ ‖Δv‖ + β·(‖Δq‖ + ‖Δk‖), as the composition's
+            return sympy.Max(ONE, sympy.Abs(self.values["scale"]))
+        return sympy.Max(*self.l2_parts())
+
+    def l2_parts(self) -> tuple[sympy.Expr, sympy.Expr, sympy.Expr]:
+        """The ℓ2 constants per unit of ‖Δv‖, of ‖Δq‖ and of ‖Δk‖ alone."""
+        beta = sympy.Abs(self.values["scale"])
+        t = self.in_shapes[0][-2]
+        y = (t - 1) * sympy.exp(-2 * beta)
+        g = sympy.exp(2 * beta) * sympy.log(1 + y)
+        h = sympy.exp(2 * beta) * (sympy.Min(y, 3) / 4 + sympy.log((1 + sympy.Max(y, 3)) / 4))
+        return (sympy.sqrt(sympy.Min(t, 1 + g)), beta, beta * sympy.sqrt(2 * h))
+
+    def sharpness(self) -> tuple[sympy.Expr, sympy.Expr, sympy.Expr | None]:
+        beta = sympy.Abs(self.values["scale"])
+        return (ZERO, ZERO, 2 * beta**2 + beta)  # the composition's, each part bounded
+
+    def forward(self, inputs: Sequence[str], attr: str | None) -> str:
+        v, q, k = inputs
+        return f"attend({v}, {q}, {k}, {exact(self.values['scale'])})"

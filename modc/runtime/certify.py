@@ -276,7 +276,10 @@ def lipschitz_lower(
 
         v = unit(torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype))
         best = 0.0
-        with torch.enable_grad():
+        # power iteration differentiates twice; of the fused attention kernels only the
+        # math one has a second derivative
+        math_attention = torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH)
+        with torch.enable_grad(), math_attention:
             xr = x.clone().requires_grad_(True)
             y = f(xr)
             if y.requires_grad:

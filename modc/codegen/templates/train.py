@@ -769,6 +769,11 @@ def main() -> None:
         fail(f"--device {args.device}, but there are {torch.cuda.device_count()} GPUs")
     if device.type == "cuda":
         torch.cuda.set_device(device)
+    if launched() and args.optimizer == "gauss_newton":
+        fail(
+            "gauss_newton solves for the update on one process's batch, which would differ "
+            "between processes: run it as a single process (python train.py)"
+        )
     if launched():  # by torchrun: one of several processes
         device = join(device, args.timeout)
     elif args.fsdp:
