@@ -320,6 +320,14 @@ def evaluations(node: ir.Node) -> int:
     return sum(counts)
 
 
+def _table(name: str, items: list[str]) -> str:
+    """`name = {items}` on one line where it fits in WIDTH, else an item a line."""
+    line = f"{name} = {{{', '.join(items)}}}"
+    if len(line) <= WIDTH:
+        return line
+    return "\n".join([f"{name} = {{", *(f"    {item}," for item in items), "}"])
+
+
 def _is(term: Term, op: str) -> bool:
     return isinstance(term, tuple) and term[0] == op
 
@@ -377,8 +385,10 @@ def emit_certificate(network: ir.Network, analysis: Analysis) -> str:
         f"    {quote(a.path + '.weight')}: {literal(a.target)},  # {plain(str(a.target))}"
         for a in analysis.atoms
     )
-    norms = ", ".join(f"{quote(k)}: {op.norm.__name__}" for k, op in kinds.items())
-    lipschitz_fns = ", ".join(f"{quote(k)}: {op.lipschitz.__name__}" for k, op in kinds.items())
+    norms = _table("ATOM_NORMS", [f"{quote(k)}: {op.norm.__name__}" for k, op in kinds.items()])
+    lipschitz_fns = _table(
+        "ATOM_LIPSCHITZ", [f"{quote(k)}: {op.lipschitz.__name__}" for k, op in kinds.items()]
+    )
     conditions, checks = _conditions(network)
     conditions_text = "".join(_string_lines(c.text, 4) for c in conditions)
     check_rows = "\n".join(
@@ -422,7 +432,7 @@ def emit_certificate(network: ir.Network, analysis: Analysis) -> str:
             + f"ATOMS = {{\n{atoms}\n}}\n"
             "# Each atom's target: its share of a step in the modular norm.\n"
             f"TARGETS = {{\n{targets}\n}}\n"
-            f"ATOM_NORMS = {{{norms}}}\nATOM_LIPSCHITZ = {{{lipschitz_fns}}}\n"
+            f"{norms}\n{lipschitz_fns}\n"
             "# The float rounding of composing the factors (products and sums of positives):\n"
             "# at most one unit of 2⁻⁵³ per step, counted twice over.\n"
             f"ROUNDING = 1 + {2 * leaves + 2} * 2**-53\n\n{constraint}",
