@@ -108,6 +108,7 @@ def split_worker(rank: int, world: int, rendezvous: str, out: str, sharded: bool
         gaps.append(max((p - q).abs().max().item() for p, q in zip(whole, reference, strict=True)))
     report = {"counts": counts, "gaps": gaps, "sent": dealer.sent}
     Path(out, f"rank{rank}.json").write_text(json.dumps(report))
+    dist.barrier()  # no rank leaves while another's gloo traffic is in flight (as train.py)
     dist.destroy_process_group()
 
 
