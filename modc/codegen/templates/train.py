@@ -791,6 +791,12 @@ def main() -> None:
         leave(together=True)
     finally:
         leave()
+    if launched():
+        # Every file is written and closed. Skip the interpreter's teardown: under FSDP2 on
+        # gloo it can abort a finished process ("terminate called without an active exception").
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def train(args: argparse.Namespace, device: torch.device, out: Path) -> None:
