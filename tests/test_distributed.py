@@ -274,6 +274,18 @@ def kill_rank_one(build: Path, out: Path, *args: str) -> tuple[str, dict[int, in
 LINUX = pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc (Linux)")
 
 
+def resume_and_compare(build: Path, tmp_path: Path, args: list[str], again: list[str]) -> None:
+    """Resume the killed run in tmp_path/killed with `again`, run `args` uninterrupted in
+    tmp_path/whole, and check that both end with the same weights."""
+    resumed = train(build, tmp_path / "killed", 2, "--resume", *again)
+    assert resumed.returncode == 0, resumed.stderr
+    whole = train(build, tmp_path / "whole", 2, *args)
+    assert whole.returncode == 0, whole.stderr
+    a, b = weights(tmp_path / "whole"), weights(tmp_path / "killed")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
 @LINUX
 def test_a_killed_rank_ends_the_others_and_leaves_the_checkpoint(
     builds: dict[str, Path], tmp_path: Path
@@ -300,13 +312,7 @@ def test_a_killed_run_resumed_ends_as_an_uninterrupted_one(
     args = ["--steps", "300", "--batch-size", "2", "--checkpoint-every", "10"]
     kill_rank_one(builds["mlp"], tmp_path / "killed", *args)
     assert torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)["step"] < 300
-    resumed = train(builds["mlp"], tmp_path / "killed", 2, "--resume", *args[:2])
-    assert resumed.returncode == 0, resumed.stderr
-    whole = train(builds["mlp"], tmp_path / "whole", 2, *args)
-    assert whole.returncode == 0, whole.stderr
-    a, b = weights(tmp_path / "whole"), weights(tmp_path / "killed")
-    for k in a:
-        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=k)
+    resume_and_compare(builds["mlp"], tmp_path, args, [*args[:2]])
 
 
 def test_an_error_of_every_rank_is_said_once(builds: dict[str, Path], tmp_path: Path) -> None:
@@ -327,13 +333,7 @@ def test_a_sharded_run_killed_and_resumed_ends_as_an_uninterrupted_one(
     kill_rank_one(builds["mlp"], tmp_path / "killed", *args)
     ckpt = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)
     assert ckpt["step"] < 30 and ckpt["shards"] == f"shards-{ckpt['step']:08d}"
-    resumed = train(builds["mlp"], tmp_path / "killed", 2, "--resume", "--fsdp", *args[:2])
-    assert resumed.returncode == 0, resumed.stderr
-    whole = train(builds["mlp"], tmp_path / "whole", 2, *args)
-    assert whole.returncode == 0, whole.stderr
-    a, b = weights(tmp_path / "whole"), weights(tmp_path / "killed")
-    for k in a:
-        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=k)
+    resume_and_compare(builds["mlp"], tmp_path, args, ["--fsdp", *args[:2]])
     left = sorted(p.name for p in (tmp_path / "killed").iterdir() if "shards" in p.name)
     assert left == ["shards-00000030"]  # the older folders went once a newer one was named
 
