@@ -3,6 +3,8 @@ and the measures by which the certificate checks its conditions on data."""
 
 from __future__ import annotations
 
+import math
+
 from modc.lazy import LazyModule
 
 torch = LazyModule("torch")  # imported when first used: `modc bounds` never runs a tensor
@@ -121,14 +123,21 @@ def spectral_norm_upper(w: torch.Tensor) -> float:
     return sigma * (1 + 4 * m * n * eps) + torch.finfo(torch.float64).tiny
 
 
+def _bound_dtype(w: torch.Tensor) -> torch.dtype:
+    """The dtype a sound bound on w computes in: float32 for weights of at most 32 bits on a
+    CPU whose float32 matmuls are full precision ("highest"), else float64."""
+    exact32 = w.device.type == "cpu" and torch.get_float32_matmul_precision() == "highest"
+    exact32 = exact32 and w.dtype in (torch.float32, torch.bfloat16, torch.float16)
+    return torch.float32 if exact32 else torch.float64
+
+
 def gram_sigma_upper(w: torch.Tensor, steps: int = 8) -> torch.Tensor:
     """Sound upper bound on σ_max of each matrix of w (..., m, n), as float64 on w's device.
 
     Gram iteration (Delattre et al. 2023): σ(W)^(2^t) = σ(G_t) for G_{t+1} = G_tᵀG_t, and
     σ(G_T) ≤ ‖G_T‖_F, a bound whose excess (rank)^(1/2^(T+1)) falls doubly exponentially.
     Each G_t is divided by its Frobenius norm f_t before squaring. Matmuls only, batched,
-    no host sync; in float32 for weights of at most 32 bits on a CPU whose float32 matmuls
-    are full precision ("highest"), else in float64. Rounding (unit u of that dtype): a
+    no host sync; in `_bound_dtype`. Rounding (unit u of that dtype): a
     product of k-term dot products errs by at most γ_k = k·u/(1 − k·u) in ℓ2 on a matrix
     of Frobenius norm 1, and a division by f_t moves σ by at most 2u; so, backwards from
     v_T = ‖G_T‖_F (rounded up), v_t = f_t·(√(v_{t+1} + γ_k) + 2u) bounds σ(G_t), and v_0
@@ -137,9 +146,7 @@ def gram_sigma_upper(w: torch.Tensor, steps: int = 8) -> torch.Tensor:
     (entries are at most 1 after the division), so γ carries 2·k·tiny per entry and the
     division √(entries)·tiny: no pass over the entries is needed. docs/theory.md §8.
     """
-    exact32 = w.device.type == "cpu" and torch.get_float32_matmul_precision() == "highest"
-    exact32 = exact32 and w.dtype in (torch.float32, torch.bfloat16, torch.float16)
-    dtype = torch.float32 if exact32 else torch.float64
+    dtype = _bound_dtype(w)
     h = w.detach().to(dtype)
     if h.shape[-2] < h.shape[-1]:
         h = h.mT  # square the smaller side: h is (big, small)
@@ -159,19 +166,161 @@ def gram_sigma_upper(w: torch.Tensor, steps: int = 8) -> torch.Tensor:
     return v[..., 0, 0] * (1 + 8 * steps * torch.finfo(torch.float64).eps)
 
 
-def spectral_cap(weight: torch.Tensor, cap: float) -> None:
+def _power_of_two(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """2**t exactly, in dtype (float32 or float64), for integers t in its normal range: the
+    exponent's bits set directly (exp2 in a vector library need not be exact)."""
+    if dtype == torch.float32:
+        return ((t.to(torch.int32) + 127) << 23).view(torch.float32)
+    return ((t.to(torch.int64) + 1023) << 52).view(torch.float64)
+
+
+def _start_block(n: int, p: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Fixed pseudo-random vectors (n, p): where the Krylov iteration starts cold."""
+    gen = torch.Generator(device=device).manual_seed(0)
+    return torch.randn(n, p, generator=gen, device=device, dtype=torch.float64).to(dtype)
+
+
+CHOLESKY_SLACK = 2e-3  # the candidate for λ_max(G) is its top Ritz value times 1 + this
+KRYLOV = (8, 1, 8)  # block size; products per call with a warm start, and without one
+
+
+def top_ritz(g: torch.Tensor, state: dict) -> torch.Tensor:
+    """About the largest Ritz value of each symmetric g (b, n, n) from a block Krylov space,
+    [V, GV, …, G^q V] (Musco & Musco 2015): at most λ_max in exact arithmetic, and close to
+    it (a Krylov space sees a flat top of the spectrum that power iteration crawls up). V is
+    `state["block"]`, the top Ritz vectors of the last call, where it fits; it is replaced
+    by this call's. The small projected matrix T = QᵀGQ is raised to the 2^10th power by
+    squaring rather than handed to an eigensolver, which would sync with the host (to check
+    convergence) and fail on non-finite input. A candidate only: nothing rests on it."""
+    (b, n, _), (p, warm_steps, cold_steps) = g.shape, KRYLOV
+    p = min(p, n)
+    v = state.get("block")
+    warm = v is not None and v.shape == (b, n, p) and v.dtype == g.dtype
+    x = v if warm else _start_block(n, p, g.device, g.dtype).expand(b, n, p)
+    blocks = [x]
+    for _ in range(warm_steps if warm else cold_steps):
+        x = (x.mT @ g).mT  # G X, as (XᵀG)ᵀ: G is symmetric (up to rounding), and the
+        # batched product of a short row block runs faster on a CPU
+        x = x / torch.linalg.vector_norm(x, dim=-2, keepdim=True).clamp_min(1e-30)
+        blocks.append(x)
+    q = torch.linalg.qr(torch.cat(blocks, -1)).Q  # orthonormal, even where rank-deficient
+    t = q.mT @ g @ q
+    t = (t + t.mT) / 2
+    y = t
+    for _ in range(10):  # T^1024: its columns lean on T's top eigenvectors
+        y = y / torch.linalg.matrix_norm(y, keepdim=True).clamp_min(1e-30)
+        y = y @ y
+    z = torch.linalg.qr(y[..., :p]).Q
+    state["block"] = q @ z
+    return ((z.mT @ t) * z.mT).sum(-1).amax(-1)  # the best Rayleigh quotient of the p
+
+
+def cholesky_sigma_upper(
+    w: torch.Tensor, state: dict | None = None, rungs: tuple[float, ...] = (1.0,)
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(bound, certified, frobenius): for each matrix of w (..., m, n), a float64 upper bound
+    on σ_max, from one Gram product and one Cholesky, sound where `certified` is true and
+    the Frobenius norm's bound elsewhere (sound, loose by up to √rank); and a float64 upper
+    bound on ‖W‖_F.
+
+    H = W·2^t (t an integer per matrix: every entry below 2^-s with 2^s ≥ √(mn), so no
+    product overflows; exact but for underflow), G = fl(HᵀH) on the short side, ρ its top
+    Ritz value (`top_ritz`, warm-started from `state`, which it updates), the candidate
+    c = ρ(1 + slack)·r for each factor r of `rungs` (all in one batched Cholesky). Where the
+    floating-point Cholesky of Ã = fl(cI − G) runs to completion (`cholesky_ex`'s info is 0: no host
+    sync), λ_min(Ã) ≥ −α·tr(Ã) (Demmel's bound, the argument of Rump 2006), so λ_max(HᵀH) ≤
+    c + α·tr(Ã) + u·max Ã_ii + γ_k‖H‖_F² + underflow terms; the first rung certified is
+    taken, and where none is, the Frobenius bound ‖H‖_F, sound but loose (`certified` then
+    false). In `_bound_dtype`; the bookkeeping in float64, rounded up. docs/theory.md §8.
+    """
+    dtype = _bound_dtype(w)
+    batch = w.shape[:-2]
+    h = w.detach().reshape(-1, *w.shape[-2:])
+    if h.shape[-2] < h.shape[-1]:
+        h = h.mT  # the short side last: G is n × n with n ≤ k
+    k, n = h.shape[-2:]
+    finfo = torch.finfo(dtype)
+    u, tiny = finfo.eps / 2, finfo.tiny
+    u64 = torch.finfo(torch.float64).eps / 2
+    s = math.ceil(math.log2(k * n) / 2)  # 2^s ≥ √(kn): entries below 2^-s give ‖H‖_F ≤ 1
+    largest = torch.maximum(h.amax((-2, -1)), -h.amin((-2, -1)))
+    _, top = torch.frexp(largest.to(dtype))  # max |w_ij| < 2^top
+    # 2^t a normal number: clamped, H's entries stay below 4 (no overflow) or above 2^-52
+    t = (-(top + s)).clamp(round(math.log2(tiny)), math.floor(math.log2(finfo.max)))
+    h = h.to(dtype) * _power_of_two(t, dtype)[:, None, None]
+    g = h.mT @ h
+    # ‖fl(HᵀH) − HᵀH‖₂ ≤ γ_k‖H‖_F² + 2nk·tiny, ‖H‖_F² from G's trace (positive terms).
+    gamma = _gamma(k, u)
+    frobenius2 = g.diagonal(dim1=-2, dim2=-1).double().sum(-1) * (1 + 2 * n * u64)
+    frobenius2 = (frobenius2 + 2 * n * k * tiny) / (1 - gamma)
+    gram = gamma * frobenius2 + 2 * n * k * tiny
+    rho = top_ritz(g, {} if state is None else state).clamp_min(0)
+    factors = torch.tensor(rungs, dtype=dtype, device=g.device)[:, None]
+    c = rho * (1 + CHOLESKY_SLACK) * factors + n * n * tiny  # (rungs, batch)
+    a = g.neg_()[None] if len(rungs) == 1 else -g.expand(len(rungs), *g.shape)
+    a.diagonal(dim1=-2, dim2=-1).add_(c[..., None])  # fl(c − G_ii); −G_ij exact
+    certified = torch.linalg.cholesky_ex(a.mT).info == 0  # Ã's other triangle: as sound,
+    # and LAPACK's own (column-major) layout, which spares a copy
+    # The Cholesky's backward error (γ with 2(n + 1) roundings: one more for a triangular
+    # solve that multiplies by 1/r_ii, and room), its underflow, fl(c − G_ii)'s rounding.
+    diag = a.diagonal(dim1=-2, dim2=-1).double().clamp_min(0)
+    alpha = _gamma(2 * (n + 1), u)
+    alpha = alpha / (1 - alpha)
+    chol = alpha * diag.sum(-1) * (1 + 2 * n * u64) + u / (1 - u) * diag.amax(-1)
+    chol = chol + 4 * n * (n + 2) * (2 + diag.amax(-1).sqrt()) * tiny
+    lam = torch.where(certified, c.double() + chol + gram, math.inf).amin(0)
+    lam = torch.minimum(lam, frobenius2)  # λ_max(HᵀH) ≤ ‖H‖_F² holds always
+    sigma = lam.sqrt() * (1 + 2 * u64) + 2 * math.sqrt(k * n) * tiny  # + H's underflow
+    scale = _power_of_two(-t, torch.float64) * (1 + 16 * u64)  # W = H·2^-t; rounded up
+    bound = sigma * scale + torch.finfo(torch.float64).tiny
+    frobenius = (frobenius2.sqrt() * (1 + 2 * u64) + 2 * math.sqrt(k * n) * tiny) * scale
+    return bound.reshape(batch), certified.any(0).reshape(batch), frobenius.reshape(batch)
+
+
+def _gamma(k: int, u: float) -> float:
+    """γ_k = k·u / (1 − k·u): the relative error of k roundings of unit u (Higham §3.1)."""
+    return k * u / (1 - k * u)
+
+
+def spectral_sigma_upper(
+    w: torch.Tensor, state: dict | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sound upper bounds on σ_max and ‖·‖_F of each matrix of w (..., m, n), float64, with
+    no host sync on a device: `cholesky_sigma_upper`, and where its certificate fails (rare:
+    the candidate is a warm-started top Ritz value plus CHOLESKY_SLACK) a second one.
+
+    On a CPU the failures are found by a host branch, which there waits for no device, and
+    only they pay for the Gram iteration (`gram_sigma_upper`). On another device that branch
+    would be a host sync, so a second rung, 1.1 times the candidate, goes into the same
+    batched Cholesky, and past it the Frobenius norm bounds σ_max.
+    """
+    if w.device.type != "cpu":
+        bound, _, frobenius = cholesky_sigma_upper(w, state, rungs=(1.0, 1.1))
+        return bound, frobenius
+    bound, certified, frobenius = cholesky_sigma_upper(w, state)
+    if not bool(certified.all()):  # a CPU tensor: reading it waits for nothing
+        if state is not None:  # how often the certificate failed, for benchmarks
+            state["failed"] = state.get("failed", 0) + int((~certified).sum())
+        flat, missed = bound.reshape(-1), (~certified).reshape(-1).nonzero()[:, 0]
+        matrices = w.detach().reshape(-1, *w.shape[-2:])
+        flat[missed] = torch.minimum(flat[missed], gram_sigma_upper(matrices[missed]))
+    return bound, frobenius
+
+
+def spectral_cap(weight: torch.Tensor, cap: float, state: dict | None = None) -> None:
     """Hard cap, in place: every matrix of `weight` (..., m, n) whose σ_max may exceed `cap`
     is scaled so that, stored in its dtype, σ_max ≤ cap (1 − 1e-6), proved, not hoped.
 
-    The bound is `gram_sigma_upper` (batched matmuls on the device, no host sync). Storing
-    W·s rounds each entry by at most one unit u_s of its dtype, moving σ by at most
-    u_s·s·‖W‖_F, so s = c / (b + 2u_s‖W‖_F), a hair lower for s's own rounding, lands at or
-    below c. The 1e-6 leaves room for the certificate's own float64 margins.
+    The bounds are `spectral_sigma_upper`'s (a Gram product and a Cholesky per matrix,
+    batched, no host sync on a device; `state`, where given, keeps the warm start of its
+    Krylov iteration between calls). Storing W·s rounds each entry by at most one unit u_s
+    of its dtype, moving σ by at most u_s·s·‖W‖_F, so s = c / (b + 2u_s‖W‖_F), a hair lower
+    for s's own rounding, lands at or below c. The 1e-6 leaves room for the certificate's
+    own float64 margins.
     """
     with torch.no_grad():
         target = cap * (1 - 1e-6)
-        bound = gram_sigma_upper(weight)
-        frob = torch.linalg.matrix_norm(weight.detach().to(torch.float64))
+        bound, frob = spectral_sigma_upper(weight, state)
         u = torch.finfo(weight.dtype).eps
         scale = target / (bound + 2 * u * frob) * (1 - 4 * u)
         scale = torch.where(bound > target, scale, torch.ones_like(scale))

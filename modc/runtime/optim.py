@@ -478,8 +478,10 @@ class Constrain:
     bound the certificate composes, `project(weight, cap)` the atom's hard cap or None (then
     the weight is rescaled: spectral normalisation). A hard cap works on a bank (k, ...) of
     same-shape weights at once (as `spectral_cap` does): the weights that share a shape,
-    dtype, device, cap and cap function are stacked and capped by one call, so on a GPU the
-    whole bank's bound is a few batched matmuls with no host sync. Register it with
+    dtype, device, cap and cap function are stacked and capped by one call,
+    `project(bank, cap, state)`, so on a GPU the whole bank's bound is a few batched matmuls
+    and a batched Cholesky with no host sync; `state` is a dict kept per bank between calls
+    (`spectral_cap` keeps its warm start there). Register it with
     `optimizer.register_step_post_hook(Constrain(atoms))`; calling it with no arguments
     applies it once, e.g. to the initial weights.
     """
@@ -487,6 +489,7 @@ class Constrain:
     def __init__(self, atoms: list[tuple]) -> None:
         self.atoms = atoms
         self.banks: dict[tuple, list[torch.Tensor]] = {}
+        self.state: dict[tuple, dict] = {}  # per bank, what its cap keeps between calls
         self.each = []
         for weight, cap, lipschitz, project in atoms:
             if project is None:
@@ -497,9 +500,9 @@ class Constrain:
 
     def __call__(self, *hook_args: object) -> None:
         with torch.no_grad():
-            for (*_, cap, project), weights in self.banks.items():
+            for key, weights in self.banks.items():
                 bank = torch.stack([w.detach() for w in weights])
-                project(bank, cap)
+                key[-1](bank, key[-2], self.state.setdefault(key, {}))
                 torch._foreach_copy_([w.detach() for w in weights], list(bank.unbind(0)))
         for weight, cap, lipschitz in self.each:
             constrain(weight, cap, lipschitz)
