@@ -255,8 +255,7 @@ def cholesky_sigma_upper(
     frobenius2 = (frobenius2 + 2 * n * k * tiny) / (1 - gamma)
     gram = gamma * frobenius2 + 2 * n * k * tiny
     rho = top_ritz(g, {} if state is None else state).clamp_min(0)
-    factors = torch.tensor(rungs, dtype=dtype, device=g.device)[:, None]
-    c = rho * (1 + CHOLESKY_SLACK) * factors + n * n * tiny  # (rungs, batch)
+    c = torch.stack([rho * (1 + CHOLESKY_SLACK) * r + n * n * tiny for r in rungs])
     a = g.neg_()[None] if len(rungs) == 1 else -g.expand(len(rungs), *g.shape)
     a.diagonal(dim1=-2, dim2=-1).add_(c[..., None])  # fl(c − G_ii); −G_ij exact
     certified = torch.linalg.cholesky_ex(a.mT).info == 0  # Ã's other triangle: as sound,
