@@ -6,8 +6,10 @@ optimizers contain (modc.runtime: banks of same-shape matrices, polar() in its d
 dtype and iteration); Muon orthogonalises the same hidden matrices with the same number of
 Newton–Schulz iterations, with AdamW for the embedding and head, as its documentation
 advises. "modc dualized capped" is the same step with `--constraint cap`'s hook (every
-matrix's sound Gram-iteration bound checked, and those over the cap scaled into it: here
-all of them, each step, the worst case); its ratio to the uncapped step is printed. On
+matrix's sound bound, a Cholesky certificate, checked, and those over the cap scaled into
+it: here all of them, each step, the worst case), on a copy of the weights that no other
+optimizer moves; its ratio to the uncapped step is printed, and how many of its
+certificates failed (those matrices then take the Gram iteration). On
 CUDA it also times modc's orthogonalisation alone and prints its TFLOP/s and the fraction
 of the device's bf16 dense peak.
 Usage: python bench/optimizer_step.py [--size cpu|gpu] [--compile] [--json]
@@ -50,6 +52,13 @@ def parameters(width: int, depth: int, device: torch.device) -> tuple[list, list
     return hidden, other
 
 
+def copy_of(p: torch.Tensor) -> torch.Tensor:
+    """A parameter with p's values and gradient, stepped on its own."""
+    q = p.detach().clone().requires_grad_(True)
+    q.grad = p.grad.clone()
+    return q
+
+
 def steps_per_polar() -> int:
     """The Newton–Schulz iterations modc's polar runs by default."""
     import inspect
@@ -67,9 +76,14 @@ def optimizers(hidden: list, other: list, compile: bool) -> dict[str, list]:
         {"params": other[:1], "targets": [1.0 / n], "atom": "Embed"},
     ]
     dual_maps = {"Linear": linear_dualize, "Embed": embed_dualize}
-    capped = Dualized(groups, dual_maps, lr=0.02, compile=compile)
-    cap = [(p, 1.0, spectral_norm_upper, spectral_cap) for p in hidden + other[1:]]
-    capped.register_step_post_hook(Constrain(cap))
+    # The capped step on weights of its own, as in training: no other optimizer moves them
+    # between its steps (its certificate's warm start follows them).
+    own = {id(p): copy_of(p) for p in hidden + other}
+    groups_own = [{**g, "params": [own[id(p)] for p in g["params"]]} for g in groups]
+    capped = Dualized(groups_own, dual_maps, lr=0.02, compile=compile)
+    cap = [(own[id(p)], 1.0, spectral_norm_upper, spectral_cap) for p in hidden + other[1:]]
+    capped.constrain = Constrain(cap)
+    capped.register_step_post_hook(capped.constrain)
     return {
         "modc dualized": [Dualized(groups, dual_maps, lr=0.02, compile=compile)],
         "modc dualized capped": [capped],
@@ -165,6 +179,9 @@ def main() -> None:
         for name, group in opts.items():
             rounds.setdefault(name, []).append(median_step(group, device, args.repeats))
     t = {name: statistics.median(v) for name, v in rounds.items()}
+    constrain = opts["modc dualized capped"][0].constrain
+    checks = sum(len(w) for w in constrain.banks.values()) * 3 * (args.repeats + 3)
+    failed = sum(state.get("failed", 0) for state in constrain.state.values())
     out = {
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
         "threads": torch.get_num_threads(),
@@ -178,6 +195,8 @@ def main() -> None:
         "ratio_vs_torch_muon": t["modc dualized"] / t["torch Muon"],
         "ratio_vs_adamw": t["modc dualized"] / t["AdamW"],
         "ratio_capped_vs_uncapped": t["modc dualized capped"] / t["modc dualized"],
+        # matrices whose Cholesky certificate failed (counted on a CPU only)
+        "cap_certificates_failed": f"{failed} of {checks}",
     }
     if device.type == "cuda":
         seconds, macs = orthogonalization(hidden, device, args.repeats)
@@ -200,6 +219,7 @@ def main() -> None:
         print(f"  {name:<20} {1e3 * sec:8.2f} ms/step (median)")
     print(f"  modc / torch Muon = {out['ratio_vs_torch_muon']:.2f}")
     print(f"  capped / uncapped = {out['ratio_capped_vs_uncapped']:.2f}")
+    print(f"  cap certificates failed: {out['cap_certificates_failed']}")
     print(f"  modc / AdamW      = {out['ratio_vs_adamw']:.2f}")
     for name, part in out.get("parts_seconds", {}).items():
         a, b = part["modc polar"], part["muon iteration"]
