@@ -258,11 +258,13 @@ def cholesky_sigma_upper(
     c = torch.stack([rho * (1 + CHOLESKY_SLACK) * r + n * n * tiny for r in rungs])
     a = g.neg_()[None] if len(rungs) == 1 else -g.expand(len(rungs), *g.shape)
     a.diagonal(dim1=-2, dim2=-1).add_(c[..., None])  # fl(c − G_ii); −G_ij exact
-    certified = torch.linalg.cholesky_ex(a.mT).info == 0  # Ã's other triangle: as sound,
-    # and LAPACK's own (column-major) layout, which spares a copy
+    diag = a.diagonal(dim1=-2, dim2=-1).double().clamp_min(0)
+    # Factored in place (Ã is not needed after), in LAPACK's column-major layout: Ã's other
+    # triangle, which is as sound, and no copy or fresh buffer.
+    info = torch.empty(a.shape[:-2], dtype=torch.int32, device=a.device)
+    certified = torch.linalg.cholesky_ex(a.mT, out=(a.mT, info)).info == 0
     # The Cholesky's backward error (γ with 2(n + 1) roundings: one more for a triangular
     # solve that multiplies by 1/r_ii, and room), its underflow, fl(c − G_ii)'s rounding.
-    diag = a.diagonal(dim1=-2, dim2=-1).double().clamp_min(0)
     alpha = _gamma(2 * (n + 1), u)
     alpha = alpha / (1 - alpha)
     chol = alpha * diag.sum(-1) * (1 + 2 * n * u64) + u / (1 - u) * diag.amax(-1)
