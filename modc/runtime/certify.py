@@ -223,15 +223,14 @@ def cholesky_sigma_upper(
     the Frobenius norm's bound elsewhere (sound, loose by up to √rank); and a float64 upper
     bound on ‖W‖_F.
 
-    H = W·2^t (t an integer per matrix: every entry below 2^-s with 2^s ≥ √(mn), so no
-    product overflows; exact but for underflow), G = fl(HᵀH) on the short side, ρ its top
-    Ritz value (`top_ritz`, warm-started from `state`, which it updates), the candidate
-    c = ρ(1 + slack)·r for each factor r of `rungs` (all in one batched Cholesky). Where the
-    floating-point Cholesky of Ã = fl(cI − G) runs to completion (`cholesky_ex`'s info is 0: no host
-    sync), λ_min(Ã) ≥ −α·tr(Ã) (Demmel's bound, the argument of Rump 2006), so λ_max(HᵀH) ≤
-    c + α·tr(Ã) + u·max Ã_ii + γ_k‖H‖_F² + underflow terms; the first rung certified is
-    taken, and where none is, the Frobenius bound ‖H‖_F, sound but loose (`certified` then
-    false). In `_bound_dtype`; the bookkeeping in float64, rounded up. docs/theory.md §8.
+    H = W·2^t (t an integer per matrix, so that no product overflows: exact but for
+    underflow), G = fl(HᵀH) on the short side, ρ its top Ritz value (`top_ritz`, warm-started
+    from `state`, which it updates) and the guesses c = ρ(1 + CHOLESKY_SLACK)·r, one per
+    factor r of `rungs`, all in one batched Cholesky. Where the floating-point Cholesky of
+    Ã = fl(cI − G) runs to completion (`cholesky_ex`'s info is 0, a device tensor: no host
+    sync), λ_min(Ã) ≥ −α·tr(Ã) (Demmel's backward error bound; Rump, BIT 2006), so
+    λ_max(HᵀH) ≤ c + α·tr(Ã) + u·max Ã_ii + γ_k‖H‖_F² + underflow terms. In `_bound_dtype`;
+    the bookkeeping in float64, rounded up. docs/theory.md §8.
     """
     dtype = _bound_dtype(w)
     batch = w.shape[:-2]
@@ -245,8 +244,9 @@ def cholesky_sigma_upper(
     s = math.ceil(math.log2(k * n) / 2)  # 2^s ≥ √(kn): entries below 2^-s give ‖H‖_F ≤ 1
     largest = torch.maximum(h.amax((-2, -1)), -h.amin((-2, -1)))
     _, top = torch.frexp(largest.to(dtype))  # max |w_ij| < 2^top
-    # 2^t a normal number: clamped, H's entries stay below 4 (no overflow) or above 2^-52
-    t = (-(top + s)).clamp(round(math.log2(tiny)), math.floor(math.log2(finfo.max)))
+    # 2^t and 2^-t normal numbers: clamped, H's entries stay below 4 (no overflow) or, if
+    # not zero, above 2^-52
+    t = (-(top + s)).clamp(round(math.log2(tiny)), min(math.floor(math.log2(finfo.max)), 1022))
     h = h.to(dtype) * _power_of_two(t, dtype)[:, None, None]
     g = h.mT @ h
     # ‖fl(HᵀH) − HᵀH‖₂ ≤ γ_k‖H‖_F² + 2nk·tiny, ‖H‖_F² from G's trace (positive terms).
