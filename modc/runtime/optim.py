@@ -481,7 +481,8 @@ class Constrain:
     dtype, device, cap and cap function are stacked and capped by one call,
     `project(bank, cap, state)`, so on a GPU the whole bank's bound is a few batched matmuls
     and a batched Cholesky with no host sync; `state` is a dict kept per bank between calls
-    (`spectral_cap` keeps its warm start there). Register it with
+    (`spectral_cap` keeps its warm start there; it is not saved, so a resumed run starts it
+    cold, which costs time, never soundness). Register it with
     `optimizer.register_step_post_hook(Constrain(atoms))`; calling it with no arguments
     applies it once, e.g. to the initial weights.
     """
@@ -501,8 +502,9 @@ class Constrain:
     def __call__(self, *hook_args: object) -> None:
         with torch.no_grad():
             for key, weights in self.banks.items():
+                *_, cap, project = key
                 bank = torch.stack([w.detach() for w in weights])
-                key[-1](bank, key[-2], self.state.setdefault(key, {}))
+                project(bank, cap, self.state.setdefault(key, {}))
                 torch._foreach_copy_([w.detach() for w in weights], list(bank.unbind(0)))
         for weight, cap, lipschitz in self.each:
             constrain(weight, cap, lipschitz)
