@@ -303,8 +303,8 @@ def spectral_sigma_upper(
     w: torch.Tensor, state: dict | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sound upper bounds on σ_max and ‖·‖_F of each matrix of w (..., m, n), float64, with
-    no host sync on a device: `cholesky_sigma_upper`, and where its certificate fails (rare:
-    the candidate is a warm-started top Ritz value plus CHOLESKY_SLACK) a second one.
+    no host sync on a device: `cholesky_sigma_upper`, and where its certificate fails (the
+    guess was low: on a cold start, or while steps move the weights fast) a second one.
 
     On a CPU the failures are found by a host branch, which there waits for no device, and
     only they pay for the Gram iteration (`gram_sigma_upper`). On another device that branch
