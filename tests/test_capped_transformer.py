@@ -22,7 +22,7 @@ import pytest
 import torch
 
 import modc
-from modc.theory.lipschitz import capped_bound
+from modc.codegen.settings import optimizer_settings
 from tests.conftest import SPECS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -70,16 +70,17 @@ def test_capped_gpt_stays_certified_under_2_and_learns(spec, tmp_path):
     assert [int(r["step"]) for r in rows] == list(range(EVERY, STEPS + 1, EVERY))
     reports = [json.loads(line) for line in (run / "certificates.jsonl").read_text().splitlines()]
     assert [r["step"] for r in reports] == [int(r["step"]) for r in rows]
-    cap = cert.ATOM_CAP
+    caps = cert.ATOM_CAPS
+    assert set(caps) == set(cert.ATOMS)  # no Bias here: every atom has a cap
     for r in reports:
         assert r["norm"] == "l2 to l2, per example"
         assert r["lipschitz_upper"] <= 2, r["step"]
         assert r["conditions_held"] and r["within"] and r["constraint"]["within"], r["failed"]
         checked = r["conditions_checked"]
         assert len(checked) == len(cert.CONDITIONS) and all(c["held"] for c in checked)
-        assert all(a["lipschitz"] <= cap for a in r["atoms"].values())
-    bound_at = [max(a["lipschitz"] for a in r["atoms"].values()) > 0.99 * cap for r in reports]
-    assert all(bound_at), "the cap never bound: the test would prove nothing"
+        assert all(a["lipschitz"] <= a["cap"] == caps[n] for n, a in r["atoms"].items())
+    bound_at = [any(a["lipschitz"] > 0.99 * a["cap"] for a in r["atoms"].values()) for r in reports]
+    assert all(bound_at), "no cap ever bound: the test would prove nothing"
     losses = [float(r["eval_loss"]) for r in rows]
     assert losses[-1] < losses[0] < math.log(SIZES["vocab"]), losses  # from ≈ uniform
     assert math.log(SIZES["vocab"]) - losses[-1] > 0.05, losses
@@ -128,17 +129,20 @@ def largest_token_secant(model, cert, x: torch.Tensor) -> float:
 
 
 def test_cap_solver_and_certificate_compose_the_same_bound(tmp_path):
-    """With every atom's ℓ2 factor exactly at the solved cap, the certificate's bound is the
+    """With every atom's ℓ2 factor exactly at its solved cap, the certificate's bound is the
     solver's (the one fold, evaluated at floats and at live weights)."""
     path, build = capped_build("gpt.modc", tmp_path)
     network, _ = modc.load(path, SIZES)
     cert = build.certificate
-    assert capped_bound(network.root, cert.ATOM_CAP) == pytest.approx(2.0, rel=1e-9)
+    settings = optimizer_settings(network)
+    assert settings.atom_caps == cert.ATOM_CAPS
+    assert settings.bound_at_caps == cert.LIPSCHITZ_BOUND == pytest.approx(2.0, rel=1e-9)
+    assert len(set(cert.ATOM_CAPS.values())) > 2  # a cap per atom, not one for all
     torch.manual_seed(0)
     model = build.model.build_model().double()
     weights = dict(model.named_parameters())
     with torch.no_grad():
         for name, kind in cert.ATOMS.items():
             w = weights[name]
-            w.mul_(cert.ATOM_CAP / cert.ATOM_LIPSCHITZ[kind](w))
+            w.mul_(cert.ATOM_CAPS[name] / cert.ATOM_LIPSCHITZ[kind](w))
     assert cert.lipschitz_upper(model) == pytest.approx(2.0, rel=1e-7)
