@@ -21,11 +21,14 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,6 +63,37 @@ def tightest(report: dict) -> str:
     return f"{'yes' if report['conditions_held'] else 'NO'} ({worst:.3f})"
 
 
+def caps_line(report: dict) -> str:
+    """The solved caps, a repeated body's copies shown once (`blocks.*.`: they share it)."""
+    shown: dict[str, float] = {}
+    for name, cap in report["constraint"]["atom_caps"].items():
+        shown.setdefault(re.sub(r"\.\d+\.", ".*.", name).removesuffix(".weight"), cap)
+    return ", ".join(f"{name} {cap:.3g}" for name, cap in shown.items())
+
+
+def bigram_reference(text: bytes, bound: float, bias: bool, steps: int = 400) -> float:
+    """The training text's cross-entropy under the best bigram logit table B (a row per
+    byte) whose ℓ2 norm as a map of one-hot codes, σ_max(B), is at most `bound`, plus a
+    free logit offset when `bias`: what a network of that ℓ2 bound could reach by the last
+    byte alone. Projected Adam on B (the projection clips B's singular values)."""
+    x = torch.tensor(list(text), dtype=torch.long).clamp(max=127)
+    counts = torch.zeros(128, 128, dtype=torch.float64)
+    counts.index_put_((x[:-1], x[1:]), torch.ones(len(x) - 1, dtype=torch.float64), True)
+    p = counts / counts.sum()
+    table = torch.zeros(128, 128, dtype=torch.float64, requires_grad=True)
+    offset = torch.zeros(128, dtype=torch.float64, requires_grad=bias)
+    opt = torch.optim.Adam([table, offset] if bias else [table], lr=0.05)
+    for _ in range(steps):
+        loss = -(p * torch.log_softmax(table + offset, 1)).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            u, sigma, v = torch.linalg.svd(table)
+            table.copy_(u @ torch.diag(sigma.clamp(max=bound)) @ v)
+    return -(p * torch.log_softmax(table + offset, 1)).sum().item()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--spec", default=str(ROOT / "specs" / "gpt.modc"))
@@ -69,6 +103,9 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lipschitz", type=float, default=2.0, help="the bound (default 2)")
     p.add_argument("-p", dest="params", action="append", default=[], metavar="NAME=VALUE")
+    p.add_argument(
+        "--reference", action="store_true", help="also the best bigram table of that ℓ2 bound"
+    )
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         spec = Path(tmp) / Path(args.spec).name
@@ -84,6 +121,7 @@ def main() -> None:
         f"{Path(args.spec).name} {' '.join(args.params)}: lipschitz {args.lipschitz:g}, "
         f"lr {args.lr}, {args.steps} steps on Shakespeare (held-out loss in nats per byte)"
     )
+    print(f"caps: {caps_line(capped['reports'][min(capped['reports'])])}")
     print(
         "| step | capped loss | capped ℓ2 bound | conditions held (worst) | "
         "uncapped loss | uncapped ℓ2 bound |"
@@ -106,6 +144,14 @@ def main() -> None:
         f"{capped['losses'][last] / free['losses'][last]:.3f}; wall "
         f"{capped['wall']:.0f} s capped, {free['wall']:.0f} s uncapped"
     )
+    if args.reference:
+        text = (ROOT / "modc" / "data" / "shakespeare.txt").read_bytes()
+        text = text[: len(text) * 9 // 10]  # train.py's training split
+        plain, offset = (bigram_reference(text, args.lipschitz, b) for b in (False, True))
+        print(
+            f"best bigram table of ℓ2 norm ≤ {args.lipschitz:g} (training text): "
+            f"{plain:.4f} without a logit offset, {offset:.4f} with a free one"
+        )
 
 
 if __name__ == "__main__":

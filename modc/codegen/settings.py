@@ -53,7 +53,7 @@ from modc.errors import ModcError, did_you_mean
 from modc.graph import ir
 from modc.graph.reversible import gauss_newton_plan
 from modc.theory.analysis import Analyzer
-from modc.theory.caps import atom_caps, capped_atoms
+from modc.theory.caps import atom_caps, atom_masses, capped_atoms
 from modc.theory.lipschitz import capped_bound
 
 ONE = sympy.Integer(1)
@@ -229,15 +229,12 @@ def optimizer_settings(network: ir.Network) -> OptimizerSettings:
 def _caps(root: ir.Node, lipschitz: float | None, max_norm: float | None) -> dict[str, object]:
     """The settings' caps by parameter name (every copy of a repeated body listed, at its
     leaf's cap), each atom's reference size, and the bound at the caps."""
-    walk, named = Analyzer(), []
-    walk.targets(root, ONE, "", ONE, ONE, named)
-    masses: dict[int, float] = {}
-    for a in named:
-        masses[id(a.node)] = masses.get(id(a.node), 0.0) + float(a.mass * a.copies)
     if lipschitz is None:
         caps = {id(leaf): max_norm for leaf in capped_atoms(root)}
     else:
-        caps = atom_caps(root, lipschitz, max_norm, masses)
+        caps = atom_caps(root, lipschitz, max_norm, atom_masses(root))
+    walk, named = Analyzer(), []
+    walk.targets(root, ONE, "", ONE, ONE, named)
     chosen = [a for a in named if id(a.node) in caps]
     return {
         "atom_caps": {f"{a.path}.weight": caps[id(a.node)] for a in chosen},

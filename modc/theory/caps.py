@@ -24,15 +24,28 @@ import math
 from collections.abc import Mapping
 
 import numpy as np
+import sympy
 
 from modc.errors import ModcError
 from modc.graph import ir
 from modc.ops.base import L2
+from modc.theory.analysis import Analyzer
 from modc.theory.lipschitz import LogJet, capped_bound, fixed_bound, lipschitz
 
+ONE = sympy.Integer(1)
 STEPS = 100  # Newton steps (each loop), bisection halvings: far beyond what convergence needs
 TOL = 1e-13  # in log L: relative 1e-13 on the bound
 MARGIN = 1e-11  # aimed below log L, so that the rounded-up fold meets L as a rule
+
+
+def atom_masses(root: ir.Node) -> dict[int, float]:
+    """Each atom leaf's mass after tares (by id), summed over the copies it stands for."""
+    walk, found = Analyzer(), []
+    walk.targets(root, ONE, "", ONE, ONE, found)
+    masses: dict[int, float] = {}
+    for a in found:
+        masses[id(a.node)] = masses.get(id(a.node), 0.0) + float(a.mass * a.copies)
+    return masses
 
 
 def capped_atoms(root: ir.Node) -> list[ir.Leaf]:
@@ -58,7 +71,7 @@ def atom_caps(
         )
     problem = _Problem(root, atoms, lipschitz_bound, max_norm, masses)
     x = problem.solve()
-    caps = {id(leaf): math.exp(v) for leaf, v in zip(atoms, x)}
+    caps = {id(leaf): math.exp(v) for leaf, v in zip(atoms, x, strict=True)}
     if max_norm is not None:
         caps = {k: min(c, max_norm) for k, c in caps.items()}
     if capped_bound(root, caps) <= lipschitz_bound:

@@ -208,8 +208,9 @@ class LogJet(Domain[Jet]):
         weights = np.array([math.exp(v.value - top) for v in terms])
         value = top + math.log(weights.sum())
         weights /= weights.sum()
-        grad = sum(w * v.grad for w, v in zip(weights, terms))
-        hess = sum(w * (v.hess + np.outer(v.grad, v.grad)) for w, v in zip(weights, terms))
+        pairs = list(zip(weights, terms, strict=True))
+        grad = sum(w * v.grad for w, v in pairs)
+        hess = sum(w * (v.hess + np.outer(v.grad, v.grad)) for w, v in pairs)
         return Jet(value, grad, hess - np.outer(grad, grad))
 
     def power(self, value: Jet, count: sympy.Expr) -> Jet:
