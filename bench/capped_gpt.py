@@ -1,19 +1,23 @@
 """A GPT trained under `lipschitz: 2` with `--constraint cap`, against the same run uncapped.
 
 Compiles specs/gpt.modc (attention's ℓ2 constants need queries, keys and values of RMS
-≤ 1, checked on the held-out data) or specs/gpt_clipped.modc (RMSClip meets them for every
-input) at their default size (width 128, depth 4, context 64, vocab 128) with
+≤ 1, checked on the held-out data), specs/gpt_clipped.modc or specs/gpt_fused.modc (RMSClip
+meets them for every input) or specs/gpt_certified.modc (gpt_fused with a Bias on the
+logits) at their default size (width 128, depth 4, context 64, vocab 128) with
 `optimizer { lipschitz = 2 }` appended, and trains it twice with the build's own train.py
-on the shipped Shakespeare split: `--constraint cap` and, as the baseline, `--constraint
-none`, same seed, lr and batches. Every --every steps train.py logs the certificate's report
-(its conditions checked on the held-out windows). The table gives, per logged step, each
-run's held-out loss (nats per byte), its certified ℓ2 bound (lipschitz_upper), and for the
-capped run whether the conditions held (and the worst value of the tightest one, whose
-limit is 1). The last line says whether the capped bound stayed at most 2 at every logged
-step with its conditions held, and the capped/uncapped held-out loss at the end.
+on the shipped Shakespeare split: `--constraint cap` (each atom at its own cap,
+docs/theory.md §9) and, as the baseline, `--constraint none`, same seed, lr and batches.
+Every --every steps train.py logs the certificate's report (its conditions checked on the
+held-out windows). It prints the solved caps (a repeated body's copies once), then per
+logged step each run's held-out loss (nats per byte), its certified ℓ2 bound
+(lipschitz_upper), and for the capped run whether the conditions held (and the worst value
+of the tightest one, whose limit is 1). The last line says whether the capped bound stayed
+at most 2 at every logged step with its conditions held, and the capped/uncapped held-out
+loss at the end. --reference adds what a bigram table of the same ℓ2 bound reaches on the
+training text, with and without a free logit offset (projected Adam on the table).
 
 Usage: python bench/capped_gpt.py [--spec specs/gpt.modc] [--steps 500] [--every 50]
-       [--lr 0.05] [--lipschitz 2] [-p NAME=VALUE ...]
+       [--lr 0.05] [--lipschitz 2] [--reference] [-p NAME=VALUE ...]
 """
 
 from __future__ import annotations
