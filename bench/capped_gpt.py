@@ -13,11 +13,13 @@ logged step each run's held-out loss (nats per byte), its certified ℓ2 bound
 (lipschitz_upper), and for the capped run whether the conditions held (and the worst value
 of the tightest one, whose limit is 1). The last line says whether the capped bound stayed
 at most 2 at every logged step with its conditions held, and the capped/uncapped held-out
-loss at the end. --reference adds what a bigram table of the same ℓ2 bound reaches on the
-training text, with and without a free logit offset (projected Adam on the table).
+loss at the end. --reference adds the held-out loss of the best bigram table of the same
+ℓ2 bound, fitted to the training text, with and without a free logit offset, and of the
+offset alone (the prior); with --steps 0 it prints only that.
 
 Usage: python bench/capped_gpt.py [--spec specs/gpt.modc] [--steps 500] [--every 50]
        [--lr 0.05] [--lipschitz 2] [--reference] [-p NAME=VALUE ...]
+       python bench/capped_gpt.py --reference --steps 0
 """
 
 from __future__ import annotations
@@ -75,27 +77,46 @@ def caps_line(report: dict) -> str:
     return ", ".join(f"{name} {cap:.3g}" for name, cap in shown.items())
 
 
-def bigram_reference(text: bytes, bound: float, bias: bool, steps: int = 400) -> float:
-    """The training text's cross-entropy under the best bigram logit table B (a row per
-    byte) whose ℓ2 norm as a map of one-hot codes, σ_max(B), is at most `bound`, plus a
-    free logit offset when `bias`: what a network of that ℓ2 bound could reach by the last
-    byte alone. Projected Adam on B (the projection clips B's singular values)."""
+def bigram_counts(text: bytes) -> torch.Tensor:
+    """The distribution of (byte, next byte) pairs of `text`, bytes above 127 as 127."""
     x = torch.tensor(list(text), dtype=torch.long).clamp(max=127)
     counts = torch.zeros(128, 128, dtype=torch.float64)
     counts.index_put_((x[:-1], x[1:]), torch.ones(len(x) - 1, dtype=torch.float64), True)
-    p = counts / counts.sum()
+    return counts / counts.sum()
+
+
+def bigram_reference(train: bytes, held: bytes, bound: float, offset: bool) -> float:
+    """Held-out cross-entropy (nats per byte) of the bigram logit table B, fitted to the
+    training text, whose ℓ2 norm as a map of one-hot codes, σ_max(B), is at most `bound`,
+    plus a free logit offset when `offset`: what a network of that ℓ2 bound reaches by the
+    last byte alone. Projected Adam (the projection clips B's singular values)."""
+    fit, test = bigram_counts(train), bigram_counts(held)
     table = torch.zeros(128, 128, dtype=torch.float64, requires_grad=True)
-    offset = torch.zeros(128, dtype=torch.float64, requires_grad=bias)
-    opt = torch.optim.Adam([table, offset] if bias else [table], lr=0.05)
-    for _ in range(steps):
-        loss = -(p * torch.log_softmax(table + offset, 1)).sum()
+    shift = torch.zeros(128, dtype=torch.float64, requires_grad=offset)
+    opt = torch.optim.Adam([table, shift] if offset else [table], lr=0.05)
+    for _ in range(400):
+        loss = -(fit * torch.log_softmax(table + shift, 1)).sum()
         opt.zero_grad()
         loss.backward()
         opt.step()
         with torch.no_grad():
             u, sigma, v = torch.linalg.svd(table)
             table.copy_(u @ torch.diag(sigma.clamp(max=bound)) @ v)
-    return -(p * torch.log_softmax(table + offset, 1)).sum().item()
+    with torch.no_grad():
+        return -(test * torch.log_softmax(table + shift, 1)).sum().item()
+
+
+def references(bound: float) -> str:
+    """The bigram references on train.py's split of the shipped text, and the prior alone."""
+    text = (ROOT / "modc" / "data" / "shakespeare.txt").read_bytes()
+    cut = len(text) * 9 // 10  # train.py's split: the last tenth held out
+    train, held = text[:cut], text[cut:]
+    plain, shifted = (bigram_reference(train, held, bound, o) for o in (False, True))
+    prior = bigram_reference(train, held, 0.0, True)
+    return (
+        f"held-out loss of the best bigram table of ℓ2 norm ≤ {bound:g}: {plain:.4f} without "
+        f"a logit offset, {shifted:.4f} with a free one; the offset alone (prior) {prior:.4f}"
+    )
 
 
 def main() -> None:
@@ -108,9 +129,14 @@ def main() -> None:
     p.add_argument("--lipschitz", type=float, default=2.0, help="the bound (default 2)")
     p.add_argument("-p", dest="params", action="append", default=[], metavar="NAME=VALUE")
     p.add_argument(
-        "--reference", action="store_true", help="also the best bigram table of that ℓ2 bound"
+        "--reference",
+        action="store_true",
+        help="also the best bigram table of that ℓ2 bound (alone with --steps 0)",
     )
     args = p.parse_args()
+    if args.steps == 0:  # --reference alone
+        print(references(args.lipschitz))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         spec = Path(tmp) / Path(args.spec).name
         bound = f"\noptimizer {{ lipschitz = {args.lipschitz:g} }}\n"
@@ -149,13 +175,7 @@ def main() -> None:
         f"{capped['wall']:.0f} s capped, {free['wall']:.0f} s uncapped"
     )
     if args.reference:
-        text = (ROOT / "modc" / "data" / "shakespeare.txt").read_bytes()
-        text = text[: len(text) * 9 // 10]  # train.py's training split
-        plain, offset = (bigram_reference(text, args.lipschitz, b) for b in (False, True))
-        print(
-            f"best bigram table of ℓ2 norm ≤ {args.lipschitz:g} (training text): "
-            f"{plain:.4f} without a logit offset, {offset:.4f} with a free one"
-        )
+        print(references(args.lipschitz))
 
 
 if __name__ == "__main__":
