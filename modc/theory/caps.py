@@ -36,6 +36,7 @@ ONE = sympy.Integer(1)
 STEPS = 100  # Newton steps (each loop), bisection halvings: far beyond what convergence needs
 TOL = 1e-13  # in log L: relative 1e-13 on the bound
 MARGIN = 1e-11  # aimed below log L, so that the rounded-up fold meets L as a rule
+LARGEST = 700.0  # log of the largest cap: e^700 ≈ 1e304, still a float with room to spare
 
 
 def atom_masses(root: ir.Node) -> dict[int, float]:
@@ -70,7 +71,7 @@ def atom_caps(
             f"bound of {floor:.6g}"
         )
     problem = _Problem(root, atoms, lipschitz_bound, max_norm, masses)
-    x = problem.solve()
+    x = np.minimum(problem.solve(), LARGEST)
     caps = {id(leaf): math.exp(v) for leaf, v in zip(atoms, x, strict=True)}
     if max_norm is not None:
         caps = {k: min(c, max_norm) for k, c in caps.items()}
@@ -144,6 +145,8 @@ class _Problem:
         """The solution with the `fixed` atoms at log max_norm and log L at the bound."""
         free = ~fixed
         x = np.where(fixed, self.upper, self.a)
+        if not free.any():
+            return x
         mu, lo, hi = 0.0, 0.0, math.inf
         for _ in range(STEPS):
             x = self.minimise(x, mu, free)
