@@ -3,8 +3,9 @@
 Compiles specs/gpt.modc (attention's ℓ2 constants need queries, keys and values of RMS
 ≤ 1, checked on the held-out data), specs/gpt_clipped.modc or specs/gpt_fused.modc (RMSClip
 meets them for every input) or specs/gpt_certified.modc (gpt_fused with a Bias on the
-logits) at their default size (width 128, depth 4, context 64, vocab 128) with
-`optimizer { lipschitz = 2 }` appended, and trains it twice with the build's own train.py
+logits, whose own `optimizer` section sets the bound) at their default size (width 128,
+depth 4, context 64, vocab 128), with `optimizer { lipschitz = 2 }` appended to a spec
+that has no `optimizer` section, and trains it twice with the build's own train.py
 on the shipped Shakespeare split: `--constraint cap` (each atom at its own cap,
 docs/theory.md §9) and, as the baseline, `--constraint none`, same seed, lr and batches.
 Every --every steps train.py logs the certificate's report (its conditions checked on the
@@ -18,7 +19,7 @@ loss at the end. --reference adds the held-out loss of the best bigram table of 
 offset alone (the prior); with --steps 0 it prints only that.
 
 Usage: python bench/capped_gpt.py [--spec specs/gpt.modc] [--steps 500] [--every 50]
-       [--lr 0.05] [--lipschitz 2] [--reference] [-p NAME=VALUE ...]
+       [--lr LR] [--lipschitz 2] [--reference] [-p NAME=VALUE ...]
        python bench/capped_gpt.py --reference --steps 0
 """
 
@@ -36,6 +37,8 @@ from pathlib import Path
 
 import torch
 
+from modc.spec import load_spec
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -43,7 +46,8 @@ def train(build: Path, constraint: str, args: argparse.Namespace) -> dict:
     """One run; its logged rows (step → eval loss) and reports (step → certificate)."""
     out = build / "runs" / constraint
     cmd = [sys.executable, str(build / "train.py"), "--data", "shakespeare", "--quiet"]
-    cmd += ["--steps", str(args.steps), "--lr", str(args.lr), "--seed", str(args.seed)]
+    cmd += ["--steps", str(args.steps), "--seed", str(args.seed)]
+    cmd += ["--lr", str(args.lr)] if args.lr is not None else []
     cmd += ["--eval-every", str(args.every), "--certify-every", str(args.every)]
     cmd += ["--constraint", constraint, "--out", str(out)]
     start = time.perf_counter()
@@ -124,9 +128,13 @@ def main() -> None:
     p.add_argument("--spec", default=str(ROOT / "specs" / "gpt.modc"))
     p.add_argument("--steps", type=int, default=500)
     p.add_argument("--every", type=int, default=50)
-    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--lr", type=float, help="default: the spec's own (0.05 in the GPT specs)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--lipschitz", type=float, default=2.0, help="the bound (default 2)")
+    p.add_argument(
+        "--lipschitz",
+        type=float,
+        help="the bound (default: the spec's own, else 2)",
+    )
     p.add_argument("-p", dest="params", action="append", default=[], metavar="NAME=VALUE")
     p.add_argument(
         "--reference",
@@ -134,13 +142,17 @@ def main() -> None:
         help="also the best bigram table of that ℓ2 bound (alone with --steps 0)",
     )
     args = p.parse_args()
+    own = {s.key: s.value for s in load_spec(args.spec).optimizer}.get("lipschitz")
+    if own is not None and args.lipschitz not in (None, own):
+        p.error(f"{args.spec} sets optimizer.lipschitz = {own:g} itself")
+    args.lipschitz = args.lipschitz or own or 2.0
     if args.steps == 0:  # --reference alone
         print(references(args.lipschitz))
         return
     with tempfile.TemporaryDirectory() as tmp:
         spec = Path(tmp) / Path(args.spec).name
         bound = f"\noptimizer {{ lipschitz = {args.lipschitz:g} }}\n"
-        spec.write_text(Path(args.spec).read_text() + bound)
+        spec.write_text(Path(args.spec).read_text() + ("" if own is not None else bound))
         build = Path(tmp) / "build"
         flags = [x for kv in args.params for x in ("-p", kv)]
         compile_cmd = [sys.executable, "-m", "modc", "compile", str(spec), *flags, "-o", str(build)]
@@ -149,7 +161,8 @@ def main() -> None:
         free = train(build, "none", args)
     print(
         f"{Path(args.spec).name} {' '.join(args.params)}: lipschitz {args.lipschitz:g}, "
-        f"lr {args.lr}, {args.steps} steps on Shakespeare (held-out loss in nats per byte)"
+        f"lr {args.lr or 'from the spec'}, {args.steps} steps on Shakespeare "
+        "(held-out loss in nats per byte)"
     )
     print(f"caps: {caps_line(capped['reports'][min(capped['reports'])])}")
     print(
