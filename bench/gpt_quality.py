@@ -7,10 +7,11 @@ split, and prints the held-out loss (nats per byte) and the wall time of each. T
   normalized:adam      Modula's recipe: Adam normalised per atom, lr 0.5, weight decay 0.01,
                        linear decay
   dualized, lr 0.1     the default optimizer at the issue's reference setting, wd 0.01, no
-                       warm-up (on the spec's masses: head mass 3 by default)
---run NAME="ARGS" adds a row (train.py arguments), e.g. --run warm="--warmup 100".
+                       warm-up (on the spec's masses: head mass 6 by default)
+--run NAME="ARGS" adds a row (train.py arguments), e.g. --run warm="--warmup 100"; -p K=V
+sets a spec parameter for every row, e.g. -p head_mass=8.
 Usage: python bench/gpt_quality.py [--steps 2000] [--only default,adam] [--run NAME=ARGS]
-       [--jobs 2]
+       [-p K=V] [--seed 0] [--jobs 2]
 """
 
 from __future__ import annotations
@@ -76,6 +77,9 @@ def main() -> None:
     p.add_argument("--spec", default=str(ROOT / "specs" / "gpt_modula.modc"))
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "-p", dest="params", action="append", default=[], metavar="K=V", help="a spec parameter"
+    )
     p.add_argument("--only", default=",".join(RUNS), help="comma-separated rows of the table")
     p.add_argument(
         "--run",
@@ -99,11 +103,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         build = Path(tmp) / "gpt"
         subprocess.run(
-            [sys.executable, "-m", "modc", "compile", args.spec, "-o", str(build)],
+            [sys.executable, "-m", "modc", "compile", args.spec, "-o", str(build)]
+            + [a for kv in args.params for a in ("-p", kv)],
             check=True,
             stdout=subprocess.DEVNULL,
         )
-        print(f"{Path(args.spec).name}, batch 12, {args.steps} steps, seed {args.seed}")
+        given = "".join(f", {kv}" for kv in args.params)
+        print(f"{Path(args.spec).name}{given}, batch 12, {args.steps} steps, seed {args.seed}")
         print("| run | held-out loss (nats/byte) | train loss | wall time |")
         print("|---|---|---|---|")
         env = dict(os.environ, OMP_NUM_THREADS="1") if args.jobs > 1 else None

@@ -75,10 +75,10 @@ def test_modula_gpt_with_free_depth_and_width_has_the_same_targets(spec):
 @pytest.mark.parametrize(
     "spec", ["gpt_modula.yaml", pytest.param("gpt_modula.modc", marks=needs_dsl)]
 )
-def test_the_shipped_gpt_gives_the_head_mass_three(spec):
+def test_the_shipped_gpt_gives_the_head_mass_six(spec):
     _, a = load(SPECS / spec, {"depth": 2, "width": 32})
-    shares = {name: {t * R(7, 9)} for name, t in MODULA.items()} | {"head": {R(1, 3)}}
-    assert _by_name(a) == shares and a.mass == 9
+    shares = {name: {t * R(7, 12)} for name, t in MODULA.items()} | {"head": {R(1, 2)}}
+    assert _by_name(a) == shares and a.mass == 12
 
 
 def test_three_layer_mlp_gives_each_linear_one_third():

@@ -1,11 +1,12 @@
 """`lipschitz: 2` with `--constraint cap` on a transformer: the certified ℓ2 bound stays at
 most 2 at every logged step, its conditions are checked on held-out data and hold, and the
-held-out loss still falls. Two small GPTs from the shipped specs: specs/gpt.modc, whose
-attention constants need queries, keys and values of RMS ≤ 1 (checked on data), and
-specs/gpt_clipped.modc, where RMSClip meets them for every input, and specs/gpt_fused.modc,
-the same with the fused CausalAttention and its joint ℓ2 constant. The cap solver and the
-certificate compose the same fold: at weights exactly at the cap, the certificate equals
-the solver's bound. bench/capped_gpt.py runs the same at a realistic size.
+held-out loss still falls. Small GPTs from the shipped specs: specs/gpt.modc, whose
+attention constants need queries, keys and values of RMS ≤ 1 (checked on data);
+specs/gpt_clipped.modc, where RMSClip meets them for every input; specs/gpt_fused.modc, the
+same with the fused CausalAttention and its joint ℓ2 constant; specs/gpt_certified.modc,
+that with a Bias on the logits (free in ℓ2). Each atom has its own cap (docs/theory.md §9).
+The cap solver and the certificate compose the same fold: at weights exactly at their caps,
+the certificate equals the solver's bound. bench/capped_gpt.py runs the same at a realistic size.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import pytest
 import torch
 
 import modc
-from modc.theory.lipschitz import capped_bound
+from modc.codegen.settings import optimizer_settings
+from modc.spec import load_spec
 from tests.conftest import SPECS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -32,9 +34,10 @@ STEPS, EVERY = 60, 10
 
 
 def capped_build(spec: str, tmp_path):
-    """specs/`spec` at SIZES with `optimizer { lipschitz = 2 }` appended, built."""
-    path = tmp_path / spec
-    path.write_text((SPECS / spec).read_text() + "\noptimizer { lipschitz = 2 }\n")
+    """specs/`spec` at SIZES, built with `optimizer { lipschitz = 2 }` (gpt_certified's own)."""
+    path, text = tmp_path / spec, (SPECS / spec).read_text()
+    own = any(s.key == "lipschitz" for s in load_spec(SPECS / spec).optimizer)
+    path.write_text(text if own else text + "\noptimizer { lipschitz = 2 }\n")
     return path, modc.build(path, SIZES, out=tmp_path / "build")
 
 
@@ -55,7 +58,9 @@ def train(build, run) -> list[dict]:
         return [row for row in csv.DictReader(f) if row["eval_loss"]]
 
 
-@pytest.mark.parametrize("spec", ["gpt.modc", "gpt_clipped.modc", "gpt_fused.modc"])
+@pytest.mark.parametrize(
+    "spec", ["gpt.modc", "gpt_clipped.modc", "gpt_fused.modc", "gpt_certified.modc"]
+)
 def test_capped_gpt_stays_certified_under_2_and_learns(spec, tmp_path):
     path, build = capped_build(spec, tmp_path)
     cert = build.certificate
@@ -70,16 +75,20 @@ def test_capped_gpt_stays_certified_under_2_and_learns(spec, tmp_path):
     assert [int(r["step"]) for r in rows] == list(range(EVERY, STEPS + 1, EVERY))
     reports = [json.loads(line) for line in (run / "certificates.jsonl").read_text().splitlines()]
     assert [r["step"] for r in reports] == [int(r["step"]) for r in rows]
-    cap = cert.ATOM_CAP
+    caps = cert.ATOM_CAPS
+    assert set(caps) == {n for n, kind in cert.ATOMS.items() if kind != "Bias"}  # 1 for any b
     for r in reports:
         assert r["norm"] == "l2 to l2, per example"
         assert r["lipschitz_upper"] <= 2, r["step"]
         assert r["conditions_held"] and r["within"] and r["constraint"]["within"], r["failed"]
         checked = r["conditions_checked"]
         assert len(checked) == len(cert.CONDITIONS) and all(c["held"] for c in checked)
-        assert all(a["lipschitz"] <= cap for a in r["atoms"].values())
-    bound_at = [max(a["lipschitz"] for a in r["atoms"].values()) > 0.99 * cap for r in reports]
-    assert all(bound_at), "the cap never bound: the test would prove nothing"
+        assert {n: a["cap"] for n, a in r["atoms"].items() if n in caps} == caps
+        assert all(r["atoms"][n]["lipschitz"] <= cap for n, cap in caps.items())
+    bound_at = [
+        any(r["atoms"][n]["lipschitz"] > 0.99 * c for n, c in caps.items()) for r in reports
+    ]
+    assert all(bound_at), "no cap ever bound: the test would prove nothing"
     losses = [float(r["eval_loss"]) for r in rows]
     assert losses[-1] < losses[0] < math.log(SIZES["vocab"]), losses  # from ≈ uniform
     assert math.log(SIZES["vocab"]) - losses[-1] > 0.05, losses
@@ -128,17 +137,20 @@ def largest_token_secant(model, cert, x: torch.Tensor) -> float:
 
 
 def test_cap_solver_and_certificate_compose_the_same_bound(tmp_path):
-    """With every atom's ℓ2 factor exactly at the solved cap, the certificate's bound is the
+    """With every atom's ℓ2 factor exactly at its solved cap, the certificate's bound is the
     solver's (the one fold, evaluated at floats and at live weights)."""
     path, build = capped_build("gpt.modc", tmp_path)
     network, _ = modc.load(path, SIZES)
     cert = build.certificate
-    assert capped_bound(network.root, cert.ATOM_CAP) == pytest.approx(2.0, rel=1e-9)
+    settings = optimizer_settings(network)
+    assert settings.atom_caps == cert.ATOM_CAPS
+    assert settings.bound_at_caps == cert.LIPSCHITZ_BOUND == pytest.approx(2.0, rel=1e-9)
+    assert len(set(cert.ATOM_CAPS.values())) > 2  # a cap per atom, not one for all
     torch.manual_seed(0)
     model = build.model.build_model().double()
     weights = dict(model.named_parameters())
     with torch.no_grad():
         for name, kind in cert.ATOMS.items():
             w = weights[name]
-            w.mul_(cert.ATOM_CAP / cert.ATOM_LIPSCHITZ[kind](w))
+            w.mul_(cert.ATOM_CAPS[name] / cert.ATOM_LIPSCHITZ[kind](w))
     assert cert.lipschitz_upper(model) == pytest.approx(2.0, rel=1e-7)

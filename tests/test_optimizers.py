@@ -466,7 +466,8 @@ def test_unreachable_lipschitz_bound_is_refused(write_spec):
         "optimizer:\n  lipschitz: 1\n"
     )
     network, _ = modc.load(spec)
-    assert optimizer_settings(network).atom_cap == pytest.approx(1 / 3**0.5, rel=1e-9)
+    caps = optimizer_settings(network).atom_caps  # two alike atoms on a chain: one cap
+    assert list(caps.values()) == pytest.approx([1 / 3**0.5] * 2, rel=1e-9)
     spec = write_spec(
         "input: 6\nnetwork:\n  - sum:\n    - [Identity]\n    - [Linear: 6]\noptimizer:\n"
         "  lipschitz: 0.5\n"
@@ -484,18 +485,27 @@ def capped(tmp_path_factory) -> modc.Build:
     return modc.build(path, {"width": 16, "depth": 3}, out=tmp_path_factory.mktemp("capped"))
 
 
-def test_the_cap_is_solved_from_the_certificates_formula(capped):
-    """With every atom exactly at the cap, lipschitz_upper is the bound the spec asked for."""
-    cap, bound = capped.optimizer.ATOM_CAP, capped.optimizer.LIPSCHITZ_BOUND
+def test_the_caps_are_solved_from_the_certificates_formula(capped):
+    """The bound at the atoms' well-normed sizes is below 4, so every cap is its atom's size
+    times one factor s, solved by hand; with every atom exactly at its cap, lipschitz_upper
+    is the bound the spec asked for."""
+    caps, bound = capped.optimizer.ATOM_CAPS, capped.optimizer.LIPSCHITZ_BOUND
     assert bound == pytest.approx(4, rel=1e-9) and bound <= 4
-    assert cap**2 * (2 / 3 + cap**2 / 3) ** 3 == pytest.approx(4, rel=1e-9)  # by hand
+    sizes = {"embed.weight": (16 / 784) ** 0.5, "head.weight": (10 / 16) ** 0.5}
+    sizes |= {f"blocks.{k}.linear{i}.weight": 1.0 for k in range(3) for i in (1, 2)}
+    s = caps["embed.weight"] / sizes["embed.weight"]
+    assert caps == pytest.approx({name: s * size for name, size in sizes.items()}, rel=1e-9)
+    by_hand = s**2 * sizes["embed.weight"] * sizes["head.weight"] * (2 / 3 + s**2 / 3) ** 3
+    assert by_hand == pytest.approx(4, rel=1e-9)
     torch.manual_seed(0)
     net = capped.model.build_model()
     with torch.no_grad():
-        for p in net.parameters():
-            p.mul_(cap / torch.linalg.matrix_norm(p.double(), ord=2).item())
+        for name, p in net.named_parameters():
+            p.mul_(caps[name] / torch.linalg.matrix_norm(p.double(), ord=2).item())
     assert capped.certificate.lipschitz_upper(net) == pytest.approx(bound, rel=1e-5)
-    assert capped.certificate.report(net)["constraint"]["atom_cap"] == cap
+    report = capped.certificate.report(net)
+    assert report["constraint"]["atom_caps"] == caps
+    assert all(a["cap"] == caps[name] for name, a in report["atoms"].items())
 
 
 @pytest.mark.parametrize("kind", ["dualized", "normalized:adam", "adamw", "muon"])
@@ -516,7 +526,7 @@ def test_constraint_holds_from_the_start_and_after_every_step(capped, kind, cons
         rep = capped.certificate.report(net)
         assert rep["lipschitz_upper"] <= capped.optimizer.LIPSCHITZ_BOUND <= 4
         assert rep["constraint"]["within"]
-        assert max(a["lipschitz"] for a in rep["atoms"].values()) <= capped.optimizer.ATOM_CAP
+        assert all(a["lipschitz"] <= a["cap"] for a in rep["atoms"].values())
 
 
 def test_constraint_needs_caps(resmlp):

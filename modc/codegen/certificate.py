@@ -12,7 +12,7 @@ import sympy
 
 from modc.codegen.model import call, fused_calls
 from modc.codegen.reversible import inverse_certificate
-from modc.codegen.settings import optimizer_settings
+from modc.codegen.settings import caps_source, optimizer_settings
 from modc.codegen.source import WIDTH, docstring, literal, module, plain, quote, snippets
 from modc.errors import shown
 from modc.graph import ir
@@ -79,8 +79,8 @@ def report(model: nn.Module, x: torch.Tensor | None = None) -> dict:
     checked = None if x is None else conditions_on(model, x)
     held = not CONDITIONS or (checked is not None and all(c["held"] for c in checked))
     constraint = None
-    if ATOM_CAP is not None:
-        constraint = {"atom_cap": ATOM_CAP, "lipschitz_bound": LIPSCHITZ_BOUND}
+    if ATOM_CAPS is not None:
+        constraint = {"atom_caps": dict(ATOM_CAPS), "lipschitz_bound": LIPSCHITZ_BOUND}
     within = held and (constraint is None or upper <= LIPSCHITZ_BOUND)
     if constraint is not None:
         constraint["within"] = within
@@ -102,6 +102,7 @@ def report(model: nn.Module, x: torch.Tensor | None = None) -> dict:
                 "target": TARGETS[name],
                 "norm": ATOM_NORMS[kind](weights[name]),
                 "lipschitz": ATOM_LIPSCHITZ[kind](weights[name]),
+                "cap": (ATOM_CAPS or {}).get(name),
             }
             for name, kind in ATOMS.items()
         },
@@ -400,17 +401,15 @@ def emit_certificate(network: ir.Network, analysis: Analysis) -> str:
         + "    ],"
         for fn, rows in checks.items()
     )
-    if settings.atom_cap is None:
+    if settings.atom_caps is None:
         constraint = "# No Lipschitz constraint in the spec.\n"
     else:
         constraint = (
             "# The spec's Lipschitz constraint: the optimizer keeps each atom's bound at most\n"
-            "# ATOM_CAP, so lipschitz_upper stays at most LIPSCHITZ_BOUND.\n"
+            "# its cap, so lipschitz_upper stays at most LIPSCHITZ_BOUND (the bound with every\n"
+            "# atom at its cap; Bias atoms, 1 for any weight, need none).\n"
         )
-    constraint += (
-        f"ATOM_CAP: float | None = {settings.atom_cap!r}\n"
-        f"LIPSCHITZ_BOUND: float | None = {settings.bound_at_cap!r}"
-    )
+    constraint += caps_source(settings)
     measures = [c.measure for c in conditions]
     runtime = [
         lipschitz_lower,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 
 from modc.codegen.reversible import gauss_newton_table
-from modc.codegen.settings import KINDS, OptimizerSettings, optimizer_settings
+from modc.codegen.settings import KINDS, OptimizerSettings, caps_source, optimizer_settings
 from modc.codegen.source import literal, module, plain, quote, snippets
 from modc.errors import shown
 from modc.graph import ir
@@ -75,9 +75,9 @@ BODY = '''
     recompile it).
     Weight decay is decoupled; in dualized and normalized:* an atom decays by
     lr × target × weight_decay per step (shared by mass). constraint "cap" (hard cap) or
-    "normalize" (spectral normalisation) keeps each atom's Lipschitz bound at most ATOM_CAP
-    after every step, and at once on the current weights, so that the certificate's bound
-    stays at most LIPSCHITZ_BOUND.
+    "normalize" (spectral normalisation) keeps each atom's Lipschitz bound at most its cap in
+    ATOM_CAPS after every step, and at once on the current weights, so that the
+    certificate's bound stays at most LIPSCHITZ_BOUND.
     """
     params = {name: p for name, p in model.named_parameters() if p.requires_grad}  # not frozen
     if set(params) != set(TARGETS):
@@ -135,13 +135,14 @@ BODY = '''
             parts.append(torch.optim.AdamW(rest, adamw_lr, betas, eps, weight_decay))
         optimizer = Combined(parts)
     if constraint != "none":
-        if ATOM_CAP is None:
+        if ATOM_CAPS is None:
             raise ValueError("this build has no caps: set optimizer.lipschitz in the spec")
         hard = constraint == "cap"
+        capped = [(name, TARGETS[name][0], cap) for name, cap in ATOM_CAPS.items()]
         constrain_all = Constrain(
             [
-                (params[name], ATOM_CAP, LIPSCHITZ[atom], CAPS.get(atom) if hard else None)
-                for name, (atom, _) in TARGETS.items()
+                (params[name], cap, LIPSCHITZ[atom], CAPS.get(atom) if hard else None)
+                for name, atom, cap in capped
             ]
         )
         constrain_all()
@@ -198,8 +199,7 @@ POLAR_ATOMS = ({polar_atoms})
 HIDDEN = {hidden}
 
 {constraint}
-ATOM_CAP: float | None = {atom_cap!r}
-LIPSCHITZ_BOUND: float | None = {bound!r}
+{atom_caps}
 """
 
 
@@ -232,7 +232,7 @@ def emit_optimizer(network: ir.Network, analysis: Analysis) -> str:
         functions = [(k, getattr(op, attr)) for k, op in kinds.items()]
         return ", ".join(f"{quote(k)}: {f.__name__}" for k, f in functions if f is not None)
 
-    if settings.atom_cap is None:
+    if settings.atom_caps is None:
         constraint = (
             "# No Lipschitz constraint: the spec sets neither optimizer.lipschitz nor max_norm."
         )
@@ -243,9 +243,10 @@ def emit_optimizer(network: ir.Network, analysis: Analysis) -> str:
             else f"max_norm: {settings.max_norm:g}"
         )
         constraint = (
-            f"# The Lipschitz constraint (spec: optimizer {asked}): every atom's sound l2\n"
-            "# Lipschitz bound is kept at most ATOM_CAP, so the certificate's bound is at most\n"
-            "# LIPSCHITZ_BOUND."
+            f"# The Lipschitz constraint (spec: optimizer {asked}): each atom's sound l2\n"
+            "# Lipschitz bound is kept at most its cap, so the certificate's bound is at most\n"
+            "# LIPSCHITZ_BOUND. The caps are nearest the atoms' well-normed sizes, weighted by\n"
+            "# mass, at which the bound is met (modc docs/theory.md section 9)."
         )
     polar_atoms = [k for k, op in kinds.items() if _takes_polar(op.dualize)]
     heads = output_atoms(network.root)[0]
@@ -269,8 +270,7 @@ def emit_optimizer(network: ir.Network, analysis: Analysis) -> str:
         hidden=f"(\n{hidden}\n)" if hidden else "()",
         kinds="\n".join(f"    {quote(k)}," for k in KINDS),
         constraint=constraint,
-        atom_cap=settings.atom_cap,
-        bound=settings.bound_at_cap,
+        atom_caps=caps_source(settings),
     )
     runtime = [
         *(op.dualize for op in kinds.values()),

@@ -32,11 +32,13 @@ optimizer:
 ```
 
 With `lipschitz: L`, every atom's sound ℓ2 Lipschitz bound (the factor the certificate
-composes) is capped at one value c: the largest for which the certificate's formula, with
-each atom's factor replaced by c, is at most L. The formula is monotone in every factor, so
-any weights within their caps certify at most L. The formula is the one fold of
-modc.theory.lipschitz (`capped_bound`), the same the certificate emits. Atoms whose bound no
-weight changes (Bias, a translation: 1) keep that constant and are left uncapped.
+composes) gets its own cap: the caps nearest the atoms' well-normed sizes, weighted by their
+masses, for which the certificate's formula with each factor at its cap is at most L
+(modc.theory.caps, docs/theory.md §9). The formula is monotone in every factor, so any
+weights within their caps certify at most L. It is the one fold of modc.theory.lipschitz
+(`capped_bound`), the same the certificate emits. Copies of a repeated body share one cap;
+atoms whose bound no weight changes (Bias, a translation: 1) keep that constant and are left
+uncapped. `max_norm: c` alone caps every atom at c; with `lipschitz` no cap exceeds it.
 """
 
 from __future__ import annotations
@@ -44,11 +46,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import sympy
+
+from modc.codegen.source import quote
 from modc.errors import ModcError, did_you_mean
 from modc.graph import ir
 from modc.graph.reversible import gauss_newton_plan
+from modc.theory.analysis import Analyzer
+from modc.theory.caps import atom_caps, atom_masses, capped_atoms
 from modc.theory.lipschitz import capped_bound
 
+ONE = sympy.Integer(1)
 KINDS = (
     "dualized",
     "normalized:sgd",
@@ -87,7 +95,9 @@ KEYS = (
 
 @dataclass(frozen=True)
 class OptimizerSettings:
-    """The `optimizer:` section with defaults filled in; `atom_cap` is None without bounds."""
+    """The `optimizer:` section with defaults filled in. `atom_caps` (None without a bound)
+    maps each capped atom's parameter name to its cap, `references` to its well-normed ℓ2
+    factor; `bound_at_caps` is the certificate's bound with every atom at its cap."""
 
     kind: str = "dualized"
     momentum: float | None = None
@@ -109,8 +119,9 @@ class OptimizerSettings:
     constraint: str = "none"
     lipschitz: float | None = None
     max_norm: float | None = None
-    atom_cap: float | None = None
-    bound_at_cap: float | None = None
+    atom_caps: dict[str, float] | None = None
+    references: dict[str, float] | None = None
+    bound_at_caps: float | None = None
 
 
 def _number(key: str, value: object, low: float, high: float, closed: bool = True) -> float:
@@ -211,29 +222,37 @@ def optimizer_settings(network: ir.Network) -> OptimizerSettings:
             hint="unfreeze them, or drop the constraint",
         )
     if bounded:
-        cap = atom_cap(network.root, got.get("lipschitz"), got.get("max_norm"))
-        got["atom_cap"], got["bound_at_cap"] = cap, capped_bound(network.root, cap)
+        got.update(_caps(network.root, got.get("lipschitz"), got.get("max_norm")))
     return OptimizerSettings(**got)
 
 
-def atom_cap(root: ir.Node, lipschitz: float | None, max_norm: float | None) -> float:
-    """The largest common atom cap (at most `max_norm`) whose bound is at most `lipschitz`."""
+def _caps(root: ir.Node, lipschitz: float | None, max_norm: float | None) -> dict[str, object]:
+    """The settings' caps by parameter name (every copy of a repeated body listed, at its
+    leaf's cap), each atom's reference size, and the bound at the caps."""
     if lipschitz is None:
-        return max_norm
-    floor = capped_bound(root, 0.0)
-    if floor > lipschitz:
-        raise ModcError(
-            f"optimizer.lipschitz {lipschitz:g} cannot be met: the bonds alone give a bound "
-            f"of {floor:.6g}"
-        )
-    lo, hi = 0.0, 1.0
-    while capped_bound(root, hi) <= lipschitz:
-        lo, hi = hi, 2 * hi
-        if hi > 1e30:
-            raise ModcError("optimizer.lipschitz: no atom of the network changes its bound")
-    for _ in range(200):  # bisection: bound_at(lo) ≤ lipschitz < bound_at(hi)
-        mid = (lo + hi) / 2
-        if mid in (lo, hi):
-            break
-        lo, hi = (mid, hi) if capped_bound(root, mid) <= lipschitz else (lo, mid)
-    return lo if max_norm is None else min(lo, max_norm)
+        caps = {id(leaf): max_norm for leaf in capped_atoms(root)}
+    else:
+        caps = atom_caps(root, lipschitz, max_norm, atom_masses(root))
+    walk, named = Analyzer(), []
+    walk.targets(root, ONE, "", ONE, ONE, named)
+    chosen = [a for a in named if id(a.node) in caps]
+    return {
+        "atom_caps": {f"{a.path}.weight": caps[id(a.node)] for a in chosen},
+        "references": {f"{a.path}.weight": float(a.node.op.l2_reference()) for a in chosen},
+        "bound_at_caps": capped_bound(root, caps),
+    }
+
+
+def caps_source(settings: OptimizerSettings) -> str:
+    """ATOM_CAPS and LIPSCHITZ_BOUND as Python source, for optimizer.py and certificate.py:
+    a cap a line, with its ratio to the atom's well-normed size."""
+    if settings.atom_caps is None:
+        return "ATOM_CAPS: dict[str, float] | None = None\nLIPSCHITZ_BOUND: float | None = None"
+    rows = "".join(
+        f"    {quote(name)}: {cap!r},  # {cap / settings.references[name]:.3g} × well-normed\n"
+        for name, cap in settings.atom_caps.items()
+    )
+    return (
+        f"ATOM_CAPS: dict[str, float] | None = {{\n{rows}}}\n"
+        f"LIPSCHITZ_BOUND: float | None = {settings.bound_at_caps!r}"
+    )

@@ -221,6 +221,12 @@ class Atom(Op):
         """c such that the ℓ2 Lipschitz constant is at most c·‖W‖ (its norm)."""
         return ONE
 
+    def l2_reference(self) -> sympy.Expr:
+        """The ℓ2 factor of a well-normed weight (norm 1): the size the cap solver measures
+        this atom's cap against (docs/theory.md §9). By default the sound factor at norm 1,
+        which every weight of norm 1 attains for Linear (σ_max = √(out/in))."""
+        return self.lipschitz_bound(ONE, L2)
+
     def lipschitz_call(self, weight: str, space: str) -> str:
         """Source of a sound bound at live weights in norm `space`; `weight` is an expression."""
         fn = self.lipschitz if space == L2 else self.lipschitz_activation

@@ -58,6 +58,12 @@ class EmbedOp(Atom):
         """σ_max(W) ≤ ‖W‖_F ≤ √(num·dim)·(largest row RMS)."""
         return sympy.sqrt(self.values["num"] * self.values["dim"])
 
+    def l2_reference(self) -> sympy.Expr:
+        """√max(num, dim): the least σ_max(W) of a table whose rows all have RMS 1 (norm 1),
+        attained by a tight frame; each code then moves the output by √dim. The bound
+        above, √(num·dim), is met only when all rows are equal."""
+        return sympy.sqrt(sympy.Max(self.values["num"], self.values["dim"]))
+
     def shape(self, x: Shape) -> Shape:
         return (*x, self.values["dim"])
 

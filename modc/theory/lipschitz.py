@@ -11,7 +11,10 @@ no constant, and the copies of a repeated body multiply (each combinator's
 - `Symbolic`: a sympy expression in the atoms' norms, for `modc bounds`; a repeated atom
   is one symbol, the largest norm over its copies, and the bound is non-decreasing in
   every norm, so L copies give the body's bound to the power L whatever L is;
-- `Capped`: a float, every weight-dependent atom at its cap, for the cap solver;
+- `Capped`: a float, every weight-dependent atom at its cap, rounded up: the bound the
+  cap solver promises;
+- `LogJet`: log L with its gradient and Hessian in the atoms' log caps, for the cap
+  solver's Newton steps (modc.theory.caps);
 - `modc.codegen.certificate.Source`: Python source evaluating it at live weights, for the
   generated certificate.
 
@@ -20,10 +23,13 @@ So `modc bounds`, the cap solver and the certificate agree by construction.
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+import numpy as np
 import sympy
 
 from modc.graph import ir
@@ -107,15 +113,18 @@ def _up(value: sympy.Expr) -> float:
 
 
 class Capped(Domain[float]):
-    """Floats: every atom whose ℓ2 bound depends on its weight at `cap`; the others (Bias:
-    a translation, 1 for any weight) at their fixed constant. Rounded up."""
+    """Floats: every atom whose ℓ2 bound depends on its weight at its cap (`caps`: one for
+    all, or one per atom leaf, by id); the others (Bias: a translation, 1 for any weight)
+    at their fixed constant. Rounded up."""
 
-    def __init__(self, cap: float):
-        self.cap = cap
+    def __init__(self, caps: float | Mapping[int, float]):
+        self.caps = caps
 
     def atom(self, leaf: ir.Leaf, space: str) -> float:
         fixed = fixed_bound(leaf.op)
-        return self.cap if fixed is None else fixed
+        if fixed is not None:
+            return fixed
+        return self.caps[id(leaf)] if isinstance(self.caps, Mapping) else self.caps
 
     def constant(self, value: sympy.Expr) -> float:
         return _up(value)
@@ -137,9 +146,80 @@ def fixed_bound(op) -> float | None:
     return None if value.has(probe) else _up(value)
 
 
-def capped_bound(root: ir.Node, cap: float) -> float:
-    """The certificate's ℓ2 bound when every weight-dependent atom's bound is `cap`."""
-    return lipschitz(root, Capped(cap), L2) * (1 + 1e-12)
+def capped_bound(root: ir.Node, caps: float | Mapping[int, float]) -> float:
+    """The certificate's ℓ2 bound when every weight-dependent atom's bound is at its cap
+    (one for all, or one per atom leaf, by id)."""
+    return lipschitz(root, Capped(caps), L2) * (1 + 1e-12)
+
+
+@functools.cache
+def _float(value: sympy.Expr) -> float:
+    """A constant of the fold as a float, evaluated once (sympy's evaluation is slow)."""
+    return float(value)
+
+
+@dataclass(frozen=True)
+class Jet:
+    """log L, its gradient and Hessian in x (the atoms' log caps); value −inf for L = 0."""
+
+    value: float
+    grad: np.ndarray
+    hess: np.ndarray
+
+
+class LogJet(Domain[Jet]):
+    """log L as a function of x, the log of each weight-dependent atom's ℓ2 factor (`index`
+    maps id(atom leaf) to its coordinate), with its gradient and Hessian, at `x`: products
+    add, sums are log-sum-exps, powers scale. Every rule of the fold builds L from the
+    atoms' factors and nonnegative constants by products, sums and integer powers (a
+    posynomial), so log L is convex in x (docs/theory.md §9). Not rounded: for solving."""
+
+    def __init__(self, index: Mapping[int, int], x: np.ndarray):
+        self.index, self.x, self.n = index, x, len(x)
+
+    def _const(self, value: float) -> Jet:
+        zero = np.zeros(self.n)
+        return Jet(math.log(value) if value > 0 else -math.inf, zero, np.zeros((self.n,) * 2))
+
+    def atom(self, leaf: ir.Leaf, space: str) -> Jet:
+        fixed = fixed_bound(leaf.op)
+        if fixed is not None:
+            return self._const(fixed)
+        i = self.index[id(leaf)]
+        return Jet(float(self.x[i]), np.eye(self.n)[i], np.zeros((self.n, self.n)))
+
+    def constant(self, value: sympy.Expr) -> Jet:
+        return self._const(_float(value))
+
+    def product(self, values: Sequence[Jet]) -> Jet:
+        if any(v.value == -math.inf for v in values):
+            return self._const(0.0)
+        return Jet(
+            math.fsum(v.value for v in values),
+            sum((v.grad for v in values), np.zeros(self.n)),
+            sum((v.hess for v in values), np.zeros((self.n, self.n))),
+        )
+
+    def total(self, values: Sequence[Jet]) -> Jet:
+        terms = [v for v in values if v.value > -math.inf]
+        if not terms:
+            return self._const(0.0)
+        top = max(v.value for v in terms)
+        weights = np.array([math.exp(v.value - top) for v in terms])
+        value = top + math.log(weights.sum())
+        weights /= weights.sum()
+        pairs = list(zip(weights, terms, strict=True))
+        grad = sum(w * v.grad for w, v in pairs)
+        hess = sum(w * (v.hess + np.outer(v.grad, v.grad)) for w, v in pairs)
+        return Jet(value, grad, hess - np.outer(grad, grad))
+
+    def power(self, value: Jet, count: sympy.Expr) -> Jet:
+        k = int(count)
+        if k == 0:
+            return self._const(1.0)
+        if value.value == -math.inf:
+            return value
+        return Jet(k * value.value, k * value.grad, k * value.hess)
 
 
 def inverse_lipschitz(root: ir.Node, domain: Domain[V], space: str = L2) -> V:
