@@ -13,6 +13,7 @@ import torch
 
 from modc.runtime.certify import (
     CHOLESKY_SLACK,
+    DEVICE_RUNGS,
     KRYLOV,
     cholesky_sigma_upper,
     spectral_cap,
@@ -126,12 +127,12 @@ def test_a_candidate_below_the_top_sigma_is_caught(dtype, excess):
     assert full[0] >= exact_sigma(w) and full[0] <= exact_sigma(w) * 1.02  # the fallback
 
 
-def test_the_sync_free_rungs_certify_the_second_candidate_or_fall_back_to_frobenius():
-    """Off a CPU a second, larger candidate goes into the same batched Cholesky; past it
-    the Frobenius norm: every outcome is an upper bound."""
-    n = 48
+def test_the_sync_free_rungs_certify_the_second_guess_or_fall_back_to_frobenius():
+    """Off a CPU a second, larger guess goes into the same batched Cholesky; past it the
+    Frobenius norm: every outcome is an upper bound."""
+    n, second = 48, DEVICE_RUNGS[1]
     torch.manual_seed(0)
-    for top in [1.02, 1.3]:  # within the second rung (1.1 in λ), and beyond it
+    for top in [1.02, 1.3]:  # within the second guess (σ₂ = 1 is seen, σ₁ never), and past it
         s = torch.linspace(1, 0.3, n, dtype=torch.float64)
         s[0] = top
         w = with_spectrum(s, 80, n, seed=2).float()
@@ -139,10 +140,10 @@ def test_the_sync_free_rungs_certify_the_second_candidate_or_fall_back_to_froben
         rest = v[:, 2:] @ torch.randn(n - 2, KRYLOV[0] - 1, dtype=torch.float64)
         block = torch.cat([v[:, 1:2], rest], 1)  # sees σ₂ = 1, never σ₁
         state = {"block": block.float()[None]}
-        bound, certified, frobenius = cholesky_sigma_upper(w[None], state, rungs=(1.0, 1.1))
+        bound, certified, frobenius = cholesky_sigma_upper(w[None], state, rungs=DEVICE_RUNGS)
         assert bound[0] >= exact_sigma(w)
-        assert bool(certified[0]) == (top**2 < 1.1)
-        assert bound[0] <= (exact_sigma(w) * 1.1 if certified[0] else frobenius[0])
+        assert bool(certified[0]) == (top**2 < second)
+        assert bound[0] <= (math.sqrt(second * 1.01) if certified[0] else frobenius[0])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

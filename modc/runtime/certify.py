@@ -181,6 +181,7 @@ def _start_block(n: int, p: int, device: torch.device, dtype: torch.dtype) -> to
 
 
 CHOLESKY_SLACK = 2e-3  # the candidate for λ_max(G) is its top Ritz value times 1 + this
+DEVICE_RUNGS = (1.0, 1.25)  # off a CPU, the guesses in one Cholesky, as multiples of it
 KRYLOV = (8, 1, 8)  # block size; products per call with a warm start, and without one
 
 
@@ -308,11 +309,11 @@ def spectral_sigma_upper(
 
     On a CPU the failures are found by a host branch, which there waits for no device, and
     only they pay for the Gram iteration (`gram_sigma_upper`). On another device that branch
-    would be a host sync, so a second rung, 1.1 times the candidate, goes into the same
-    batched Cholesky, and past it the Frobenius norm bounds σ_max.
+    would be a host sync, so larger guesses (DEVICE_RUNGS) go into the same batched
+    Cholesky, and past them the Frobenius norm bounds σ_max.
     """
     if w.device.type != "cpu":
-        bound, _, frobenius = cholesky_sigma_upper(w, state, rungs=(1.0, 1.1))
+        bound, _, frobenius = cholesky_sigma_upper(w, state, rungs=DEVICE_RUNGS)
         return bound, frobenius
     bound, certified, frobenius = cholesky_sigma_upper(w, state)
     if not bool(certified.all()):  # a CPU tensor: reading it waits for nothing
