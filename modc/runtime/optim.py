@@ -64,13 +64,23 @@ def all_finite(tensors: list[torch.Tensor]) -> bool:
             groups.setdefault(t.device, {}).setdefault(t.dtype, []).append(t)
     finite = True
     for by_dtype in groups.values():
-        maxes = [torch.stack(torch._foreach_norm(ts, math.inf)) for ts in by_dtype.values()]
+        maxes = [extremes(ts) for ts in by_dtype.values()]
         finite = finite and bool(torch.stack([m.isfinite().all() for m in maxes]).all())
     if shards:
         verdict = torch.tensor([float(finite)], device=shards[0].device)
         dist.all_reduce(verdict, dist.ReduceOp.MIN, group=shards[0].device_mesh.get_group())
         finite = bool(verdict.item())
     return finite
+
+
+def extremes(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Numbers that are all finite exactly when every entry of `tensors` is: each tensor's
+    max |entry| from one fused reduction (NaN propagates), or on a CPU each one's largest
+    and smallest entry, as torch's ∞-norm is not vectorised there (7.7 ms against 0.36 ms on
+    the 26 matrices of bench/optimizer_step.py, one thread)."""
+    if tensors[0].device.type == "cpu":
+        return torch.stack([torch.stack((t.amax(), t.amin())) for t in tensors])
+    return torch.stack(torch._foreach_norm(tensors, math.inf))
 
 
 class SkipNonFinite(torch.optim.Optimizer):
@@ -213,7 +223,8 @@ def bank_step(
     """
     torch._foreach_lerp_(buffers, grads, 1 - beta)
     directions = torch.stack(torch._foreach_lerp(grads, buffers, beta) if nesterov else buffers)
-    peak = directions.abs().amax(dim=tuple(range(1, directions.dim())), keepdim=True)
+    axes = tuple(range(1, directions.dim()))  # max |entry| without a |directions| temporary
+    peak = torch.maximum(directions.amax(axes, keepdim=True), -directions.amin(axes, keepdim=True))
     directions = directions / peak.clamp_min(torch.finfo(directions.dtype).tiny)
     updates = dual_map(directions, scales, **polar).to(params[0].dtype)
     if weight_decay:
