@@ -15,6 +15,7 @@ from modc.runtime.certify import (
     CHOLESKY_SLACK,
     DEVICE_RUNGS,
     KRYLOV,
+    _gram,
     cholesky_sigma_upper,
     spectral_cap,
     spectral_sigma_upper,
@@ -83,7 +84,9 @@ def scales(dtype: torch.dtype, m: int, n: int) -> list[float]:
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", [(2, 24, 40), (2, 64, 64), (1, 200, 9)])
+@pytest.mark.parametrize(
+    "shape", [(2, 24, 40), (2, 64, 64), (1, 200, 9), (1, 130, 200), (1, 300, 257)]
+)  # the Gram in one product, and from 2 and 4 column blocks (the last one narrower)
 def test_the_bound_is_above_the_exact_sigma_for_every_family_scale_and_dtype(dtype, shape):
     b, m, n = shape
     for kind in KINDS:
@@ -100,6 +103,20 @@ def test_the_bound_is_above_the_exact_sigma_for_every_family_scale_and_dtype(dty
                 assert torch.all(frobenius >= frobenius_norm(w)), kind
             tight = exact > torch.finfo(dtype).tiny * 1e6  # far from underflow: close
             assert torch.all(bound[tight] <= exact[tight] * 1.02), (kind, scale, dtype)
+
+
+@pytest.mark.parametrize("n", [63, 64, 128, 130, 200, 256, 257])
+def test_the_gram_from_column_blocks_is_exactly_symmetric_and_within_its_rounding(n):
+    """Each entry of the blocked Gram is one length-k dot product: exactly symmetric, and
+    within γ_k·|H|ᵀ|H| of the exact HᵀH (docs/theory.md §8, step 2)."""
+    k = 300
+    h = torch.randn(2, k, n, generator=torch.Generator().manual_seed(n))
+    g = _gram(h)
+    assert torch.equal(g, g.mT)
+    exact = h.double().mT @ h.double()
+    u = torch.finfo(torch.float32).eps / 2
+    magnitude = h.double().abs().mT @ h.double().abs()
+    assert torch.all((g.double() - exact).abs() <= k * u / (1 - k * u) * magnitude)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
