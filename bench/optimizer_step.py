@@ -9,10 +9,13 @@ advises. "modc dualized capped" is the same step with `--constraint cap`'s hook 
 matrix's sound bound, a Cholesky certificate, checked, and those over the cap scaled into
 it: here all of them, each step, the worst case), on a copy of the weights that no other
 optimizer moves; its ratio to the uncapped step is printed, and how many of its
-certificates failed (those matrices then take the Gram iteration). On
+certificates failed (those matrices then take the Gram iteration). It also times the two
+operations the cap's proof is made of, alone (each bank's Gram as the certificate forms it,
+and a Cholesky of c·I − G, the data already in cache): 1 + their time over the uncapped
+step is a floor under the capped ratio, and the rest is the cap's other work. On
 CUDA it also times modc's orthogonalisation alone and prints its TFLOP/s and the fraction
 of the device's bf16 dense peak.
-Usage: python bench/optimizer_step.py [--size cpu|gpu] [--compile] [--json]
+Usage: python bench/optimizer_step.py [--size cpu|gpu] [--compile] [--turns round|step] [--json]
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import torch
 
 from modc.ops.embed import embed_dualize
 from modc.ops.linear import linear_dualize
-from modc.runtime.certify import spectral_cap, spectral_norm_upper
+from modc.runtime.certify import _bound_dtype, _gram, spectral_cap, spectral_norm_upper
 from modc.runtime.optim import Constrain, Dualized, banks
 from modc.runtime.polar import fast_dtype, gram_flops, polar, standard_flops
 
@@ -114,6 +117,30 @@ def orthogonalization(hidden: list, device: torch.device, repeats: int) -> tuple
     return median_of(run, repeats), macs
 
 
+def certificate_core(constrain: Constrain, device: torch.device, repeats: int) -> float:
+    """Seconds of the two operations the cap's proof cannot do without, over its banks: each
+    bank's Gram, as `cholesky_sigma_upper` forms it (stacked, short side, in the dtype the
+    certificate computes in), and a batched Cholesky of c·I − G that completes."""
+    stacks = []
+    for weights in constrain.banks.values():
+        bank = torch.stack([w.detach() for w in weights])
+        bank = bank.mT if bank.shape[-2] < bank.shape[-1] else bank
+        stacks.append(bank.to(_bound_dtype(bank)))
+
+    def run() -> None:
+        for bank in stacks:
+            g = _gram(bank)
+            trace = g.diagonal(dim1=-2, dim2=-1).sum(-1)  # c = tr G ≥ λ_max: it completes
+            a = g.neg_()
+            a.diagonal(dim1=-2, dim2=-1).add_(trace[:, None])
+            info = torch.empty(len(a), dtype=torch.int32, device=a.device)
+            torch.linalg.cholesky_ex(a.mT, out=(a.mT, info))
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    return median_of(run, repeats)
+
+
 def parts(hidden: list, device: torch.device, repeats: int) -> dict[str, tuple[float, float]]:
     """Per bank shape: (seconds of modc's polar() on the bank, seconds of Muon's own
     iteration over its matrices one by one), with the same number of steps."""
@@ -150,14 +177,34 @@ def median_of(run, repeats: int) -> float:
     return statistics.median(times)
 
 
-def median_step(opts: list[torch.optim.Optimizer], device: torch.device, repeats: int) -> float:
-    def step() -> None:
-        for opt in opts:
+def step_times(opts: dict[str, list], device: torch.device, repeats: int, turns: str) -> dict:
+    """Median seconds of a step of each optimizer, the optimizers taking turns so that a
+    shared machine's noise falls on all of them alike: 3 rounds of a block of `repeats`
+    steps each, each block after 3 warm-up steps ("round"), or one step each at a time,
+    3·repeats steps after 3 warm-up steps ("step"). In a block an optimizer finds its own
+    tensors in cache, as in training it would not after a forward and backward pass; taking
+    turns step by step it never does."""
+
+    def step(group: list) -> float:
+        start = time.perf_counter()
+        for opt in group:
             opt.step()
         if device.type == "cuda":
             torch.cuda.synchronize()
+        return time.perf_counter() - start
 
-    return median_of(step, repeats)
+    times: dict[str, list[float]] = {name: [] for name in opts}
+    if turns == "round":
+        for _ in range(3):
+            for name, group in opts.items():
+                times[name].append(median_of(functools.partial(step, group), repeats))
+    else:
+        for k in range(3 + 3 * repeats):
+            for name, group in opts.items():
+                seconds = step(group)
+                if k >= 3:
+                    times[name].append(seconds)
+    return {name: statistics.median(v) for name, v in times.items()}
 
 
 def main() -> None:
@@ -167,21 +214,24 @@ def main() -> None:
     p.add_argument("--compile", action="store_true", help="modc's step through torch.compile")
     p.add_argument("--parts", action="store_true", help="also time each bank's polar alone")
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--turns",
+        choices=["round", "step"],
+        default="round",
+        help="optimizers take turns by blocks of --repeats steps, or step by step (cold caches)",
+    )
     args = p.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     size = args.size or ("gpu" if device.type == "cuda" else "cpu")
     width, depth = SIZES[size]
     hidden, other = parameters(width, depth, device)
-    # Interleave the optimizers round by round, so that machine noise hits all alike.
-    rounds: dict[str, list[float]] = {}
     opts = optimizers(hidden, other, args.compile)
-    for _ in range(3):
-        for name, group in opts.items():
-            rounds.setdefault(name, []).append(median_step(group, device, args.repeats))
-    t = {name: statistics.median(v) for name, v in rounds.items()}
+    t = step_times(opts, device, args.repeats, args.turns)
     constrain = opts["modc dualized capped"][0].constrain
-    checks = sum(len(w) for w in constrain.banks.values()) * 3 * (args.repeats + 3)
+    calls = 3 * (3 + args.repeats) if args.turns == "round" else 3 + 3 * args.repeats
+    checks = sum(len(w) for w in constrain.banks.values()) * calls
     failed = sum(state.get("failed", 0) for state in constrain.state.values())
+    core = certificate_core(constrain, device, args.repeats)
     out = {
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
         "threads": torch.get_num_threads(),
@@ -191,10 +241,14 @@ def main() -> None:
         "depth": depth,
         "ns_steps": steps_per_polar(),
         "compile": args.compile,
+        "turns": args.turns,
         "seconds": t,
         "ratio_vs_torch_muon": t["modc dualized"] / t["torch Muon"],
         "ratio_vs_adamw": t["modc dualized"] / t["AdamW"],
         "ratio_capped_vs_uncapped": t["modc dualized capped"] / t["modc dualized"],
+        # the Gram and the Cholesky alone: a floor under the cap's cost
+        "cap_core_seconds": core,
+        "ratio_floor_from_core": 1 + core / t["modc dualized"],
         # matrices whose Cholesky certificate failed (counted on a CPU only)
         "cap_certificates_failed": f"{failed} of {checks}",
     }
@@ -213,13 +267,17 @@ def main() -> None:
         return
     print(
         f"device {out['device']} ({out['threads']} threads), width {width}, depth {depth}, "
-        f"{out['ns_steps']} iterations, polar in {out['polar_dtype']}"
+        f"{out['ns_steps']} iterations, polar in {out['polar_dtype']}, turns by {args.turns}"
     )
     for name, sec in t.items():
         print(f"  {name:<20} {1e3 * sec:8.2f} ms/step (median)")
     print(f"  modc / torch Muon = {out['ratio_vs_torch_muon']:.2f}")
     print(f"  capped / uncapped = {out['ratio_capped_vs_uncapped']:.2f}")
     print(f"  cap certificates failed: {out['cap_certificates_failed']}")
+    print(
+        f"  the cap's Gram and Cholesky alone {1e3 * core:.2f} ms: "
+        f"capped / uncapped >= {out['ratio_floor_from_core']:.2f} with them"
+    )
     print(f"  modc / AdamW      = {out['ratio_vs_adamw']:.2f}")
     for name, part in out.get("parts_seconds", {}).items():
         a, b = part["modc polar"], part["muon iteration"]
