@@ -105,7 +105,7 @@ def test_the_bound_is_above_the_exact_sigma_for_every_family_scale_and_dtype(dty
             assert torch.all(bound[tight] <= exact[tight] * 1.02), (kind, scale, dtype)
 
 
-@pytest.mark.parametrize("n", [63, 64, 128, 130, 200, 256, 257])
+@pytest.mark.parametrize("n", [31, 64, 100, 127, 130, 257])
 def test_the_gram_from_column_blocks_is_exactly_symmetric_and_within_its_rounding(n):
     """Each entry of the blocked Gram is one length-k dot product: exactly symmetric, and
     within γ_k·|H|ᵀ|H| of the exact HᵀH (docs/theory.md §8, step 2)."""

@@ -285,7 +285,7 @@ def _gram(h: torch.Tensor) -> torch.Tensor:
     q = 4), and G exactly symmetric. Each entry is still one length-k dot product, so its
     rounding is bounded as that of HᵀH."""
     n = h.shape[-1]
-    q = min(4, n // 64)  # blocks narrower than 64 columns do not pay
+    q = min(4, n // 32)  # blocks narrower than 32 columns do not pay
     if q < 2:
         return h.mT @ h
     g = torch.empty(*h.shape[:-2], n, n, dtype=h.dtype, device=h.device)
