@@ -12,7 +12,9 @@ optimizer moves; its ratio to the uncapped step is printed, and how many of its
 certificates failed (those matrices then take the Gram iteration). It also times the two
 operations the cap's proof is made of, alone (each bank's Gram as the certificate forms it,
 and a Cholesky of c·I − G, the data already in cache): 1 + their time over the uncapped
-step is a floor under the capped ratio, and the rest is the cap's other work. On
+step is a floor under the capped ratio, and the rest is the cap's other work. It counts
+each optimizer's page faults per step (fresh pages touched: what buffers allocated anew
+each step cost on a CPU, where freed memory goes back to the system). On
 CUDA it also times modc's orthogonalisation alone and prints its TFLOP/s and the fraction
 of the device's bf16 dense peak.
 Usage: python bench/optimizer_step.py [--size cpu|gpu] [--compile] [--turns round|step] [--json]
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import resource
 import statistics
 import time
 
@@ -177,34 +180,41 @@ def median_of(run, repeats: int) -> float:
     return statistics.median(times)
 
 
-def step_times(opts: dict[str, list], device: torch.device, repeats: int, turns: str) -> dict:
+def step_times(
+    opts: dict[str, list], device: torch.device, repeats: int, turns: str
+) -> tuple[dict, dict]:
     """Median seconds of a step of each optimizer, the optimizers taking turns so that a
     shared machine's noise falls on all of them alike: 3 rounds of a block of `repeats`
     steps each, each block after 3 warm-up steps ("round"), or one step each at a time,
     3·repeats steps after 3 warm-up steps ("step"). In a block an optimizer finds its own
     tensors in cache, as in training it would not after a forward and backward pass; taking
-    turns step by step it never does."""
+    turns step by step it never does. Also the median number of page faults (minor: fresh
+    pages the process touched) in a step of each: what allocating its buffers anew costs."""
+    faults: dict[str, list[int]] = {name: [] for name in opts}
 
-    def step(group: list) -> float:
-        start = time.perf_counter()
-        for opt in group:
+    def step(name: str) -> float:
+        before, start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
+        for opt in opts[name]:
             opt.step()
         if device.type == "cuda":
             torch.cuda.synchronize()
-        return time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        faults[name].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+        return seconds
 
     times: dict[str, list[float]] = {name: [] for name in opts}
     if turns == "round":
         for _ in range(3):
-            for name, group in opts.items():
-                times[name].append(median_of(functools.partial(step, group), repeats))
+            for name in opts:
+                times[name].append(median_of(functools.partial(step, name), repeats))
     else:
         for k in range(3 + 3 * repeats):
-            for name, group in opts.items():
-                seconds = step(group)
+            for name in opts:
+                seconds = step(name)
                 if k >= 3:
                     times[name].append(seconds)
-    return {name: statistics.median(v) for name, v in times.items()}
+    median = {name: statistics.median(v) for name, v in times.items()}
+    return median, {name: statistics.median(v) for name, v in faults.items()}
 
 
 def main() -> None:
@@ -226,7 +236,7 @@ def main() -> None:
     width, depth = SIZES[size]
     hidden, other = parameters(width, depth, device)
     opts = optimizers(hidden, other, args.compile)
-    t = step_times(opts, device, args.repeats, args.turns)
+    t, faults = step_times(opts, device, args.repeats, args.turns)
     constrain = opts["modc dualized capped"][0].constrain
     calls = 3 * (3 + args.repeats) if args.turns == "round" else 3 + 3 * args.repeats
     checks = sum(len(w) for w in constrain.banks.values()) * calls
@@ -243,6 +253,7 @@ def main() -> None:
         "compile": args.compile,
         "turns": args.turns,
         "seconds": t,
+        "page_faults_per_step": faults,
         "ratio_vs_torch_muon": t["modc dualized"] / t["torch Muon"],
         "ratio_vs_adamw": t["modc dualized"] / t["AdamW"],
         "ratio_capped_vs_uncapped": t["modc dualized capped"] / t["modc dualized"],
@@ -271,6 +282,8 @@ def main() -> None:
     )
     for name, sec in t.items():
         print(f"  {name:<20} {1e3 * sec:8.2f} ms/step (median)")
+    faults = ", ".join(f"{name} {n:g}" for name, n in out["page_faults_per_step"].items())
+    print(f"  page faults per step (median): {faults}")
     print(f"  modc / torch Muon = {out['ratio_vs_torch_muon']:.2f}")
     print(f"  capped / uncapped = {out['ratio_capped_vs_uncapped']:.2f}")
     print(f"  cap certificates failed: {out['cap_certificates_failed']}")

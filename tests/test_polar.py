@@ -217,12 +217,17 @@ def test_gram_flops_count_the_products_the_iteration_runs(monkeypatch):
     """Count multiply-adds of every matmul the Gram iteration calls, against gram_flops."""
     counted = 0
     real = torch.Tensor.__matmul__
-    real_baddbmm = torch.baddbmm
+    real_bmm, real_baddbmm = torch.bmm, torch.baddbmm
 
     def matmul(a, b):
         nonlocal counted
         counted += a.shape[-2] * a.shape[-1] * b.shape[-1]
         return real(a, b)
+
+    def bmm(a, b, **kw):
+        nonlocal counted
+        counted += a.shape[-2] * a.shape[-1] * b.shape[-1]
+        return real_bmm(a, b, **kw)
 
     def baddbmm(c, a, b, **kw):
         nonlocal counted
@@ -230,6 +235,7 @@ def test_gram_flops_count_the_products_the_iteration_runs(monkeypatch):
         return real_baddbmm(c, a, b, **kw)
 
     monkeypatch.setattr(torch.Tensor, "__matmul__", matmul)
+    monkeypatch.setattr(torch, "bmm", bmm)
     monkeypatch.setattr(torch, "baddbmm", baddbmm)
     polar(torch.randn(16, 64), dtype=torch.float32, gram=True)
     gram_count = counted

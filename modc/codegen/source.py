@@ -34,6 +34,7 @@ IMPORTS = [
     ("math", "import math", True),
     ("os", "import os", True),
     ("shutil", "import shutil", True),
+    ("threading", "import threading", True),
     ("warnings", "import warnings", True),
     ("Callable", "from collections.abc import Callable", True),
     ("timedelta", "from datetime import timedelta", True),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 from modc.lazy import LazyModule
+from modc.runtime.scratch import Scratch
 
 torch = LazyModule("torch")  # imported when first used: `modc bounds` never runs a tensor
 nn = LazyModule("torch.nn")
@@ -208,8 +209,11 @@ def top_ritz(g: torch.Tensor, state: dict) -> torch.Tensor:
     t = q.mT @ g @ q
     t = (t + t.mT) / 2
     y = t
-    for _ in range(10):  # T^1024: its columns lean on T's top eigenvectors
-        y = y / torch.linalg.matrix_norm(y, keepdim=True).clamp_min(1e-30)
+    for i in range(10):  # T^1024: its columns lean on T's top eigenvectors
+        if i % 3 == 0:  # T ⪰ 0 has at most 9p = 72 rows: divided by its Frobenius norm,
+            # its entries are at most 1 and its top eigenvalue at least 72^-½, so three
+            # squarings neither overflow nor take that below 72^-4: one division in three
+            y = y / torch.linalg.matrix_norm(y, keepdim=True).clamp_min(1e-30)
         y = y @ y
     z = torch.linalg.qr(y[..., :p]).Q
     state["block"] = q @ z
@@ -248,7 +252,8 @@ def cholesky_sigma_upper(
     # 2^t and 2^-t normal numbers: clamped, H's entries stay below 4 (no overflow) or, if
     # not zero, above 2^-52
     t = (-(top + s)).clamp(round(math.log2(tiny)), min(math.floor(math.log2(finfo.max)), 1022))
-    h = h.to(dtype) * _power_of_two(t, dtype)[:, None, None]
+    scaled = Scratch.empty("cap.h", tuple(h.shape), dtype, h.device)
+    h = torch.mul(h, _power_of_two(t, dtype)[:, None, None], out=scaled)
     g = _gram(h)
     # ‖fl(HᵀH) − HᵀH‖₂ ≤ γ_k‖H‖_F² + 2nk·tiny, ‖H‖_F² from G's trace (positive terms).
     gamma = _gamma(k, u)
@@ -262,8 +267,10 @@ def cholesky_sigma_upper(
     diag = a.diagonal(dim1=-2, dim2=-1).double().clamp_min(0)
     # Factored in place (Ã is not needed after), in LAPACK's column-major layout: Ã's other
     # triangle, which is as sound, and no copy or fresh buffer.
-    info = torch.empty(a.shape[:-2], dtype=torch.int32, device=a.device)
-    certified = torch.linalg.cholesky_ex(a.mT, out=(a.mT, info)).info == 0
+    # One view object as input and output, so that `cholesky_ex` sees the call is in place
+    # and only zeroes the other triangle, rather than copying the whole matrix into itself.
+    info, col_major = torch.empty(a.shape[:-2], dtype=torch.int32, device=a.device), a.mT
+    certified = torch.linalg.cholesky_ex(col_major, out=(col_major, info)).info == 0
     # The Cholesky's backward error (γ with 2(n + 1) roundings: one more for a triangular
     # solve that multiplies by 1/r_ii, and room), its underflow, fl(c − G_ii)'s rounding.
     alpha = _gamma(2 * (n + 1), u)
@@ -284,15 +291,16 @@ def _gram(h: torch.Tensor) -> torch.Tensor:
     triangle once, mirrored, so with q blocks (q + 1)/2q of the multiply-adds (5/8 at
     q = 4), and G exactly symmetric. Each entry is still one length-k dot product, so its
     rounding is bounded as that of HᵀH."""
-    n = h.shape[-1]
+    b, n = h.shape[0], h.shape[-1]
+    g = Scratch.empty("cap.gram", (b, n, n), h.dtype, h.device)
     q = min(4, n // 32)  # blocks narrower than 32 columns do not pay
     if q < 2:
-        return h.mT @ h
-    g = torch.empty(*h.shape[:-2], n, n, dtype=h.dtype, device=h.device)
+        return torch.bmm(h.mT, h, out=g)
     width = -(-n // q)
     for i in range(0, n, width):
         j = min(i + width, n)
-        g[..., i:j, :j] = row = h[..., i:j].mT @ h[..., :j]
+        row = Scratch.empty("cap.gram_row", (b, j - i, j), h.dtype, h.device)
+        g[..., i:j, :j] = torch.bmm(h[..., i:j].mT, h[..., :j], out=row)
         g[..., :i, i:j] = row[..., :i].mT
     return g
 

@@ -124,11 +124,12 @@ class Dealer:
 
         def split_dual_map(grads: torch.Tensor, scales: torch.Tensor, **polar) -> torch.Tensor:
             rank, world = ranks()
-            if world == 1:
-                return on_shards(dual_map)(grads, scales, **polar)
-            owners = self.deal(len(grads), world)
             if isinstance(grads, DTensor):  # FSDP2: every rank holds rows of every matrix
-                return self.owned(dual_map, grads, scales, owners, polar)
+                # (a mesh of one too: the dual maps see whole, plain matrices)
+                return self.owned(dual_map, grads, scales, self.deal(len(grads), world), polar)
+            if world == 1:
+                return dual_map(grads, scales, **polar)
+            owners = self.deal(len(grads), world)
             k, chunk = len(grads), -(-len(grads) // world)
             mine = [i for i, owner in enumerate(owners) if owner == rank]
             share = grads.new_zeros(chunk, *grads.shape[1:])

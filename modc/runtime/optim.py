@@ -21,6 +21,7 @@ import torch.distributed as dist
 from torch.distributed.tensor import DTensor
 
 from modc.runtime.certify import constrain
+from modc.runtime.scratch import Scratch
 
 # Axes of each library atom's weight. A group of such an atom refuses a parameter with
 # other axes: a bias in a Linear group would otherwise be dualized as a 1 × n matrix (or,
@@ -138,7 +139,9 @@ class Dualized(SkipNonFinite):
     optional; decoupled weight decay shared by mass: w ← (1 − lr·target·weight_decay)·w − update.
     Same-shape weights of a group form a bank, dualized by one batched call (bank_step);
     `compile=True` runs bank_step through torch.compile: the learning rate reaches it as a
-    tensor, so changing it (a schedule) never recompiles.
+    tensor, so changing it (a schedule) never recompiles. Eager, the buffers of a step (the
+    bank of directions, polar()'s products) are kept for the next in a `Scratch`, about
+    three times the largest bank in all: a CPU then pays no page faults for fresh memory.
     """
 
     def __init__(
@@ -168,6 +171,7 @@ class Dualized(SkipNonFinite):
         check_groups(self.param_groups, dual_maps, "dual map")
         self.dual_maps = dual_maps
         self.bank_step = torch.compile(bank_step, dynamic=False) if compile else bank_step
+        self.scratch = Scratch()  # a step's buffers, kept for the next: not state
 
     def update(self) -> None:
         """EMA momentum (Nesterov optional), dual map, decoupled decay by mass."""
@@ -180,17 +184,18 @@ class Dualized(SkipNonFinite):
                 scales = torch.tensor(
                     [group["lr"] * group["targets"][i] for i in bank], device=params[0].device
                 )
-                self.bank_step(
-                    params,
-                    [p.grad for p in params],
-                    [self.state[p]["momentum_buffer"] for p in params],
-                    scales.view(-1, *[1] * params[0].dim()),
-                    self.dual_maps[group["atom"]],
-                    group["momentum"],
-                    group["nesterov"],
-                    group["weight_decay"],
-                    group["polar"],
-                )
+                with self.scratch:  # buffers a step frees, kept
+                    self.bank_step(
+                        params,
+                        [p.grad for p in params],
+                        [self.state[p]["momentum_buffer"] for p in params],
+                        scales.view(-1, *[1] * params[0].dim()),
+                        self.dual_maps[group["atom"]],
+                        group["momentum"],
+                        group["nesterov"],
+                        group["weight_decay"],
+                        group["polar"],
+                    )
 
 
 def banks(params: list[torch.Tensor]) -> list[list[int]]:
@@ -221,10 +226,20 @@ def bank_step(
     norms inside the dual map (‖g‖² of g = 3e38 is inf in float32).
     """
     torch._foreach_lerp_(buffers, grads, 1 - beta)
-    directions = torch.stack(torch._foreach_lerp(grads, buffers, beta) if nesterov else buffers)
+    if isinstance(params[0], DTensor) or torch.compiler.is_compiling():
+        # FSDP2's shards, stacked as DTensors; or traced: torch.compile plans the buffers
+        directions = torch.stack(torch._foreach_lerp(grads, buffers, beta) if nesterov else buffers)
+    else:  # written straight into a buffer that the next step reuses
+        shape, first = (len(params), *buffers[0].shape), buffers[0]
+        directions = Scratch.empty("directions", shape, first.dtype, first.device)
+        for direction, grad, buffer in zip(directions, grads, buffers, strict=True):
+            if nesterov:  # g + β(buf − g)
+                torch.lerp(grad, buffer, beta, out=direction)
+            else:
+                direction.copy_(buffer)
     axes = tuple(range(1, directions.dim()))  # max |entry| without a |directions| temporary
     peak = torch.maximum(directions.amax(axes, keepdim=True), -directions.amin(axes, keepdim=True))
-    directions = directions / peak.clamp_min(torch.finfo(directions.dtype).tiny)
+    directions.div_(peak.clamp_min(torch.finfo(directions.dtype).tiny))
     updates = dual_map(directions, scales, **polar).to(params[0].dtype)
     if weight_decay:
         torch._foreach_mul_(params, list((1 - scales * weight_decay).flatten().unbind(0)))
@@ -492,7 +507,8 @@ class Constrain:
     `project(bank, cap, state)`, so on a GPU the whole bank's bound is a few batched matmuls
     and a batched Cholesky with no host sync; `state` is a dict kept per bank between calls
     (`spectral_cap` keeps its warm start there; it is not saved, so a resumed run starts it
-    cold, which costs time, never soundness). Register it with
+    cold, which costs time, never soundness); the stacked bank, its scaled copy and its Gram
+    come from a `Scratch` kept between calls. Register it with
     `optimizer.register_step_post_hook(Constrain(atoms))`; calling it with no arguments
     applies it once, e.g. to the initial weights.
     """
@@ -501,6 +517,7 @@ class Constrain:
         self.atoms = atoms
         self.banks: dict[tuple, list[torch.Tensor]] = {}
         self.state: dict[tuple, dict] = {}  # per bank, what its cap keeps between calls
+        self.scratch = Scratch()  # its buffers, kept from call to call
         self.each = []
         for weight, cap, lipschitz, project in atoms:
             if project is None:
@@ -510,10 +527,12 @@ class Constrain:
                 self.banks.setdefault(key, []).append(weight)
 
     def __call__(self, *hook_args: object) -> None:
-        with torch.no_grad():
+        with torch.no_grad(), self.scratch:
             for key, weights in self.banks.items():
                 *_, cap, project = key
-                bank = torch.stack([w.detach() for w in weights])
+                shape, dtype, device = (len(weights), *key[0]), *key[1:3]
+                bank = Scratch.empty("cap.bank", shape, dtype, device)
+                torch.stack([w.detach() for w in weights], out=bank)
                 project(bank, cap, self.state.setdefault(key, {}))
                 torch._foreach_copy_([w.detach() for w in weights], list(bank.unbind(0)))
         for weight, cap, lipschitz in self.each:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
+
+from modc.runtime.scratch import Scratch
 
 # Polar Express degree-5 coefficients (a, b, c) of p(σ) = aσ + bσ³ + cσ⁵, one per step
 # (Amsel, Persson, Musco, Gower 2025, arXiv:2505.16932, Alg. 1), before the safety factor.
@@ -96,42 +100,52 @@ def polar(
     and float64 where it needs fewer multiply-adds (aspect ratio above 1.5 at 8 steps); not
     in bfloat16, where the Gram's rounding (2⁻⁸·‖R‖, a σ of √(2⁻⁸·…)) leaves up to 0.05
     outside a low-rank g's support. Bands reached, by dtype: tests/test_polar.py. Zero g
-    gives exact zeros, never NaN. Returns g's dtype; tall g is iterated through a
-    transposed view.
+    gives exact zeros, never NaN. Returns g's dtype; tall g is iterated as its transpose.
+    Within `with scratch:` (a `Scratch`, as Dualized steps) its buffers and its result come
+    from that scratch: the result is overwritten by the next call there.
     """
     dtype = dtype or fast_dtype(g.device)
     if dtype not in (torch.float32, torch.float64, torch.bfloat16):
         raise ValueError(f"polar() multiplies in float32, float64 or bfloat16, not {dtype}")
-    x = g.to(dtype)
-    tall = x.size(-2) > x.size(-1)
-    if tall:  # iterate with the short side first: X Xᵀ is then the small Gram
-        x = x.mT
-    batch, (short, long) = x.shape[:-2], x.shape[-2:]
-    bf16 = x.dtype == torch.bfloat16
+    tall = g.size(-2) > g.size(-1)  # iterate with the short side first: X Xᵀ is then
+    source = g.mT if tall else g  # the small Gram
+    batch, (short, long) = source.shape[:-2], source.shape[-2:]
+    bf16 = dtype == torch.bfloat16
     if gram is None:
         cheaper = gram_flops(short, long, steps) < standard_flops(short, long, steps)
         gram = method == "polar_express" and cheaper and not bf16
     coeffs = coefficients(method, steps, GRAM_SAFETY_BF16 if gram and bf16 else SAFETY, bf16)
-    x = x.reshape(-1, short, long)
+    # X: polar's own contiguous copy (from the current scratch, if any), scaled in place
+    x = Scratch.empty("polar.x", (math.prod(batch), short, long), dtype, g.device)
+    x.view(source.shape).copy_(source)
+    r = Scratch.empty("polar.r", (len(x), short, short), dtype, g.device)
     if method == "muon":
-        x = x / x.norm(dim=(-2, -1), keepdim=True).clamp_min(1e-7)
-        r = x @ x.mT
+        x.div_(x.norm(dim=(-2, -1), keepdim=True).clamp_min(1e-7))
+        torch.bmm(x, x.mT, out=r)
     else:
-        x = x / (x.norm(dim=(-2, -1), keepdim=True) + 1e-30)  # ‖x‖_F ≤ 1, 0 only if g is 0
-        r = x @ x.mT
+        x.div_(x.norm(dim=(-2, -1), keepdim=True) + 1e-30)  # ‖x‖_F ≤ 1, 0 only if g is 0
+        torch.bmm(x, x.mT, out=r)
         scale = r.norm(dim=(-2, -1), keepdim=True).sqrt() * 1.01 + 1e-15
-        x, r = x / scale, r / scale**2
+        x.div_(scale)
+        r.div_(scale**2)
     x = (_gram_iteration if gram else _standard_iteration)(x, r, coeffs)
     x = x.reshape(*batch, short, long)
-    return (x.mT if tall else x).to(g.dtype)
+    x = x.mT if tall else x
+    if x.dtype == g.dtype:
+        return x
+    return Scratch.empty("polar.out", g.shape, g.dtype, g.device).copy_(x)
 
 
 def _standard_iteration(x: torch.Tensor, r: torch.Tensor, coeffs: list) -> torch.Tensor:
-    """X ← aX + (bR + cR²)X with R = X Xᵀ: 2·short²·long + short³ per step."""
+    """X ← aX + (bR + cR²)X with R = X Xᵀ: 2·short²·long + short³ per step, each product
+    written over a buffer the last step is done with (X over the one before it)."""
+    spare = Scratch.empty("polar.spare", x.shape, x.dtype, x.device)
+    m = Scratch.empty("polar.m", r.shape, r.dtype, r.device)
     for i, (a, b, c) in enumerate(coeffs):
         if i > 0:
-            r = x @ x.mT
-        x = torch.baddbmm(x, torch.baddbmm(r, r, r, beta=b, alpha=c), x, beta=a)
+            torch.bmm(x, x.mT, out=r)
+        torch.baddbmm(r, r, r, beta=b, alpha=c, out=m)
+        x, spare = torch.baddbmm(x, m, x, beta=a, out=spare), x
     return x
 
 
