@@ -85,6 +85,7 @@ def polar(
     gram: bool | None = None,
 ) -> torch.Tensor:
     """Approximate the polar factor U Vᵀ of g, shape (m, n) or a bank (..., m, n), by matmuls.
+    g is a plain tensor: FSDP2's sharded banks reach it gathered (modc/runtime/distributed.py).
 
     It is the spectral norm's dual map. method "polar_express" (default): Polar Express, g
     first scaled by ‖g‖_F and then by (Σσ⁴)^¼ ≥ σ_max, read off the first Gram, to lift
