@@ -175,16 +175,16 @@ class Dualized(SkipNonFinite):
 
     def update(self) -> None:
         """EMA momentum (Nesterov optional), dual map, decoupled decay by mass."""
-        for group in self.param_groups:
-            for bank in banks(group["params"]):
-                params = [group["params"][i] for i in bank]
-                for p in params:
-                    if "momentum_buffer" not in self.state[p]:
-                        self.state[p]["momentum_buffer"] = torch.zeros_like(p)
-                scales = torch.tensor(
-                    [group["lr"] * group["targets"][i] for i in bank], device=params[0].device
-                )
-                with self.scratch:  # buffers a step frees, kept
+        with self.scratch:  # the step's buffers, kept for the next
+            for group in self.param_groups:
+                for bank in banks(group["params"]):
+                    params = [group["params"][i] for i in bank]
+                    for p in params:
+                        if "momentum_buffer" not in self.state[p]:
+                            self.state[p]["momentum_buffer"] = torch.zeros_like(p)
+                    scales = torch.tensor(
+                        [group["lr"] * group["targets"][i] for i in bank], device=params[0].device
+                    )
                     self.bank_step(
                         params,
                         [p.grad for p in params],
