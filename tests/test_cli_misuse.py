@@ -115,6 +115,25 @@ def test_a_build_of_the_same_spec_is_rebuilt_and_another_spec_is_refused(work):
     )
 
 
+def test_links_planted_in_a_builds_data_folder_are_not_followed(work):
+    spec = str(Path(__file__).parents[1] / "specs" / "mlp.yaml")  # ships a data set
+    assert run(work, "compile", spec, "-o", "b")[0] == 0
+    (work / "victim.txt").write_text("mine\n")
+    shipped = next((work / "b" / "data").iterdir())
+    shipped.unlink()  # rebuilt: the data set is copied again, over planted links
+    shipped.with_suffix(".tmp").symlink_to(work / "victim.txt")
+    assert run(work, "compile", spec, "-o", "b")[0] == 0
+    assert shipped.is_file() and not shipped.is_symlink()
+    assert (work / "victim.txt").read_text() == "mine\n"
+    (work / "elsewhere").mkdir()
+    for path in (work / "b" / "data").iterdir():
+        path.unlink()
+    (work / "b" / "data").rmdir()
+    (work / "b" / "data").symlink_to(work / "elsewhere")
+    refused(work, "compile", spec, "-o", "b", says="'b/data' is a link")
+    assert not any((work / "elsewhere").iterdir())
+
+
 def test_a_build_folder_whose_spec_json_is_a_device_is_no_build(work):
     (work / "odd").mkdir()
     (work / "odd" / "spec.json").symlink_to("/dev/zero")

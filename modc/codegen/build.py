@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from importlib import resources
 from pathlib import Path
 
@@ -121,11 +120,13 @@ def write_build(
 
 
 def _ship(dataset: str, folder: Path) -> None:
-    """Copy a shipped data set into the build's data/ folder, unless it is there already."""
+    """Copy a shipped data set into the build's data/ folder, unless it is there already.
+
+    Only inside the build: a data/ that is a link is refused (it would lead the copy out of
+    the folder), and the copy is written atomically under a fresh name, then renamed over
+    the data set's name, so a link planted at either is replaced, never followed."""
+    if folder.is_symlink():
+        raise ModcError(f"'{folder}' is a link: a build writes only inside its own folder")
     target = folder / dataset
     if not target.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        with resources.as_file(resources.files("modc.data") / dataset) as src:
-            tmp = target.with_suffix(".tmp")
-            shutil.copyfile(src, tmp)
-            tmp.replace(target)
+        write_atomic(target, (resources.files("modc.data") / dataset).read_bytes())
