@@ -126,9 +126,8 @@ def certificate_core(constrain: Constrain, device: torch.device, repeats: int) -
     certificate computes in), and a batched Cholesky of c·I − G that completes."""
     stacks = []
     for weights in constrain.banks.values():
-        bank = torch.stack([w.detach() for w in weights])
-        bank = bank.mT if bank.shape[-2] < bank.shape[-1] else bank
-        stacks.append(bank.to(_bound_dtype(bank)))
+        bank = torch.stack([w.detach() for w in weights]).to(_bound_dtype(weights[0]))
+        stacks.append(bank.mT if bank.shape[-2] < bank.shape[-1] else bank)  # a view
 
     def run() -> None:
         for bank in stacks:

@@ -22,6 +22,7 @@ import sympy
 
 from modc.lazy import LazyAttribute, LazyModule
 from modc.ops.base import L2, Arg, Atom, Layer, Shape, ShapeError, show
+from modc.runtime.certify import svd_sigma
 
 torch = LazyModule("torch")
 polar = LazyAttribute("modc.runtime.polar", "polar")  # imports torch as it loads
@@ -38,7 +39,7 @@ def conv2d_dualize(grad: torch.Tensor, target: float, **polar_options) -> torch.
 def conv2d_norm(weight: torch.Tensor) -> float:
     """k² · max over taps of √(in/out)·σ_max(W_tap), from exact float64 SVDs."""
     fan_out, fan_in, k, _ = weight.shape
-    sigma = torch.linalg.svdvals(weight.detach().double().permute(2, 3, 0, 1)).max().item()
+    sigma = svd_sigma(weight.permute(2, 3, 0, 1)).max().item()
     return k * k * math.sqrt(fan_in / fan_out) * sigma
 
 
@@ -54,11 +55,11 @@ def conv2d_lipschitz(weight: torch.Tensor, grid: tuple[int, int] | None = None) 
     w = weight.detach().double()
     eps = torch.finfo(torch.float64).eps
     svd = 1 + 4 * fan_out * fan_in * k * k * eps  # as spectral_norm_upper, on the largest
-    taps = torch.linalg.svdvals(w.permute(2, 3, 0, 1)).amax(-1).sum().item()
-    bound = min(taps * (1 + k * k * eps), k * torch.linalg.matrix_norm(w.flatten(1), 2).item())
+    taps = svd_sigma(w.permute(2, 3, 0, 1)).sum().item()
+    bound = min(taps * (1 + k * k * eps), k * svd_sigma(w.flatten(1)).item())
     if grid is not None:
         spectrum = torch.fft.fft2(w, s=tuple(grid)).permute(2, 3, 0, 1)
-        sigma = torch.linalg.svdvals(spectrum).max().item()
+        sigma = svd_sigma(spectrum).max().item()
         # the FFT's rounding: at most ~log2(N)·eps·‖input‖₂ per transform (taken 8× over),
         # each frequency's matrix error below its Frobenius norm
         n = grid[0] * grid[1]

@@ -12,7 +12,7 @@ import sympy
 
 from modc.lazy import LazyAttribute, LazyModule
 from modc.ops.base import Arg, Atom, Layer, Shape, ShapeError
-from modc.runtime.certify import spectral_cap, spectral_norm_upper
+from modc.runtime.certify import spectral_cap, spectral_norm_upper, svd_sigma
 
 torch = LazyModule("torch")
 polar = LazyAttribute("modc.runtime.polar", "polar")  # imports torch as it loads
@@ -27,8 +27,7 @@ def linear_dualize(grad: torch.Tensor, target: float, **polar_options) -> torch.
 def linear_norm(weight: torch.Tensor) -> float:
     """RMS→RMS operator norm: sqrt(fan_in/fan_out)·σ_max(W), from an exact float64 SVD."""
     fan_out, fan_in = weight.shape
-    sigma = torch.linalg.matrix_norm(weight.detach().double(), ord=2).item()
-    return math.sqrt(fan_in / fan_out) * sigma
+    return math.sqrt(fan_in / fan_out) * svd_sigma(weight).item()
 
 
 def linear_lipschitz(weight: torch.Tensor) -> float:

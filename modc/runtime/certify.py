@@ -119,17 +119,40 @@ def spectral_norm_upper(w: torch.Tensor) -> float:
     far above the ~max(m, n) seen in practice, plus the smallest normal float64.
     """
     m, n = w.shape[-2:]
-    sigma = torch.linalg.svdvals(w.detach().to(torch.float64)).max().item()
+    sigma = svd_sigma(w).max().item()
     eps = torch.finfo(torch.float64).eps
     return sigma * (1 + 4 * m * n * eps) + torch.finfo(torch.float64).tiny
 
 
+def svd_sigma(w: torch.Tensor) -> torch.Tensor:
+    """σ_max of each matrix of w (..., m, n), from an SVD in float64 (complex128 for complex
+    w; the cast is exact), as a float64 tensor; ∞ for a matrix with an entry that is not
+    finite, whose SVD would raise or be NaN: no bound on it holds."""
+    w = w.detach().to(torch.complex128 if w.is_complex() else torch.float64)
+    finite = w.isfinite().flatten(-2).all(-1)
+    sigma = torch.linalg.svdvals(torch.where(finite[..., None, None], w, 0)).amax(-1)
+    return torch.where(finite, sigma, math.inf)
+
+
 def _bound_dtype(w: torch.Tensor) -> torch.dtype:
     """The dtype a sound bound on w computes in: float32 for weights of at most 32 bits on a
-    CPU whose float32 matmuls are full precision ("highest"), else float64."""
-    exact32 = w.device.type == "cpu" and torch.get_float32_matmul_precision() == "highest"
+    CPU whose float32 matmuls round as IEEE float32, else float64."""
+    exact32 = w.device.type == "cpu" and _ieee_float32_matmuls()
     exact32 = exact32 and w.dtype in (torch.float32, torch.bfloat16, torch.float16)
     return torch.float32 if exact32 else torch.float64
+
+
+def _ieee_float32_matmuls() -> bool:
+    """Whether a CPU's float32 matmuls may not use bfloat16 or TF32 inside. From torch 2.9
+    the setting is per backend (oneDNN's matmul, else the settings above it; "none" defers
+    upwards, and the root's "none" is IEEE), and the legacy global one raises once it has
+    been used; before, the global one ("highest")."""
+    root = getattr(torch.backends, "fp32_precision", None)
+    if root is None:
+        return torch.get_float32_matmul_precision() == "highest"
+    mkldnn = torch.backends.mkldnn
+    chain = (mkldnn.matmul.fp32_precision, mkldnn.fp32_precision, root)
+    return next((p for p in chain if p != "none"), "ieee") == "ieee"
 
 
 def gram_sigma_upper(w: torch.Tensor, steps: int = 8) -> torch.Tensor:
@@ -145,11 +168,15 @@ def gram_sigma_upper(w: torch.Tensor, steps: int = 8) -> torch.Tensor:
     bounds σ(W), the recursion run in float64 and rounded up at the end. Underflow (gradual,
     or flushed to zero) costs each multiply-add at most the smallest normal `tiny` absolutely
     (entries are at most 1 after the division), so γ carries 2·k·tiny per entry and the
-    division √(entries)·tiny: no pass over the entries is needed. docs/theory.md §8.
+    division √(entries)·tiny: no pass over the entries is needed. W is first scaled by a
+    power of two (`_exponent`), so that no Frobenius norm underflows or overflows: a norm
+    clamped to `tiny` would leave G_0 far above norm 1, outside γ's reach. docs/theory.md §8.
     """
-    dtype = _bound_dtype(w)
-    h = w.detach().to(dtype)
-    if h.shape[-2] < h.shape[-1]:
+    dtype, batch, (m, n) = _bound_dtype(w), w.shape[:-2], w.shape[-2:]
+    h = w.detach().reshape(-1, m, n)
+    t = _exponent(h, dtype)
+    h = h.to(dtype) * _power_of_two(t, dtype)[:, None, None]  # exact but for underflow
+    if m < n:
         h = h.mT  # square the smaller side: h is (big, small)
     u, tiny = torch.finfo(dtype).eps / 2, torch.finfo(dtype).tiny
     scales = []
@@ -160,11 +187,15 @@ def gram_sigma_upper(w: torch.Tensor, steps: int = 8) -> torch.Tensor:
         h = h.mT @ h  # the n × n Gram, dot products of length k
         gamma = 1.01 * k * u / (1 - k * u) + 2 * n * k * tiny
         scales.append((f.double(), gamma, 2 * u + entries**0.5 * tiny))
-    v = torch.linalg.matrix_norm(h).double()[..., None, None] * (1 + 2 * h[0].numel() * u)
-    v = v + h[0].numel() ** 0.5 * tiny
+    entries = h.shape[-2] * h.shape[-1]
+    v = torch.linalg.matrix_norm(h).double()[..., None, None] * (1 + 2 * entries * u)
+    v = v + entries**0.5 * tiny
     for f, gamma, divided in reversed(scales):
         v = f * ((v + gamma).sqrt() + divided)
-    return v[..., 0, 0] * (1 + 8 * steps * torch.finfo(torch.float64).eps)
+    v = v[..., 0, 0] * (1 + 8 * steps * torch.finfo(torch.float64).eps)
+    # σ(W) ≤ 2^-t·(σ(H) + ‖H − W·2^t‖_F): the scaling's underflow, then exactly 2^-t
+    v = (v + (m * n) ** 0.5 * tiny) * (1 + torch.finfo(torch.float64).eps)
+    return (v * _power_of_two(-t, torch.float64)).reshape(batch)
 
 
 def _power_of_two(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -173,6 +204,20 @@ def _power_of_two(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     if dtype == torch.float32:
         return ((t.to(torch.int32) + 127) << 23).view(torch.float32)
     return ((t.to(torch.int64) + 1023) << 52).view(torch.float64)
+
+
+def _exponent(h: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Per matrix of h (b, k, n), an integer t such that H = h·2^t, in dtype, has entries
+    below 2^-s, 2^s ≥ √(kn): so ‖H‖_F ≤ 1, and neither a product of H nor its Frobenius norm
+    overflows or underflows. t is clamped so that 2^t and 2^-t are normal numbers (H's
+    entries then stay below 4, or if not zero above 2^-52); the product is exact but for
+    entries it takes below dtype's normal range (each off by at most its `tiny`)."""
+    finfo = torch.finfo(dtype)
+    s = math.ceil(math.log2(h.shape[-2] * h.shape[-1]) / 2)
+    smallest, largest = torch.aminmax(h.flatten(1), dim=-1)  # one pass
+    _, top = torch.frexp(torch.maximum(largest, -smallest).to(dtype))  # max |h_ij| < 2^top
+    low, high = round(math.log2(finfo.tiny)), min(math.floor(math.log2(finfo.max)), 1022)
+    return (-(top + s)).clamp(low, high)
 
 
 def _start_block(n: int, p: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -216,7 +261,9 @@ def top_ritz(g: torch.Tensor, state: dict) -> torch.Tensor:
             y = y / torch.linalg.matrix_norm(y, keepdim=True).clamp_min(1e-30)
         y = y @ y
     z = torch.linalg.qr(y[..., :p]).Q
-    state["block"] = q @ z
+    # zeros where a non-finite G left NaN: the QR of the next call makes a basis of them
+    # again, where NaN would keep every later guess NaN and every certificate failing
+    state["block"] = torch.nan_to_num(q @ z, nan=0.0, posinf=0.0, neginf=0.0)
     return ((z.mT @ t) * z.mT).sum(-1).amax(-1)  # the best Rayleigh quotient of the p
 
 
@@ -240,21 +287,17 @@ def cholesky_sigma_upper(
     dtype = _bound_dtype(w)
     batch = w.shape[:-2]
     h = w.detach().reshape(-1, *w.shape[-2:])
-    if h.shape[-2] < h.shape[-1]:
-        h = h.mT  # the short side last: G is n × n with n ≤ k
-    k, n = h.shape[-2:]
+    wide = h.shape[-2] < h.shape[-1]  # then G is taken as H·Hᵀ: the short side last
+    k, n = sorted(h.shape[-2:], reverse=True)
     finfo = torch.finfo(dtype)
     u, tiny = finfo.eps / 2, finfo.tiny
     u64 = torch.finfo(torch.float64).eps / 2
-    s = math.ceil(math.log2(k * n) / 2)  # 2^s ≥ √(kn): entries below 2^-s give ‖H‖_F ≤ 1
-    largest = torch.maximum(h.amax((-2, -1)), -h.amin((-2, -1)))
-    _, top = torch.frexp(largest.to(dtype))  # max |w_ij| < 2^top
-    # 2^t and 2^-t normal numbers: clamped, H's entries stay below 4 (no overflow) or, if
-    # not zero, above 2^-52
-    t = (-(top + s)).clamp(round(math.log2(tiny)), min(math.floor(math.log2(finfo.max)), 1022))
+    t = _exponent(h, dtype)
+    # Scaled in w's own layout (a transposed copy would read across rows); a wide H is
+    # handed to the Gram as its transposed view, which the products read as it lies.
     scaled = Scratch.empty("cap.h", tuple(h.shape), dtype, h.device)
     h = torch.mul(h, _power_of_two(t, dtype)[:, None, None], out=scaled)
-    g = _gram(h)
+    g = _gram(h.mT if wide else h)
     # ‖fl(HᵀH) − HᵀH‖₂ ≤ γ_k‖H‖_F² + 2nk·tiny, ‖H‖_F² from G's trace (positive terms).
     gamma = _gamma(k, u)
     frobenius2 = g.diagonal(dim1=-2, dim2=-1).double().sum(-1) * (1 + 2 * n * u64)
@@ -278,7 +321,7 @@ def cholesky_sigma_upper(
     chol = alpha * diag.sum(-1) * (1 + 2 * n * u64) + u / (1 - u) * diag.amax(-1)
     chol = chol + 4 * n * (n + 2) * (2 + diag.amax(-1).sqrt()) * tiny
     lam = torch.where(certified, c.double() + chol + gram, math.inf).amin(0)
-    lam = torch.minimum(lam, frobenius2)  # λ_max(HᵀH) ≤ ‖H‖_F² holds always
+    lam = torch.fmin(lam, frobenius2)  # λ_max(HᵀH) ≤ ‖H‖_F² always; NaN: not finite, ∞
     sigma = lam.sqrt() * (1 + 2 * u64) + 2 * math.sqrt(k * n) * tiny  # + H's underflow
     scale = _power_of_two(-t, torch.float64) * (1 + 16 * u64)  # W = H·2^-t; rounded up
     bound = sigma * scale + torch.finfo(torch.float64).tiny
@@ -331,7 +374,8 @@ def spectral_sigma_upper(
             state["failed"] = state.get("failed", 0) + int((~certified).sum())
         flat, missed = bound.reshape(-1), (~certified).reshape(-1).nonzero()[:, 0]
         matrices = w.detach().reshape(-1, *w.shape[-2:])
-        flat[missed] = torch.minimum(flat[missed], gram_sigma_upper(matrices[missed]))
+        # fmin: a non-finite matrix keeps the Cholesky's ∞ rather than the Gram's NaN
+        flat[missed] = torch.fmin(flat[missed], gram_sigma_upper(matrices[missed]))
     return bound, frobenius
 
 
@@ -341,18 +385,25 @@ def spectral_cap(weight: torch.Tensor, cap: float, state: dict | None = None) ->
 
     The bounds are `spectral_sigma_upper`'s (a Gram product and a Cholesky per matrix,
     batched, no host sync on a device; `state`, where given, keeps the warm start of its
-    Krylov iteration between calls). Storing W·s rounds each entry by at most one unit u_s
-    of its dtype, moving σ by at most u_s·s·‖W‖_F, so s = c / (b + 2u_s‖W‖_F), a hair lower
-    for s's own rounding, lands at or below c. The 1e-6 leaves room for the certificate's
-    own float64 margins.
+    Krylov iteration between calls). The product W·s is taken in at least float32 and
+    stored: each entry moves by at most 2u_s of itself (u_s the dtype's eps: the product's
+    rounding and the store's) or, where it lands below the dtype's normal range, by its
+    smallest subnormal `tiny·u_s`; so σ moves by at most 2u_s·s·‖W‖_F + tiny·u_s·√(mn), and
+    s = (c − tiny·u_s·√(mn)) / (b + 2u_s‖W‖_F), a hair lower for s's own rounding, lands at
+    or below c. Below zero (a cap within the dtype's underflow) it is 0: W = 0 meets any
+    cap. The 1e-6 leaves room for the certificate's own float64 margins.
     """
     with torch.no_grad():
         target = cap * (1 - 1e-6)
         bound, frob = spectral_sigma_upper(weight, state)
-        u = torch.finfo(weight.dtype).eps
-        scale = target / (bound + 2 * u * frob) * (1 - 4 * u)
+        finfo, (m, n) = torch.finfo(weight.dtype), weight.shape[-2:]
+        u, underflow = finfo.eps, finfo.tiny * finfo.eps * math.sqrt(m * n)
+        scale = ((target - underflow) / (bound + 2 * u * frob) * (1 - 4 * u)).clamp_min(0)
+        product = torch.promote_types(weight.dtype, torch.float32)
+        # a scale below the product dtype's normal range would round coarsely: 0 instead
+        scale = torch.where(scale < torch.finfo(product).tiny, 0.0, scale)
         scale = torch.where(bound > target, scale, torch.ones_like(scale))
-        weight.mul_(scale[..., None, None].to(weight.dtype))
+        weight.mul_(scale[..., None, None].to(product))
 
 
 def constrain(weight: torch.Tensor, cap: float, lipschitz, project=None) -> float | None:

@@ -508,23 +508,29 @@ class Constrain:
     and a batched Cholesky with no host sync; `state` is a dict kept per bank between calls
     (`spectral_cap` keeps its warm start there; it is not saved, so a resumed run starts it
     cold, which costs time, never soundness); the stacked bank, its scaled copy and its Gram
-    come from a `Scratch` kept between calls. Register it with
+    come from a `Scratch` kept between calls. The banks are formed anew on each call, from
+    the weights' dtype and device as they are then: a model cast or moved after the hook
+    was made is capped in its new dtype (a bank stacked in the old one would round on the
+    way back, unaccounted). Register it with
     `optimizer.register_step_post_hook(Constrain(atoms))`; calling it with no arguments
     applies it once, e.g. to the initial weights.
     """
 
     def __init__(self, atoms: list[tuple]) -> None:
         self.atoms = atoms
-        self.banks: dict[tuple, list[torch.Tensor]] = {}
         self.state: dict[tuple, dict] = {}  # per bank, what its cap keeps between calls
         self.scratch = Scratch()  # its buffers, kept from call to call
-        self.each = []
-        for weight, cap, lipschitz, project in atoms:
-            if project is None:
-                self.each.append((weight, cap, lipschitz))
-            else:
-                key = (weight.shape, weight.dtype, weight.device, cap, project)
-                self.banks.setdefault(key, []).append(weight)
+        self.hard = [(w, cap, project) for w, cap, _, project in atoms if project is not None]
+        self.each = [(w, cap, lips) for w, cap, lips, project in atoms if project is None]
+
+    @property
+    def banks(self) -> dict[tuple, list[torch.Tensor]]:
+        """The hard-capped weights by (shape, dtype, device, cap, cap function), as now."""
+        banks: dict[tuple, list[torch.Tensor]] = {}
+        for weight, cap, project in self.hard:
+            key = (weight.shape, weight.dtype, weight.device, cap, project)
+            banks.setdefault(key, []).append(weight)
+        return banks
 
     def __call__(self, *hook_args: object) -> None:
         with torch.no_grad(), self.scratch:
