@@ -43,6 +43,13 @@ CASES = {
         "shape mismatch: branches of a sum must have the same shape",
         None,
     ),
+    "zero_scale": (
+        "input: 4\nnetwork:\n  - Linear: 4\n  - scale: 0\n    body:\n      - Linear: 4\n",
+        4,
+        12,
+        "a scale of 0 makes the term's output 0 whatever its input",
+        "remove the term",
+    ),
     "declared_output": (
         "input: 8\noutput: [10]\nnetwork:\n  - Linear: 8\n",
         2,

@@ -206,6 +206,14 @@ def term(t: ast.Term, shape: Shape, ctx: Context) -> ir.Node:
         return ir.Compose(shape, t.span, (branches, add))
     if isinstance(t, ast.Scale):
         factor = require_finite(evaluate(t.factor, ctx.env), t.factor.span, "a scalar factor")
+        if factor.is_zero:  # docs/theory.md §3: a scalar multiple has a ≠ 0
+            raise ModcError(
+                "a scale of 0 makes the term's output 0 whatever its input: it contributes "
+                "nothing, and any weights in or before it would get an infinite target (a step "
+                "is divided by the sensitivity after it, here 0)",
+                t.factor.span,
+                "remove the term, or scale it by a nonzero factor",
+            )
         return scaled(term(t.body, shape, ctx), factor, t.span, ctx)
     if isinstance(t, ast.Repeat):
         return repeat(t.count, t.body, t.name, "repeat", shape, ctx, t.span)
