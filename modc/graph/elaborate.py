@@ -19,7 +19,7 @@ from modc.codegen.source import attribute
 from modc.errors import ModcError, did_you_mean, unknown_argument
 from modc.graph import ir
 from modc.graph.budget import Operations
-from modc.graph.evaluate import evaluate, require_finite, require_size
+from modc.graph.evaluate import brief, evaluate, require_finite, require_size
 from modc.graph.params import bind_params
 from modc.graph.settings import check_optimizer
 from modc.ops import OPS, Op, Shape, ShapeError, argument_names, show
@@ -443,6 +443,11 @@ def bind_args(cls: type[Op], c: ast.Call, ctx: Context) -> tuple[dict, sympy.Exp
     mass = sympy.Integer(1)
     if "mass" in given:
         mass = number(given["mass"], cls.name, "mass", "number", ctx)
+        if mass.is_negative:  # docs/theory.md §1: μ ≥ 0
+            raise ModcError(
+                f"a mass must be 0 or more (an atom's share of a training step), got {brief(mass)}",
+                given["mass"].span,
+            )
     return values, mass
 
 
