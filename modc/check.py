@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sympy
 
+from modc.errors import shown
 from modc.graph import ir
 from modc.graph.budget import Largest, count
 from modc.ops import show
@@ -14,7 +15,8 @@ _HEAD = ("module", "in → out", "params", "mass", "sensitivity")
 
 
 def check_table(network: ir.Network, analysis: Analysis) -> str:
-    """The table `modc check` prints: a header line, then the module tree."""
+    """The table `modc check` prints: a header line, then the module tree. What a terminal
+    would not show as text (an escape sequence in the spec's name) is shown escaped."""
     a = Analyzer()
     rows: list[tuple[str, ...]] = [_HEAD]
     _rows(network.root, a, sympy.Integer(1), 0, "", rows)
@@ -33,7 +35,7 @@ def check_table(network: ir.Network, analysis: Analysis) -> str:
         lines.append("  ".join(cells).rstrip())
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return "\n".join(shown(line) for line in lines)  # the spec's name is any text
 
 
 def _rows(

@@ -48,6 +48,7 @@ def cmd_bounds(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from modc.sweep import sweep
+    from modc.sweep.grid import MAX_STEPS
     from modc.sweep.runner import MAX_JOBS, usable_cores, visible_gpus
 
     gpus = visible_gpus()
@@ -57,6 +58,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise ModcError("--jobs, --seeds and --steps must be at least 1")
     if args.jobs > MAX_JOBS:
         raise ModcError(f"--jobs {args.jobs}: at most {MAX_JOBS} runs in parallel")
+    if args.steps > MAX_STEPS:
+        raise ModcError(
+            f"--steps: a sweep's runs take at most {MAX_STEPS} steps; train one setting "
+            "longer with its train.py"
+        )
     train_args = ["--steps", str(args.steps)] + (["--data", args.data] if args.data else [])
     out = Path(args.out or Path("sweeps") / Path(args.spec).stem)
     optimizers = [o.strip() for o in args.optimizer.split(",") if o.strip()]

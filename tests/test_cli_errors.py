@@ -43,6 +43,20 @@ CASES = {
         "shape mismatch: branches of a sum must have the same shape",
         None,
     ),
+    "zero_scale": (
+        "input: 4\nnetwork:\n  - Linear: 4\n  - scale: 0\n    body:\n      - Linear: 4\n",
+        4,
+        12,
+        "a scale of 0 makes the term's output 0 whatever its input",
+        "remove the term",
+    ),
+    "negative_mass": (
+        "input: 4\nnetwork:\n  - Linear: {out: 4, mass: -1}\n",
+        3,
+        28,
+        "a mass must be 0 or more",
+        None,
+    ),
     "declared_output": (
         "input: 8\noutput: [10]\nnetwork:\n  - Linear: 8\n",
         2,

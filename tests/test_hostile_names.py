@@ -451,3 +451,31 @@ def test_default_run_folder_stays_under_runs(sandbox):
     assert sorted(p.name for p in sandbox.iterdir()) == ["build", "runs"]
     assert [p.name for p in (sandbox / "runs").iterdir()] == ["_.._escape"]
     assert not (sandbox.parent.parent / "escape").exists()
+
+
+def test_hostile_names_print_as_text(tmp_path):
+    """check, bounds (text and LaTeX) and graph print a spec's name with what a terminal
+    would not show escaped; in LaTeX no name ends its `%` comment or runs a command."""
+    from modc.check import check_table
+    from modc.compiler import load
+    from modc.graph.view import to_dot
+    from modc.theory.latex import to_latex
+    from modc.theory.report import to_text
+
+    def outputs(name: str) -> list[str]:
+        spec = tmp_path / "net.yaml"
+        spec.write_text(f"name: {yaml_text(name)}\n" + BODY_YAML, encoding="utf-8")
+        network, analysis = load(spec)
+        texts = [check_table(network, analysis), to_text(network, analysis), to_dot(network)]
+        return [*texts, to_latex(network, analysis)]
+
+    benign = [len(text.splitlines()) for text in outputs("benign")]
+    commands = re.compile(r"\\(backslash|hat|sim)\{\}|\\[{}_&%$#]")
+    for name in [n for n in TEXTS if not surrogate(n)] + ["x\n\\input{/etc/passwd}%"]:
+        *plain, latex = outputs(name)
+        assert [len(text.splitlines()) for text in [*plain, latex]] == benign, name
+        for text in plain:
+            assert all(line.isprintable() for line in text.splitlines()), name
+        head = latex.splitlines()[0]
+        assert head.startswith("% ") and head.endswith(": modc bounds"), name
+        assert "\\" not in commands.sub("", head), name

@@ -252,3 +252,14 @@ def test_a_spec_error_from_the_command_line_has_no_traceback(tmp_path: Path):
     assert out.returncode == 2
     assert "Traceback" not in out.stderr
     assert out.stderr.startswith(f"{spec}:2:23: error: unexpected '>'")
+
+
+def test_an_include_of_a_symlink_loop_is_a_positioned_error(tmp_path: Path, capsys):
+    """Resolving a self-referencing symlink raised RuntimeError (Python < 3.13)."""
+    (tmp_path / "loop.modc").symlink_to("loop.modc")
+    spec = tmp_path / "net.modc"
+    spec.write_text('include "loop.modc"\ninput 4\nnetwork = ReLU\n')
+    assert main(["check", str(spec)]) == 2
+    first, shown, caret = capsys.readouterr().err.splitlines()
+    assert first.startswith(f"{spec}:1:9: error: cannot read '{tmp_path / 'loop.modc'}': ")
+    assert (shown, caret) == ('  include "loop.modc"', "          ^~~~~~~~~~~")

@@ -119,6 +119,48 @@ MISTAKES = {
         "the name 'a' is used twice in the same block",
         None,
     ),
+    "zero_scale": (
+        "net.modc",
+        "input 4\nnetwork = Linear(4) > 0 * Linear(4)\n",
+        "2:23",
+        "a scale of 0 makes the term's output 0 whatever its input: it contributes nothing",
+        "remove the term",
+    ),
+    "zero_scaled_branch": (
+        "net.modc",
+        "input 4\nnetwork = Linear(4) > (1 * Identity + 0 * Linear(4))\n",
+        "2:39",
+        "a scale of 0",
+        None,
+    ),
+    "negative_mass": (
+        "net.modc",
+        "input 4\nnetwork = Linear(4, mass=-1) > Linear(4, mass=3)\n",
+        "2:26",
+        "a mass must be 0 or more (an atom's share of a training step), got -1",
+        None,
+    ),
+    "negative_mass_yaml": (
+        "net.yaml",
+        "input: [4]\nnetwork: [{Linear: 4, mass: 1}, {Linear: 4, mass: -1}]\n",
+        "2:51",
+        "a mass must be 0 or more",
+        None,
+    ),
+    "masses_all_zero": (
+        "net.yaml",
+        "input: [4]\nnetwork: [{Linear: 4, mass: 0}, {Linear: 4, mass: 0}]\n",
+        "2:12",
+        "every atom that trains has mass 0 (linear1 and 1 more): targets are shares",
+        "give an atom a positive mass, or freeze",
+    ),
+    "lone_atom_of_mass_zero": (
+        "net.modc",
+        "input 4\nnetwork = Linear(4, mass=0)\n",
+        "2:11",
+        "every atom that trains has mass 0 (linear1)",
+        None,
+    ),
     "tuple_output": (
         "net.modc",
         "input 3\nnetwork = (Linear(3), Linear(5))\n",
@@ -224,6 +266,23 @@ def test_error_in_the_library_leads_back_to_the_user(tmp_path: Path):
     assert (Path(outermost.source.name), outermost.line) == (SPECS / "gpt.modc", 12)
     text = err.render()
     assert f"in definition 'gpt' called at {SPECS / 'gpt.modc'}:12:11" in text
+
+
+def test_zero_scale_in_the_library_leads_back_to_the_user(tmp_path: Path):
+    """`transformer_block(width, heads, 0)` scales its attention by 0 inside gpt.modc."""
+    spec = _write(
+        tmp_path,
+        "net.yaml",
+        "include: [std/gpt.modc]\ninput: [8, 16]\nnetwork:\n  - transformer_block: [16, 2, 0]\n",
+    )
+    with pytest.raises(ModcError) as info:
+        modc.compile_spec(spec, tmp_path / "build")
+    err = info.value
+    assert err.message.startswith("a scale of 0")
+    assert Path(err.span.source.name).name == "gpt.modc" and err.span.line == 11
+    assert err.trace[-1][0] == "definition 'transformer_block'"
+    assert f"called at {spec}:4:5" in err.render()
+    assert not (tmp_path / "build").exists()
 
 
 def test_operations_are_found_without_a_list(tmp_path: Path, monkeypatch):

@@ -50,6 +50,8 @@ def test_each_optimizer_has_its_own_lr_grid():
         ("1e-10:1e10:1.0000001", f"at most {MAX_LRS}"),
         ("2^-100:2^100", f"at most {MAX_LRS}"),
         ("1e400:1e401", "finite number"),
+        ("1e-300:1e300", f"has 1.99e\\+03 learning rates; a grid takes at most {MAX_LRS}"),
+        ("1e-300:1e300:1e200", "HI/LO must be a finite number"),
         ("0,1", "must be positive"),
         ("1:2:1", "FACTOR > 1"),
         (",".join(["0.1"] * 65), "at most 64"),
@@ -167,6 +169,8 @@ TINY = (
     "extra,message",
     [
         (["--lr", "1e-10:1e10:1.0000001"], "a grid takes at most 64"),
+        (["--lr", "1e-300:1e300"], "<--lr>:1:1: error: '1e-300:1e300' has 1.99e+03"),
+        (["--steps", "99999999999999999999999"], "at most 1000000 steps"),
         (["--lr", "adamw=1:2"], "which this sweep does not run"),
         (["--jobs", "0"], "at least 1"),
         (["--jobs", "100000"], "at most 256 runs in parallel"),

@@ -81,6 +81,27 @@ network:
     assert [x.target for x in a.atoms] == [sympy.Rational(1, 3), sympy.Rational(2, 3)]
 
 
+@pytest.mark.parametrize(
+    "network,atoms",
+    [
+        ("Linear(4) > (Linear(4, frozen=true) > Linear(4, frozen=true))", 3),
+        ("Linear(4) > (Linear(4, mass=0) > Linear(4, mass=0))", 3),
+        ("Linear(4, frozen=true) > Linear(4, frozen=true)", 2),
+    ],
+)
+def test_atoms_in_a_module_of_mass_0_are_listed_with_target_0(write_spec, network, atoms):
+    """A mass-0 module has no share of the step, but its atoms are in every bound."""
+    _, a = load(write_spec(f"input 4\nnetwork = {network}\n", "net.modc"))
+    assert len(a.atoms) == atoms
+    assert [x.target for x in a.atoms if x.mass == 0] == [0, 0]
+    assert a.lipschitz.free_symbols == set(a.norms.values())
+
+
+def test_a_lone_frozen_atom_has_target_0(write_spec):
+    _, a = load(write_spec("input 4\nnetwork = Linear(4, frozen=true)\n", "net.modc"))
+    assert [x.target for x in a.atoms] == [0] and a.modular_norm == 0
+
+
 def test_a_later_scale_divides_the_targets_of_the_atoms_before_it(write_spec):
     path = write_spec("""
 input: 4

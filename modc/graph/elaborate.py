@@ -19,7 +19,7 @@ from modc.codegen.source import attribute
 from modc.errors import ModcError, did_you_mean, unknown_argument
 from modc.graph import ir
 from modc.graph.budget import Operations
-from modc.graph.evaluate import evaluate, require_finite, require_size
+from modc.graph.evaluate import brief, evaluate, require_finite, require_size
 from modc.graph.params import bind_params
 from modc.graph.settings import check_optimizer
 from modc.ops import OPS, Op, Shape, ShapeError, argument_names, show
@@ -206,6 +206,14 @@ def term(t: ast.Term, shape: Shape, ctx: Context) -> ir.Node:
         return ir.Compose(shape, t.span, (branches, add))
     if isinstance(t, ast.Scale):
         factor = require_finite(evaluate(t.factor, ctx.env), t.factor.span, "a scalar factor")
+        if factor.is_zero:  # docs/theory.md §3: a scalar multiple has a ≠ 0
+            raise ModcError(
+                "a scale of 0 makes the term's output 0 whatever its input: it contributes "
+                "nothing, and any weights in or before it would get an infinite target (a step "
+                "is divided by the sensitivity after it, here 0)",
+                t.factor.span,
+                "remove the term, or scale it by a nonzero factor",
+            )
         return scaled(term(t.body, shape, ctx), factor, t.span, ctx)
     if isinstance(t, ast.Repeat):
         return repeat(t.count, t.body, t.name, "repeat", shape, ctx, t.span)
@@ -435,6 +443,11 @@ def bind_args(cls: type[Op], c: ast.Call, ctx: Context) -> tuple[dict, sympy.Exp
     mass = sympy.Integer(1)
     if "mass" in given:
         mass = number(given["mass"], cls.name, "mass", "number", ctx)
+        if mass.is_negative:  # docs/theory.md §1: μ ≥ 0
+            raise ModcError(
+                f"a mass must be 0 or more (an atom's share of a training step), got {brief(mass)}",
+                given["mass"].span,
+            )
     return values, mass
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import networkx as nx
 import sympy
 
+from modc.errors import shown
 from modc.graph import ir
 
 
@@ -66,7 +67,7 @@ def to_dot(network: ir.Network) -> str:
     """The module tree in Graphviz DOT: one box per node (label, shapes), edges in order."""
     g = to_networkx(network)
     lines = [
-        f"digraph {_dot_quote(network.name)} {{",
+        f"digraph {_dot_quote(shown(network.name))} {{",  # the name is any text
         "  node [shape=box, fontname=Helvetica];",
     ]
     for node, data in g.nodes(data=True):

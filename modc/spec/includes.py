@@ -68,8 +68,10 @@ def _collect(
 
 
 def _key(path: Path) -> Path:
-    """A path that is the same for every spelling of one file."""
+    """A path that is the same for every spelling of one file. A path that does not resolve
+    (a symlink loop: RuntimeError before Python 3.13, OSError since) keys as written; reading
+    it then fails with a positioned error."""
     try:
         return path.resolve()
-    except OSError:
+    except (OSError, RuntimeError):
         return path.absolute()

@@ -3,7 +3,7 @@
 Every optimizer has its own learning-rate grid (`DEFAULT_LRS`, or `--lr KIND=LO:HI`): kinds
 differ by orders of magnitude in their good lr, and one shared grid puts some optimum on its
 edge. Grids are bounded: at most `MAX_LRS` learning rates per optimizer, `MAX_VALUES` values
-per `--vary` or `--set`, and `MAX_RUNS` runs in all.
+per `--vary` or `--set`, `MAX_RUNS` runs in all, and `MAX_STEPS` steps a run.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from modc.spec.expr import parse_arithmetic
 MAX_LRS = 64
 MAX_VALUES = 64
 MAX_RUNS = 4096
+#: Steps of one run: a sweep compares short runs; a longer one is trained alone (train.py).
+MAX_STEPS = 10**6
 
 # Where each kind's good learning rate usually lies, as a starting range (factor 2): the
 # dualized and normalized kinds take lr as the modular norm of the step; AdamW and Muon take
@@ -170,13 +172,16 @@ def parse_lrs(text: str, source: Source | None = None, start: int = 1) -> list[f
     factor = _number(parts[2], "a factor", source, cols[2]) if len(parts) == 3 else 2.0
     if not 0 < lo <= hi or factor <= 1:
         raise ModcError(f"need 0 < LO <= HI and FACTOR > 1, got '{text}'", whole)
-    n = math.floor(math.log(hi / lo) / math.log(factor) + 1e-9) + 1
+    # In logs: HI/LO itself overflows for ranges such as 1e-300:1e300.
+    n = math.floor((math.log(hi) - math.log(lo)) / math.log(factor) + 1e-9) + 1
     if n > MAX_LRS:
         raise ModcError(
             f"'{text}' has {n:.3g} learning rates; a grid takes at most {MAX_LRS} "
             "(use a larger FACTOR or a narrower range)",
             whole,
         )
+    if math.isinf(hi / lo):  # then FACTOR**i overflows before the grid reaches HI
+        raise ModcError(f"'{text}': HI/LO must be a finite number, got {hi:g}/{lo:g}", whole)
     return [lo * factor**i for i in range(n)]
 
 

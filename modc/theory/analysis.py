@@ -14,6 +14,7 @@ from math import prod
 
 import sympy
 
+from modc.errors import ModcError
 from modc.graph import ir
 from modc.ops.base import ACTIVATION, L2
 from modc.source import Span
@@ -22,6 +23,7 @@ from modc.theory.lipschitz import Symbolic, lipschitz
 from modc.theory.sharpness import Sharpness, network_sharpness
 
 ONE = sympy.Integer(1)
+ZERO = sympy.Integer(0)
 #: Copy indices of free repeat counts, one per nesting level.
 INDICES = tuple(sympy.Symbol(n, integer=True, nonnegative=True) for n in "ijklmn")
 INDEX = INDICES[0]
@@ -114,7 +116,13 @@ class Analyzer:
     ) -> None:
         """Give node `n` the target `t`, which its rule `split`s among its children (each
         share naming, scaling or counting the atoms inside); `scale` is the product of
-        enclosing tare factors, `ranges` the copy indices of enclosing free repeats."""
+        enclosing tare factors, `ranges` the copy indices of enclosing free repeats.
+
+        A node of mass 0 (frozen atoms, atoms of mass 0) has no share of the step: every atom
+        inside gets target 0, whatever its split says (t·0/0), and is still listed, since
+        the bounds range over every atom."""
+        if self.mass(n) == 0:
+            t = ZERO
         if n.is_atom:
             info = AtomInfo(
                 path + n.name,
@@ -130,8 +138,6 @@ class Analyzer:
                 ranges,
             )
             out.append(info)
-            return
-        if self.mass(n) == 0:
             return
         index = INDICES[min(len(ranges), len(INDICES) - 1)]
         for s in n.split(t, self.mass, self.sensitivity, index):
@@ -162,11 +168,29 @@ def smallest_targets(atoms: list[AtomInfo]) -> dict[str, sympy.Expr]:
     return out
 
 
+def _require_mass(total: sympy.Expr, atoms: list[AtomInfo]) -> None:
+    """Refuse a network whose atoms that train all have mass 0: targets are shares `μᵢ/μ` of
+    the network's mass (docs/theory.md §3), none when `μ = 0`. Frozen atoms alone are
+    fine: nothing trains."""
+    trainable = [info for info in atoms if not info.node.frozen]
+    if total == 0 and trainable:
+        others = len(trainable) - 1
+        raise ModcError(
+            f"every atom that trains has mass 0 ({trainable[0].path}"
+            + (f" and {others} more" if others else "")
+            + "): targets are shares of the network's mass, so a total of 0 leaves no step "
+            "to share",
+            trainable[0].span,
+            "give an atom a positive mass, or freeze (frozen=true) the atoms that should not train",
+        )
+
+
 def analyze(network: ir.Network) -> Analysis:
     """The theory of a network: mass, sensitivity, targets, norms, bounds and conditions."""
     a = Analyzer()
     atoms: list[AtomInfo] = []
     a.targets(network.root, ONE, "", ONE, ONE, atoms)
+    _require_mass(a.mass(network.root), atoms)
     parameters = sympy.Add(*(info.copies * prod(info.shape) for info in atoms))
     site_targets = smallest_targets(atoms)
     # atoms of mass 0 (frozen) take no step: the modular norm measures the others

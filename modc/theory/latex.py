@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import sympy
 
+from modc.errors import shown
 from modc.graph import ir
 from modc.theory import printing
 from modc.theory.analysis import INDICES, Analysis
+from modc.theory.conditions import Condition
 from modc.theory.report import NORMS, SMOOTHNESS, free_names
 from modc.theory.sharpness import SIGMA, TAU
 
@@ -29,11 +31,37 @@ GREEK = {
 }
 
 
+#: How each of TeX's special characters is written in math mode.
+_SPECIAL = {
+    "\\": r"\backslash{}",
+    "{": r"\{",
+    "}": r"\}",
+    "_": r"\_",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "^": r"\hat{}",
+    "~": r"\sim{}",
+}
+
+
+def escape(text: str) -> str:
+    """Text from a spec (a name, a path, a condition's place) as LaTeX that sets it as
+    written, in math mode or in a `%` comment: what a terminal would not show (a newline,
+    which would end the comment) is first written as repr writes it, then every special
+    character is escaped, so no spec text can run a command."""
+    return "".join(_SPECIAL.get(c, c) for c in shown(text))
+
+
 def _text(name: str) -> str:
-    """A name set upright, with TeX's special characters escaped."""
-    for ch in "_&%$#":
-        name = name.replace(ch, "\\" + ch)
-    return rf"\mathrm{{{name}}}"
+    """A name set upright."""
+    return rf"\mathrm{{{escape(name)}}}"
+
+
+def _comment(c: Condition) -> str:
+    """A condition or note and where it applies, for a `%` comment."""
+    return escape(f"{c.text} ({'; '.join(c.where)})")
 
 
 def symbol_names(network: ir.Network, a: Analysis) -> dict[sympy.Symbol, str]:
@@ -85,20 +113,22 @@ def to_latex(network: ir.Network, a: Analysis) -> str:
             lines.append((r"\sigma\alpha + \tau\omega^2", tex(s.smoothness)))
     free = free_names(network)
     head = [
-        f"% {network.name}: modc bounds" + (f", free parameters {', '.join(free)}" if free else ""),
+        f"% {escape(network.name)}: modc bounds"
+        + (f", free parameters {escape(', '.join(free))}" if free else ""),
         f"% norms: {NORMS}",
         r"% L: input-Lipschitz bound; \|w\|_M: the modular norm; t: per-atom targets",
     ]
     if s is not None and s.smoothness is not None:
         head.append(f"% smoothness: {SMOOTHNESS}")
     elif s is not None:
-        head.append(f"% no smoothness constant: not twice differentiable at {', '.join(s.missing)}")
+        missing = escape(", ".join(s.missing))
+        head.append(f"% no smoothness constant: not twice differentiable at {missing}")
     body = [r"\begin{align*}"]
     body += [
         f"{lhs} &= {rhs}" + (r" \\" if i < len(lines) - 1 else "")
         for i, (lhs, rhs) in enumerate(lines)
     ]
     body.append(r"\end{align*}")
-    tail = [f"% condition: {c.text} ({'; '.join(c.where)})" for c in a.conditions]
-    tail += [f"% note: {c.text} ({'; '.join(c.where)})" for c in a.notes]
+    tail = [f"% condition: {_comment(c)}" for c in a.conditions]
+    tail += [f"% note: {_comment(c)}" for c in a.notes]
     return "\n".join(head + body + tail)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sympy
 
+from modc import errors
 from modc.graph import ir
 from modc.theory.analysis import Analysis
 from modc.theory.conditions import Condition
@@ -122,7 +123,9 @@ def _table(rows: list[tuple[str, ...]]) -> list[str]:
 
 
 def to_text(network: ir.Network, a: Analysis) -> str:
-    """`modc bounds --format text`: a table a person reads in a terminal."""
+    """`modc bounds --format text`: a table a person reads in a terminal. What a terminal
+    would not show as text (an escape sequence in the spec's name or file name) is shown
+    escaped."""
     printer = TextPrinter()  # one for the report: shared sub-expressions print once
     text = printer.doprint
 
@@ -178,4 +181,4 @@ def to_text(network: ir.Network, a: Analysis) -> str:
                 lines += [f"  - {c.text}", f"    where: {'; '.join(c.where)}"]
     if not a.conditions:
         lines += ["", "conditions: none (every bound holds for all inputs)"]
-    return "\n".join(lines)
+    return "\n".join(errors.shown(line) for line in lines)  # names, file names: any text
