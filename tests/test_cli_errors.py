@@ -104,3 +104,25 @@ def test_missing_file_is_a_clean_error():
     out = modc("compile", "specs/nope.yaml")
     assert out.returncode == 2
     assert out.stderr.strip() == "modc: error: no such file: specs/nope.yaml"
+
+
+@pytest.mark.parametrize(
+    "text, col",
+    [
+        ("network = Linear(4) > (width^4096 + 1)^4096 * ReLU", 29),
+        ("network = residual(depth^4096) { Linear(4) }", 25),
+        ("network = tare(width + 1) { Linear(4) > Linear(4, mass=(depth+1)^4096) }", 65),
+        ("network = Linear(4) > (width % 7)^4096 * ReLU", 34),
+    ],
+)
+def test_a_huge_degree_in_free_parameters_is_refused(text, col, write_spec):
+    path = write_spec(f"param width = 4\nparam depth = 2\ninput 4\n{text}\n", "net.modc")
+    out = modc("bounds", str(path), "--free", "width,depth", timeout=60)
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    first, _, caret = out.stderr.splitlines()[:3]
+    assert first == (
+        f"{path}:4:{col}: error: '^' of these operands has degree 4096 in the parameters, "
+        "more than 64"
+    )
+    assert caret.index("^") == col + 1

@@ -277,6 +277,36 @@ def test_huge_numbers_are_refused():
         value("1e999999999")
 
 
+def test_degree_in_free_parameters_is_capped():
+    w, d = sympy.Symbol("w", positive=True), sympy.Symbol("d", positive=True)
+    with pytest.raises(ModcError, match="has degree 4096 in the parameters, more than 64"):
+        value("(w^4096 + 1)^4096", w=w)
+    with pytest.raises(ModcError, match="has degree 80"):
+        value("(w + d)^40 * (w - d)^40", w=w, d=d)
+    with pytest.raises(ModcError, match="has degree 65"):
+        value("floor(w^64 / 3) * max(w, d)", w=w, d=d)
+    # a fraction counts its numerator's and denominator's degrees apart
+    assert value("((w + 1)^64 - (w - 1)^64) / w^64", w=w).free_symbols == {w}
+    assert value("2^(2^(2^(2^w)))", w=w).free_symbols == {w}
+
+
+def test_numbers_that_are_not_exact_are_bounded():
+    with pytest.raises(ModcError, match="is too large: about 2\\^21,333,125"):
+        value("((1 + sqrt(2))^4096)^4096")
+    with pytest.raises(ModcError, match="is too small: about 2\\^-21,333,1"):
+        value("((sqrt(2) - 1)^4096)^4096")
+    with pytest.raises(ModcError, match="rounded only up to 2\\^1,024"):
+        value("(1 + sqrt(3))^2000 % 7")
+    with pytest.raises(ModcError, match="too close to tell apart"):
+        value("ceil((1 + sqrt(2))^200)")
+    assert value("floor((1 + sqrt(2))^20)") == 45239073
+
+
+def test_require_size_prints_a_huge_number_briefly():
+    with pytest.raises(ModcError, match="must be at most 2\\^62, got 1.00e\\+4396$"):
+        require_size(sympy.Integer(10) ** 4396, AT, "a size")
+
+
 @pytest.mark.parametrize(
     "given, shown", [(sympy.Integer(0), "0"), (sympy.Rational(5, 2), "5/2"), (-3, "-3")]
 )

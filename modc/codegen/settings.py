@@ -49,6 +49,7 @@ from dataclasses import dataclass
 import sympy
 
 from modc.codegen.source import quote
+from modc.codegen.templates.options import finite
 from modc.errors import ModcError, did_you_mean
 from modc.graph import ir
 from modc.graph.reversible import gauss_newton_plan
@@ -126,7 +127,7 @@ class OptimizerSettings:
 
 def _number(key: str, value: object, low: float, high: float, closed: bool = True) -> float:
     """`value` as a float in [low, high] (or [low, high) when not `closed`), else an error."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = finite(value)
     if ok and low <= value and (value <= high if closed else value < high):
         return float(value)
     where = f"[{low:g}, {high:g}{']' if closed else ')'}"
@@ -134,7 +135,7 @@ def _number(key: str, value: object, low: float, high: float, closed: bool = Tru
 
 
 def _positive(key: str, value: object) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = finite(value)
     if ok and value > 0:
         return float(value)
     raise ModcError(f"optimizer.{key} must be a positive number, got {value!r}")

@@ -7,11 +7,14 @@ the result may be symbolic. User text is never handed to sympy: the tree is buil
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from fractions import Fraction
 
+import mpmath
 import sympy
+from sympy.core.evalf import PrecisionExhausted
 
 from modc.errors import ModcError, did_you_mean
 from modc.source import Span
@@ -19,10 +22,18 @@ from modc.spec import ast
 
 #: Largest exponent magnitude allowed in a number literal (1e400) or a numeric power.
 MAX_EXPONENT = 4096
+#: Longest number literal: Python reads no integer of more digits.
+MAX_LITERAL = 4300
 #: Most bits in the numerator or denominator of an exact value (10^4096 has 13,607).
 MAX_BITS = 16_384
 #: Most bits of a number under sqrt(): sympy looks for factors of it, slowly when long.
 MAX_ROOT_BITS = 2048
+#: Most bits in the magnitude of a number that is not exact, like (1 + sqrt(2))^200, under
+#: floor, ceil, // or %: sympy finds its integer part digit by digit.
+MAX_INEXACT_BITS = 1024
+#: Highest degree of an expression in the free parameters: sympy expands products and
+#: powers of sums term by term. Real networks stay below 10.
+MAX_DEGREE = 64
 #: Largest size or count: shapes are int64 in torch.
 MAX_SIZE = 2**62
 #: Largest magnitude of a number that reaches generated code (a factor, a scale, a mass).
@@ -36,6 +47,9 @@ _FUNCTIONS: dict[str, Callable[..., sympy.Expr]] = {
     "ceil": sympy.ceiling,
 }
 _BAD = (sympy.zoo, sympy.nan, sympy.oo, -sympy.oo)
+#: What sympy leaves unevaluated when it cannot decide a number: it then fails on every use.
+_UNDECIDED = (sympy.floor, sympy.ceiling, sympy.Mod, sympy.Min, sympy.Max)
+_TOO_CLOSE = "cannot be computed exactly: its numbers are too close to tell apart"
 
 
 def evaluate(e: ast.Expr, env: Mapping[str, sympy.Expr]) -> sympy.Expr:
@@ -61,18 +75,21 @@ def evaluate(e: ast.Expr, env: Mapping[str, sympy.Expr]) -> sympy.Expr:
                 f"sqrt() takes numbers of at most {MAX_ROOT_BITS:,} bits, got {brief(args[0])}",
                 e.span,
             )
-        value = _FUNCTIONS[e.name](*args)
-        return _checked(value, e, f"{e.name}() of these arguments")
+        what = f"{e.name}() of these arguments"
+        if e.name in ("floor", "ceil"):
+            _require_roundable(args[0], e, what)
+        return _checked(lambda: _FUNCTIONS[e.name](*args), e, what)
     raise TypeError(f"not an expression: {e!r}")
 
 
 def number(text: str, span: Span) -> sympy.Rational:
     """The exact value of a number literal: an Integer or a Rational."""
     value = _literal(text)
+    shown = text if len(text) <= 24 else text[:20] + "…"
     if value is None:
-        raise ModcError(f"invalid number '{text}'", span)
+        raise ModcError(f"invalid number '{shown}'", span)
     if isinstance(value, str):
-        raise ModcError(f"number {text} is {value}", span)
+        raise ModcError(f"number {shown} is {value}", span)
     return value
 
 
@@ -80,6 +97,8 @@ def number(text: str, span: Span) -> sympy.Rational:
 def _literal(text: str) -> sympy.Rational | str | None:
     """The value of a literal; why it is refused (a str); None if it is not a number."""
     _, _, exponent = text.lower().partition("e")
+    if len(text) > MAX_LITERAL:
+        return f"too large: a number is written in at most {MAX_LITERAL:,} characters"
     try:
         if exponent and abs(int(exponent)) > MAX_EXPONENT:
             return "out of range"
@@ -96,23 +115,24 @@ def _binop(e: ast.BinOp, a: sympy.Expr, b: sympy.Expr) -> sympy.Expr:
     op = e.op
     if op in ("/", "//", "%") and b.is_zero:
         raise ModcError("division by zero", _operator_span(e))
+    what = f"'{op}' of these operands"
+    if op in ("//", "%"):
+        _require_roundable(a / b, e, what)
     if op == "+":
-        value = a + b
-    elif op == "-":
-        value = a - b
-    elif op == "*":
-        value = a * b
-    elif op == "/":
-        value = a / b
-    elif op == "//":
-        value = sympy.floor(a / b)
-    elif op == "%":
-        value = sympy.Mod(a, b)
-    elif op in ("^", "**"):
-        value = _power(e, a, b)
-    else:
-        raise ModcError(f"unknown operator '{op}'", _operator_span(e))
-    return _checked(value, e, f"'{op}' of these operands")
+        return _checked(lambda: a + b, e, what)
+    if op == "-":
+        return _checked(lambda: a - b, e, what)
+    if op == "*":
+        return _checked(lambda: a * b, e, what)
+    if op == "/":
+        return _checked(lambda: a / b, e, what)
+    if op == "//":
+        return _checked(lambda: sympy.floor(a / b), e, what)
+    if op == "%":
+        return _checked(lambda: sympy.Mod(a, b), e, what)
+    if op in ("^", "**"):
+        return _checked(lambda: _power(e, a, b), e, what)
+    raise ModcError(f"unknown operator '{op}'", _operator_span(e))
 
 
 def _power(e: ast.BinOp, a: sympy.Expr, b: sympy.Expr) -> sympy.Expr:
@@ -131,21 +151,94 @@ def _power(e: ast.BinOp, a: sympy.Expr, b: sympy.Expr) -> sympy.Expr:
     return a**b
 
 
-def _checked(value: sympy.Expr, e: ast.BinOp | ast.Func, what: str) -> sympy.Expr:
-    """`value`, unless it is infinite, undefined, a non-real number or too large.
+def _require_roundable(x: sympy.Expr, e: ast.BinOp | ast.Func, what: str) -> None:
+    """Refuses to round `x` if it is a long number that is not exact: sympy would find its
+    integer part digit by digit (and give up on one as close to an integer as (1 + √2)^200)."""
+    if x.is_number and not x.is_Rational:
+        size = _log2(x)
+        if size > MAX_INEXACT_BITS:
+            raise ModcError(
+                f"{what} cannot be computed: the number to round is about 2^{size:,}, and "
+                f"numbers that are not exact are rounded only up to 2^{MAX_INEXACT_BITS:,}",
+                _span(e),
+            )
+
+
+def _checked(make: Callable[[], sympy.Expr], e: ast.BinOp | ast.Func, what: str) -> sympy.Expr:
+    """`make()`, unless it is infinite, undefined, a non-real number, too large, of too high
+    a degree in the parameters, or a number sympy cannot settle.
 
     An error points at the operator of `e`, or at the call.
     """
+    with decided(_span(e), what):
+        value = make()
+        problem = _problem(value)
+    if problem is None:
+        return value
+    raise ModcError(f"{what} {problem}", _span(e))
+
+
+def _problem(value: sympy.Expr) -> str | None:
+    """What is wrong with `value` as the result of an operation, or None."""
     if value.is_Rational:
         if _bits(value) <= MAX_BITS:
-            return value
-        problem = f"is too large: exact numbers have at most {MAX_BITS:,} bits"
-    elif value.has(*_BAD) or (value.is_number and value.is_real is False):
-        problem = f"is not a finite real number: {brief(value)}"
-    else:
-        return value
-    span = _operator_span(e) if isinstance(e, ast.BinOp) else e.span
-    raise ModcError(f"{what} {problem}", span)
+            return None
+        return f"is too large: exact numbers have at most {MAX_BITS:,} bits"
+    if value.has(*_BAD):
+        return f"is not a finite real number: {brief(value)}"
+    if not value.is_number:
+        degree = _degree(value)
+        if degree <= MAX_DEGREE:
+            return None
+        return f"has degree {brief(degree)} in the parameters, more than {MAX_DEGREE}"
+    if value.has(*_UNDECIDED):
+        return _TOO_CLOSE
+    if value.is_real is False:
+        return f"is not a finite real number: {brief(value)}"
+    size = _log2(value)
+    if size > MAX_BITS:
+        return f"is too large: about 2^{size:,}, and numbers are at most 2^{MAX_BITS:,}"
+    if -MAX_BITS > size > -mpmath.inf:
+        return f"is too small: about 2^{size:,}, and numbers are 0 or at least 2^-{MAX_BITS:,}"
+    return None
+
+
+@contextlib.contextmanager
+def decided(span: Span, what: str) -> Iterator[None]:
+    """Turns sympy failing to tell two numbers apart (PrecisionExhausted) into an error."""
+    try:
+        yield
+    except PrecisionExhausted:
+        raise ModcError(f"{what} {_TOO_CLOSE}", span) from None
+
+
+def _log2(value: sympy.Expr) -> int:
+    """About log2 |value| of a number (-inf for 0), from a 15-digit estimate: cheap at any
+    size, since sympy's floats have unbounded exponents."""
+    return mpmath.mag(abs(value.evalf(15)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _degree(value: sympy.Expr) -> sympy.Expr:
+    """The degree of `value` in the free parameters: how far expansions grow. A fraction
+    counts as the higher of its numerator's and denominator's; a function or a power with a
+    symbolic exponent as the highest among its arguments."""
+    if value.is_number:
+        return sympy.Integer(0)
+    if value.is_Symbol:
+        return sympy.Integer(1)
+    if value.is_Pow and value.exp.is_number:
+        return _degree(value.base) * abs(value.exp)
+    if value.is_Mul:
+        over = [f for f in value.args if not (f.is_Pow and f.exp.is_negative)]
+        under = [f for f in value.args if f.is_Pow and f.exp.is_negative]
+        return sympy.Max(*(sympy.Add(*map(_degree, part)) for part in (over, under)))
+    return sympy.Max(*map(_degree, value.args))
+
+
+def _span(e: ast.BinOp | ast.Func) -> Span:
+    """Where an error in `e` points: at its operator, or at the call."""
+    return _operator_span(e) if isinstance(e, ast.BinOp) else e.span
 
 
 def _bits(value: sympy.Rational) -> int:
@@ -154,15 +247,21 @@ def _bits(value: sympy.Rational) -> int:
 
 
 def brief(value: sympy.Expr) -> str:
-    """A value for a message: a long number as 1.2e+400, anything else as sympy prints it."""
-    text = str(value)
+    """A value for a message: a long number as 1.2e+400, anything else as sympy prints it.
+
+    A long exact number is never printed whole: Python refuses to print an integer of over
+    4,300 digits, and exact numbers here have up to 4,933.
+    """
+    if value.is_Rational and _bits(value) > 128:
+        return str(value.evalf(3))
+    try:
+        text = str(value)
+    except ValueError:  # an integer of over 4,300 digits inside an expression
+        return "an expression with a number of over 4,300 digits"
     if len(text) <= 24:
         return text
     if value.is_number and value.is_real:
-        try:
-            return str(sympy.Float(value, 3))
-        except (TypeError, ValueError):
-            pass
+        return str(value.evalf(3))
     return text[:20] + "…"
 
 
@@ -192,22 +291,25 @@ def require_size(value: sympy.Expr | int, span: Span, what: str) -> sympy.Expr:
         value = sympy.Integer(value)
     if value.is_Integer and 0 < int(value) <= MAX_SIZE:
         return value
-    if value.is_number and value.is_integer is None:
-        value = sympy.simplify(value)
-    if value.is_number and not (value.is_integer and value > 0):
-        raise ModcError(f"{what} must be a positive integer, got {brief(value)}", span)
-    if value.is_number and value > MAX_SIZE:
-        raise ModcError(f"{what} must be at most 2^62, got {brief(value)}", span)
+    with decided(span, what):
+        if value.is_number and value.is_integer is None:
+            value = sympy.simplify(value)
+        if value.is_number and not (value.is_integer and value > 0):
+            raise ModcError(f"{what} must be a positive integer, got {brief(value)}", span)
+        if value.is_number and value > MAX_SIZE:
+            raise ModcError(f"{what} must be at most 2^62, got {brief(value)}", span)
     return value
 
 
 def require_finite(value: sympy.Expr, span: Span, what: str) -> sympy.Expr:
     """`value` if generated code can hold it as a float: 0, or a magnitude within
     [1/MAX_MAGNITUDE, MAX_MAGNITUDE]; symbolic values pass."""
-    if not value.is_number or value.is_zero:
-        return value
-    size = abs(value)
-    if size > MAX_MAGNITUDE or size < sympy.Rational(1, MAX_MAGNITUDE):
+    with decided(span, what):
+        if not value.is_number or value.is_zero:
+            return value
+        size = abs(value)
+        too_far = size > MAX_MAGNITUDE or size < sympy.Rational(1, MAX_MAGNITUDE)
+    if too_far:
         raise ModcError(
             f"{what} must be 0 or have a magnitude between 2^-53 and 2^53, got {brief(value)}",
             span,

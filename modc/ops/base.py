@@ -15,6 +15,8 @@ from typing import ClassVar
 
 import sympy
 
+from modc.graph.evaluate import brief
+
 Shape = tuple[sympy.Expr, ...]
 
 REQUIRED = object()
@@ -67,8 +69,8 @@ class Arg:
 
 
 def show(shape: Shape) -> str:
-    """A shape as a user writes it: (784,) or (1, 28, 28)."""
-    inner = ", ".join(str(d) for d in shape)
+    """A shape as a user writes it: (784,) or (1, 28, 28); a long number as 1.00e+400."""
+    inner = ", ".join(brief(d) if isinstance(d, sympy.Rational) else str(d) for d in shape)
     return f"({inner},)" if len(shape) == 1 else f"({inner})"
 
 

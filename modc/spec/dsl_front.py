@@ -18,6 +18,7 @@ from modc.spec import ast
 from modc.spec.dsl_errors import syntax_error
 from modc.spec.dsl_terms import RESERVED, Builder
 from modc.spec.expr import grammar_text
+from modc.spec.settings import setting_number
 
 _ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t", "r": "\r", "0": "\0"}
 _WORDS = {"true": True, "false": False, "null": None}
@@ -167,9 +168,11 @@ class _Statements:
         if t.data == "word":
             return _WORDS.get(str(tok), str(tok))
         text = str(tok)
-        number = int(text) if text.isdigit() else float(text)
-        if not math.isfinite(number):
-            raise ModcError(f"expected a finite number, got {text}", self.build.span(tok))
+        try:
+            number = int(text) if text.isdigit() else float(text)
+        except ValueError:  # an integer of over 4,300 digits
+            number = math.inf
+        number = setting_number(number, text, self.build.span(tok))
         return -number if t.data == "negnum" else number
 
     def string(self, tok: Token) -> str:

@@ -15,7 +15,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from modc.errors import ModcError, did_you_mean
+from modc.source import Span
 from modc.spec import ast
+
+
+def setting_number(value: object, text: str, span: Span) -> object:
+    """`value`, the number spelled `text` in a setting, unless a float cannot hold it:
+    generated code keeps settings as floats. Other values pass."""
+    from modc.codegen.templates.options import finite
+
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or finite(value):
+        return value
+    shown = text if len(text) <= 24 else text[:20] + "…"
+    if isinstance(value, int) or text.lstrip("+-").isdigit():
+        raise ModcError(f"number {shown} is too large: a setting is at most 1.8e+308", span)
+    raise ModcError(f"expected a finite number, got {shown}", span)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from modc.errors import ModcError, did_you_mean
 from modc.source import Source, Span
 from modc.spec import ast
 from modc.spec.dsl_terms import RESERVED
+from modc.spec.settings import setting_number
 from modc.spec.yaml_terms import (
     _FLOAT_TEXT,
     _TAG,
@@ -245,11 +246,12 @@ class _Walker(TermWalker):
             got = node.value if isinstance(node, ScalarNode) else _kind(node)
             what = "a number, a string or true/false" + ("" if in_list else ", or a list of those")
             raise ModcError(f"expected {what}, got {got}", self.span(node))
-        value = self.constructor.construct_object(node)
+        try:
+            value = self.constructor.construct_object(node)
+        except ValueError:  # an integer of over 4,300 digits
+            value = math.inf
         if node.tag == _TAG + "str" and node.style is None and _FLOAT_TEXT.match(value):
             value = float(value)  # YAML 1.1 reads 1e-3 as a string
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ModcError(f"expected a finite number, got {node.value}", self.span(node))
-        return value
+        return setting_number(value, node.value, self.span(node))
 
     # ------------------------------------------------------------ network terms

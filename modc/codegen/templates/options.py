@@ -5,6 +5,7 @@ Imports the Python standard library only.
 """
 
 import math
+import sys
 from collections.abc import Callable
 
 # The optimizer's settings, passed to make_optimizer; their defaults are its own, which are
@@ -13,11 +14,16 @@ SETTINGS = ["constraint", "momentum", "nesterov", "polar", "weight_decay"]
 SETTINGS += ["beta1", "beta2", "eps", "decay", "clip", "clip_alpha", "eps1", "eps2", "adamw_lr"]
 
 
+def finite(v: object) -> bool:
+    """A number a float holds: not a bool, NaN or ±inf, nor an integer past 1.8e308."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) <= sys.float_info.max
+
+
 def number(low: float, high: float = math.inf, low_open: bool = False) -> Callable:
     """A check: a finite number in [low, high), or (low, high) when `low_open`."""
 
     def check(v: object) -> bool:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        if not finite(v):
             return False
         return (low < v if low_open else low <= v) and v < high
 
