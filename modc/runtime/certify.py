@@ -214,8 +214,8 @@ def _exponent(h: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     entries it takes below dtype's normal range (each off by at most its `tiny`)."""
     finfo = torch.finfo(dtype)
     s = math.ceil(math.log2(h.shape[-2] * h.shape[-1]) / 2)
-    smallest, largest = torch.aminmax(h.flatten(1), dim=-1)  # one pass
-    _, top = torch.frexp(torch.maximum(largest, -smallest).to(dtype))  # max |h_ij| < 2^top
+    largest = torch.maximum(h.amax((-2, -1)), -h.amin((-2, -1)))  # (aminmax: slower on CPU)
+    _, top = torch.frexp(largest.to(dtype))  # max |h_ij| < 2^top
     low, high = round(math.log2(finfo.tiny)), min(math.floor(math.log2(finfo.max)), 1022)
     return (-(top + s)).clamp(low, high)
 
