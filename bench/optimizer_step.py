@@ -18,6 +18,7 @@ each step cost on a CPU, where freed memory goes back to the system). On
 CUDA it also times modc's orthogonalisation alone and prints its TFLOP/s and the fraction
 of the device's bf16 dense peak.
 Usage: python bench/optimizer_step.py [--size cpu|gpu] [--compile] [--turns round|step] [--json]
+       [--profile]
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import functools
 import json
 import resource
 import statistics
+import sys
 import time
 
 import torch
@@ -143,6 +145,19 @@ def certificate_core(constrain: Constrain, device: torch.device, repeats: int) -
     return median_of(run, repeats)
 
 
+def profile_cap(constrain: Constrain, calls: int = 20, rows: int = 12) -> str:
+    """torch.profiler's table of the cap's hook alone, `calls` calls after 5 to warm up: the
+    operations its time goes to (milliseconds are totals over the calls)."""
+    from torch.profiler import profile
+
+    for _ in range(5):
+        constrain()
+    with profile() as prof:
+        for _ in range(calls):
+            constrain()
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+
+
 def parts(hidden: list, device: torch.device, repeats: int) -> dict[str, tuple[float, float]]:
     """Per bank shape: (seconds of modc's polar() on the bank, seconds of Muon's own
     iteration over its matrices one by one), with the same number of steps."""
@@ -223,6 +238,7 @@ def main() -> None:
     p.add_argument("--compile", action="store_true", help="modc's step through torch.compile")
     p.add_argument("--parts", action="store_true", help="also time each bank's polar alone")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--profile", action="store_true", help="profile the cap's hook (stderr)")
     p.add_argument(
         "--turns",
         choices=["round", "step"],
@@ -272,6 +288,8 @@ def main() -> None:
             name: {"modc polar": a, "muon iteration": b}
             for name, (a, b) in parts(hidden, device, args.repeats).items()
         }
+    if args.profile:
+        print("the cap's hook alone, 20 calls:\n" + profile_cap(constrain), file=sys.stderr)
     if args.json:
         print(json.dumps(out))
         return

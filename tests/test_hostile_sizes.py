@@ -18,6 +18,7 @@ import torch
 
 import modc
 from tests.conftest import ROOT
+from tests.conftest import modc as modc_cli
 
 SECONDS = 30  # each case
 MEMORY = 2 * 2**30  # bytes, the child's peak resident size
@@ -360,3 +361,12 @@ def test_build_refuses_a_spec_that_never_ends(tmp_path: Path):
     zero.symlink_to("/dev/zero")
     with pytest.raises(modc.errors.ModcError, match="not a regular file"):
         modc.build(zero, out=tmp_path / "build")
+
+
+def test_a_free_size_holding_a_number_python_cannot_print_is_reported(tmp_path: Path):
+    spec = tmp_path / "net.modc"
+    spec.write_text("param width = 3\ninput 4\nnetwork = Linear(width + 1e4000*1e301) > ReLU\n")
+    for form in ("text", "latex", "json"):
+        out = modc_cli("bounds", str(spec), "--free", "width", "--format", form)
+        assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+        assert "4301" in out.stdout  # the size, by its exponent

@@ -16,11 +16,19 @@ def _terms(expr: sympy.Expr, order: str | None = None) -> list[sympy.Expr]:
     return sorted(expr.args, key=lambda t: (t.is_Number, t.as_coeff_Mul()[0].is_negative))
 
 
+#: Longest exact number printed whole, in bits (about 1,000 digits): a longer one prints as
+#: a float of 3 digits (Python prints no integer of over 4,300 digits).
+LONG_BITS = 3_322
+
+
 class _Memo:
     """Remembers what it printed, by object: closed forms share many sub-expressions. The
-    object is kept with its text, so that its id cannot be reused while the printer lives."""
+    object is kept with its text, so that its id cannot be reused while the printer lives.
+    A long exact number is printed by its size."""
 
     def _print(self, expr, **kwargs) -> str:
+        if isinstance(expr, sympy.Rational) and max(abs(expr.p), expr.q).bit_length() > LONG_BITS:
+            expr = expr.evalf(3)
         if kwargs:
             return super()._print(expr, **kwargs)
         memo = self.__dict__.setdefault("_memo", {})

@@ -141,7 +141,7 @@ def to_text(network: ir.Network, a: Analysis) -> str:
         (
             atom.path,
             atom.kind,
-            " × ".join(str(d) for d in atom.shape),
+            " × ".join(text(d) for d in atom.shape),
             text(atom.mass),
             text(atom.target),
             str(atom.norm),
