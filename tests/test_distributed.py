@@ -145,6 +145,7 @@ def test_split_dual_map_computes_each_polar_factor_once(
 BUILDS = {  # small sizes of the shipped specs; data sets that ship with the build
     "mlp": ["-p", "width=32"],
     "gpt": ["-p", "width=32", "-p", "depth=1", "-p", "heads=2", "-p", "context=16"],
+    "gpt_certified": ["-p", "width=32", "-p", "depth=1", "-p", "heads=2", "-p", "context=16"],
 }
 FLAGS = ["--steps", "20", "--quiet", "--eval-every", "0", "--certify-every", "0"]
 
@@ -156,7 +157,12 @@ def builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("builds")
     out = {}
     for name, params in BUILDS.items():
-        done = run_modc("compile", str(SPECS / f"{name}.yaml"), "-o", str(root / name), *params)
+        spec = next(
+            SPECS / f"{name}.{ext}"
+            for ext in ("yaml", "modc")
+            if (SPECS / f"{name}.{ext}").exists()
+        )
+        done = run_modc("compile", str(spec), "-o", str(root / name), *params)
         assert done.returncode == 0, done.stderr
         optimizer = root / name / "optimizer.py"
         text = optimizer.read_text()
@@ -237,6 +243,27 @@ def test_two_processes_equal_one_with_the_same_global_batch(
         torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=k)
     rows = (tmp_path / "two" / "metrics.csv").read_text().splitlines()
     assert len(rows) == 21  # rank 0 alone wrote them: a header and a row a step
+
+
+def test_a_capped_sharded_run_equals_one_process(builds: dict[str, Path], tmp_path: Path) -> None:
+    """--fsdp with the spectral cap (gpt_certified, constraint cap): each rank caps the whole
+    matrices, gathered, and keeps its rows; the run ends with one process's weights and
+    certificate, its bound at most the spec's. (The cap divides by a bound that a Cholesky
+    certifies at a Ritz value: rounding moves it more than a plain step, hence atol 1e-4.)"""
+    args = ["--steps", "3", "--lr", "0.5"]
+    one = train(builds["gpt_certified"], tmp_path / "one", 1, "--batch-size", "8", *args)
+    assert one.returncode == 0, one.stderr
+    two_args = ["--batch-size", "2", "--grad-accum", "2", "--fsdp", *args]
+    two = train(builds["gpt_certified"], tmp_path / "two", 2, *two_args)
+    assert two.returncode == 0, two.stderr
+    a, b = weights(tmp_path / "one"), weights(tmp_path / "two")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-4, msg=k)
+    bounds = [
+        json.loads((tmp_path / run / "certificate.json").read_text())["lipschitz_upper"]
+        for run in ("one", "two")
+    ]
+    assert bounds[1] == pytest.approx(bounds[0], rel=1e-4) and max(bounds) <= 2
 
 
 def worker_pids(launcher: int) -> dict[int, int]:
