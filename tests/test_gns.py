@@ -91,6 +91,44 @@ def test_per_example_norms_match_torch_func(prenorm, accum):
         assert batch_sq > 0 and noise.scales[group].count == 1
 
 
+REVERSIBLE = """
+name "tiny_rev"
+input (1, 2, 4)
+def side = Linear(8, frozen=true) > ReLU > Linear(4) > Bias
+network = Flatten > repeat(2, name=blocks) { coupling(side, side) } > Linear(3, frozen=true)
+"""
+
+
+@pytest.mark.parametrize("accum", [1, 2])
+def test_frozen_weights_count_in_no_group(tmp_path, accum):
+    """A network whose first weight is frozen (requires_grad off, no gradient ever): the
+    micro-batches of a step all count, and --gns-total's groups hold the trained weights
+    only, as |G_B|² does, so that E|g_i|² is of the same gradient."""
+    spec = tmp_path / "tiny_rev.modc"
+    spec.write_text(REVERSIBLE)
+    build = modc.build(spec, out=tmp_path / "build")
+    gns = build_gns(build)
+    torch.manual_seed(0)
+    model = build.model.build_model().double()
+    trained = [k for k, p in model.named_parameters() if p.requires_grad]
+    assert not next(model.parameters()).requires_grad and len(trained) == 8
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.0)
+    noise = gns.GradientNoise(model, optimizer, total=True)
+    x, y = torch.randn(4, 1, 2, 4, dtype=torch.float64), torch.randint(0, 3, (4,))
+    batches = list(zip(x.chunk(accum), y.chunk(accum), strict=True))
+    noise.observe_total(batches, loss_of)
+    optimizer.zero_grad(set_to_none=True)
+    for xs, ys in batches:
+        (loss_of(model(xs), ys) / accum).backward()
+    optimizer.step()
+    biases = [k for k in trained if ".bias" in k]  # each side's Bias
+    for group, names in [("norm", biases), ("total", trained)]:
+        got, batch_sq = noise.last[group]
+        torch.testing.assert_close(got, exact_norms(model, x, y, names), rtol=1e-6, atol=0)
+        grads = [model.get_parameter(k).grad for k in names]
+        assert batch_sq == pytest.approx(sum(g.square().sum().item() for g in grads))
+
+
 def test_estimators_are_unbiased_on_a_simulation_with_known_moments():
     """Per-example gradients g_i = G + Lz with known |G|² and tr(Σ) = |L|²_F; averaged
     over many batches, the unbiased estimates meet them within 4 standard errors, and the
