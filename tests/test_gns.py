@@ -290,6 +290,19 @@ def test_train_logs_the_noise_scale_and_follows_it(compiled, tmp_path):
     assert bad.returncode == 2 and "--batch-schedule must be none, linear" in bad.stderr
 
 
+def test_clipping_comes_after_the_measurement(compiled, tmp_path):
+    """--clip-grad clips the gradient that the step uses, not the one the noise scale is of:
+    the first step's estimates (the same weights) are those of a run without it."""
+    args = ["--steps", "1", "--batch-size", "4", "--gns", "--optimizer", "adamw"]
+    plain = train(compiled, tmp_path / "plain", 1, *args)
+    clipped = train(compiled, tmp_path / "clipped", 1, *args, "--clip-grad", "1e-4")
+    assert plain.returncode == 0 and clipped.returncode == 0, plain.stderr + clipped.stderr
+    a, b = read_rows(tmp_path / "plain" / "gns.csv"), read_rows(tmp_path / "clipped" / "gns.csv")
+    for key in ("norm_g2", "norm_trace", "Gain_g2", "Bias_trace"):
+        assert b[0][key] == pytest.approx(a[0][key], rel=1e-6), key
+    assert a[0]["norm_g2"] > 0
+
+
 def test_two_processes_measure_what_one_does(compiled, tmp_path):
     args = ["--steps", "3", "--gns", "--optimizer", "adamw", "--lr", "0.002"]
     one = train(compiled, tmp_path / "one", 1, "--batch-size", "8", *args)
