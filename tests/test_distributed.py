@@ -347,6 +347,23 @@ def test_a_killed_run_resumed_ends_as_an_uninterrupted_one(
     resume_and_compare(builds["mlp"], tmp_path, args, [*args[:2]])
 
 
+@pytest.mark.parametrize("first, then", [(2, 1), (1, 2)])
+def test_a_run_resumed_on_another_number_of_processes_ends_at_its_steps(
+    builds: dict[str, Path], tmp_path: Path, first: int, then: int
+) -> None:
+    """--resume --steps 4 with fewer or more processes than the checkpoint's: the global
+    batch changes (train.py says so), and the run still ends after step 4."""
+    out = tmp_path / "run"
+    done = train(builds["mlp"], out, first, "--steps", "2", "--batch-size", "2")
+    assert done.returncode == 0, done.stderr
+    again = train(builds["mlp"], out, then, "--resume", "--steps", "4")
+    assert again.returncode == 0, again.stderr
+    assert f"the checkpoint is of {first} processes, this run has {then}" in again.stderr
+    assert json.loads((out / "final.json").read_text())["steps"] == 4
+    steps = [row.split(",")[0] for row in (out / "metrics.csv").read_text().splitlines()[1:]]
+    assert steps == ["1", "2", "3", "4"]
+
+
 def test_an_error_of_every_rank_is_said_once(builds: dict[str, Path], tmp_path: Path) -> None:
     done = train(builds["mlp"], tmp_path / "run", 2, "--data", str(tmp_path / "missing.csv"))
     assert done.returncode != 0

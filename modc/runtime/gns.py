@@ -362,7 +362,9 @@ class BatchPlan:
         return {"tokens": self.tokens, "examples": self.examples}
 
     def load_state_dict(self, state: dict) -> None:
-        self.tokens, self.examples = state["tokens"], state["examples"]
+        """A checkpoint's plan; its batch in whole micro-batches of this run (a checkpoint
+        of another number of processes has micro-batches of another size)."""
+        self.tokens, self.examples = state["tokens"], self._round(state["examples"])
 
 
 def setup(
@@ -400,6 +402,10 @@ def setup(
     if ckpt is not None:
         tokens = ckpt["step"] * reference * per_example
         plan.load_state_dict(ckpt.get("plan") or {"tokens": tokens, "examples": reference})
+        if kind == "fixed":  # the rest of --steps at this run's batch (a checkpoint of
+            # another number of processes had another)
+            plan.examples = reference
+            plan.budget = plan.tokens + (args.steps - ckpt["step"]) * reference * per_example
         if noise is not None:
             noise.load_state_dict(ckpt.get("gns") or {})
     return noise, plan
