@@ -359,6 +359,8 @@ def test_a_run_resumed_on_another_number_of_processes_ends_at_its_steps(
     again = train(builds["mlp"], out, then, "--resume", "--steps", "4")
     assert again.returncode == 0, again.stderr
     assert f"the checkpoint is of {first} processes, this run has {then}" in again.stderr
+    if then > 1:  # the checkpoint's --batch-size, not the command line's default
+        assert "global batch 4 = 2 (--batch-size) × 2 processes" in again.stderr
     assert json.loads((out / "final.json").read_text())["steps"] == 4
     steps = [row.split(",")[0] for row in (out / "metrics.csv").read_text().splitlines()[1:]]
     assert steps == ["1", "2", "3", "4"]

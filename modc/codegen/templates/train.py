@@ -817,14 +817,14 @@ def train(args: argparse.Namespace, device: torch.device, out: Path) -> None:
     if writes:
         for stale in out.glob("*.tmp"):  # left by a killed run (only this run may write here)
             stale.unlink()
-        if world > 1 or args.grad_accum > 1:
-            print(
-                f"train.py: global batch {args.batch_size * world * args.grad_accum} = "
-                f"{args.batch_size} (--batch-size) × {world} processes × {args.grad_accum} "
-                "(--grad-accum)",
-                file=sys.stderr,
-            )
-    ckpt, changed = resume_from(args)
+    ckpt, changed = resume_from(args)  # a checkpoint's --batch-size and --grad-accum
+    if writes and (world > 1 or args.grad_accum > 1):
+        print(
+            f"train.py: global batch {args.batch_size * world * args.grad_accum} = "
+            f"{args.batch_size} (--batch-size) × {world} processes × {args.grad_accum} "
+            "(--grad-accum)",
+            file=sys.stderr,
+        )
     dataset = get_data(args)
     model, optimizer, scheduler = build(args, device, ckpt)
     if changed and writes:
