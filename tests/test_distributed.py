@@ -366,6 +366,19 @@ def test_a_run_resumed_on_another_number_of_processes_ends_at_its_steps(
     assert steps == ["1", "2", "3", "4"]
 
 
+def test_a_global_batch_larger_than_the_data_is_refused(
+    builds: dict[str, Path], tmp_path: Path
+) -> None:
+    """100 examples (90 train): a global batch of 2 × 64 would give rank 0 64 and rank 1
+    26 of them, whose DDP average is not the mean over the 90; refused, said once."""
+    g = torch.Generator().manual_seed(0)
+    data = tmp_path / "small.pt"
+    torch.save({"x": torch.randn(100, 1, 28, 28, generator=g), "y": torch.arange(100) % 10}, data)
+    done = train(builds["mlp"], tmp_path / "run", 2, "--batch-size", "64", "--data", str(data))
+    assert done.returncode != 0
+    assert done.stderr.count("train.py: error: a step's global batch of 128 examples") == 1
+
+
 def test_an_error_of_every_rank_is_said_once(builds: dict[str, Path], tmp_path: Path) -> None:
     done = train(builds["mlp"], tmp_path / "run", 2, "--data", str(tmp_path / "missing.csv"))
     assert done.returncode != 0

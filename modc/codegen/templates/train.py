@@ -858,9 +858,12 @@ def train(args: argparse.Namespace, device: torch.device, out: Path) -> None:
     step = start  # counts the updates made so far
     while plan.left():
         step += 1
-        batches = micro_batches(
-            dataset, step - 1, args.batch_size, plan.next(noise, optimizer), args.seed
-        )
+        try:
+            batches = micro_batches(
+                dataset, step - 1, args.batch_size, plan.next(noise, optimizer), args.seed
+            )
+        except ValueError as e:  # every rank alike
+            fail(str(e))
         if args.gns_total:
             noise.observe_total(batches, lambda out, y: loss_of(args.loss, out.float(), y))
         step_loss, lr, skip = train_step(forward, optimizer, scheduler, batches, device, args)
