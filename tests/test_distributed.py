@@ -145,6 +145,7 @@ def test_split_dual_map_computes_each_polar_factor_once(
 BUILDS = {  # small sizes of the shipped specs; data sets that ship with the build
     "mlp": ["-p", "width=32"],
     "gpt": ["-p", "width=32", "-p", "depth=1", "-p", "heads=2", "-p", "context=16"],
+    "gpt_certified": ["-p", "width=32", "-p", "depth=1", "-p", "heads=2", "-p", "context=16"],
 }
 FLAGS = ["--steps", "20", "--quiet", "--eval-every", "0", "--certify-every", "0"]
 
@@ -156,7 +157,12 @@ def builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("builds")
     out = {}
     for name, params in BUILDS.items():
-        done = run_modc("compile", str(SPECS / f"{name}.yaml"), "-o", str(root / name), *params)
+        spec = next(
+            SPECS / f"{name}.{ext}"
+            for ext in ("yaml", "modc")
+            if (SPECS / f"{name}.{ext}").exists()
+        )
+        done = run_modc("compile", str(spec), "-o", str(root / name), *params)
         assert done.returncode == 0, done.stderr
         optimizer = root / name / "optimizer.py"
         text = optimizer.read_text()
@@ -239,6 +245,27 @@ def test_two_processes_equal_one_with_the_same_global_batch(
     assert len(rows) == 21  # rank 0 alone wrote them: a header and a row a step
 
 
+def test_a_capped_sharded_run_equals_one_process(builds: dict[str, Path], tmp_path: Path) -> None:
+    """--fsdp with the spectral cap (gpt_certified, constraint cap): each rank caps the whole
+    matrices, gathered, and keeps its rows; the run ends with one process's weights and
+    certificate, its bound at most the spec's. (The cap divides by a bound that a Cholesky
+    certifies at a Ritz value: rounding moves it more than a plain step, hence atol 1e-4.)"""
+    args = ["--steps", "3", "--lr", "0.5"]
+    one = train(builds["gpt_certified"], tmp_path / "one", 1, "--batch-size", "8", *args)
+    assert one.returncode == 0, one.stderr
+    two_args = ["--batch-size", "2", "--grad-accum", "2", "--fsdp", *args]
+    two = train(builds["gpt_certified"], tmp_path / "two", 2, *two_args)
+    assert two.returncode == 0, two.stderr
+    a, b = weights(tmp_path / "one"), weights(tmp_path / "two")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-4, msg=k)
+    bounds = [
+        json.loads((tmp_path / run / "certificate.json").read_text())["lipschitz_upper"]
+        for run in ("one", "two")
+    ]
+    assert bounds[1] == pytest.approx(bounds[0], rel=1e-4) and max(bounds) <= 2
+
+
 def worker_pids(launcher: int) -> dict[int, int]:
     """The worker processes of a torchrun agent, by rank (from their environment)."""
     found = {}
@@ -318,6 +345,38 @@ def test_a_killed_run_resumed_ends_as_an_uninterrupted_one(
     kill_rank_one(builds["mlp"], tmp_path / "killed", *args)
     assert torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)["step"] < 300
     resume_and_compare(builds["mlp"], tmp_path, args, [*args[:2]])
+
+
+@pytest.mark.parametrize("first, then", [(2, 1), (1, 2)])
+def test_a_run_resumed_on_another_number_of_processes_ends_at_its_steps(
+    builds: dict[str, Path], tmp_path: Path, first: int, then: int
+) -> None:
+    """--resume --steps 4 with fewer or more processes than the checkpoint's: the global
+    batch changes (train.py says so), and the run still ends after step 4."""
+    out = tmp_path / "run"
+    done = train(builds["mlp"], out, first, "--steps", "2", "--batch-size", "2")
+    assert done.returncode == 0, done.stderr
+    again = train(builds["mlp"], out, then, "--resume", "--steps", "4")
+    assert again.returncode == 0, again.stderr
+    assert f"the checkpoint is of {first} processes, this run has {then}" in again.stderr
+    if then > 1:  # the checkpoint's --batch-size, not the command line's default
+        assert "global batch 4 = 2 (--batch-size) × 2 processes" in again.stderr
+    assert json.loads((out / "final.json").read_text())["steps"] == 4
+    steps = [row.split(",")[0] for row in (out / "metrics.csv").read_text().splitlines()[1:]]
+    assert steps == ["1", "2", "3", "4"]
+
+
+def test_a_global_batch_larger_than_the_data_is_refused(
+    builds: dict[str, Path], tmp_path: Path
+) -> None:
+    """100 examples (90 train): a global batch of 2 × 64 would give rank 0 64 and rank 1
+    26 of them, whose DDP average is not the mean over the 90; refused, said once."""
+    g = torch.Generator().manual_seed(0)
+    data = tmp_path / "small.pt"
+    torch.save({"x": torch.randn(100, 1, 28, 28, generator=g), "y": torch.arange(100) % 10}, data)
+    done = train(builds["mlp"], tmp_path / "run", 2, "--batch-size", "64", "--data", str(data))
+    assert done.returncode != 0
+    assert done.stderr.count("train.py: error: a step's global batch of 128 examples") == 1
 
 
 def test_an_error_of_every_rank_is_said_once(builds: dict[str, Path], tmp_path: Path) -> None:

@@ -128,6 +128,26 @@ def test_non_finite_targets_skip_the_step(tiny):
     assert all(torch.equal(before[k], v) for k, v in trainable(model).items())
 
 
+def test_a_torch_func_pass_leaves_the_step_alone(tiny):
+    """train.py's --gns-total takes per-example gradients by torch.func.vmap(grad(...)) of
+    the model that the optimizer hooks: its hooks ignore that pass (retain_grad would raise
+    in it) and the step is the one without it."""
+    plain, x, y = setup(tiny)
+    gn_step(tiny, plain, x, y, 0.5)
+    model, _, _ = setup(tiny)
+    opt = tiny.optimizer.make_optimizer(model, 0.5, kind="gauss_newton")
+    F.cross_entropy(model(x), y).backward()
+    weights = {k: p.detach() for k, p in model.named_parameters()}
+
+    def one(w, xi, yi):
+        return F.cross_entropy(torch.func.functional_call(model, w, (xi[None],)), yi[None])
+
+    torch.func.vmap(torch.func.grad(one), in_dims=(None, 0, 0))(weights, x, y)
+    opt.step()
+    for k, v in trainable(plain).items():
+        torch.testing.assert_close(trainable(model)[k], v, rtol=0, atol=0, msg=k)
+
+
 def test_step_without_a_backward_pass_says_so(tiny):
     model, _, _ = setup(tiny)
     opt = tiny.optimizer.make_optimizer(model, 0.1, kind="gauss_newton")

@@ -91,6 +91,44 @@ def test_per_example_norms_match_torch_func(prenorm, accum):
         assert batch_sq > 0 and noise.scales[group].count == 1
 
 
+REVERSIBLE = """
+name "tiny_rev"
+input (1, 2, 4)
+def side = Linear(8, frozen=true) > ReLU > Linear(4) > Bias
+network = Flatten > repeat(2, name=blocks) { coupling(side, side) } > Linear(3, frozen=true)
+"""
+
+
+@pytest.mark.parametrize("accum", [1, 2])
+def test_frozen_weights_count_in_no_group(tmp_path, accum):
+    """A network whose first weight is frozen (requires_grad off, no gradient ever): the
+    micro-batches of a step all count, and --gns-total's groups hold the trained weights
+    only, as |G_B|² does, so that E|g_i|² is of the same gradient."""
+    spec = tmp_path / "tiny_rev.modc"
+    spec.write_text(REVERSIBLE)
+    build = modc.build(spec, out=tmp_path / "build")
+    gns = build_gns(build)
+    torch.manual_seed(0)
+    model = build.model.build_model().double()
+    trained = [k for k, p in model.named_parameters() if p.requires_grad]
+    assert not next(model.parameters()).requires_grad and len(trained) == 8
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.0)
+    noise = gns.GradientNoise(model, optimizer, total=True)
+    x, y = torch.randn(4, 1, 2, 4, dtype=torch.float64), torch.randint(0, 3, (4,))
+    batches = list(zip(x.chunk(accum), y.chunk(accum), strict=True))
+    noise.observe_total(batches, loss_of)
+    optimizer.zero_grad(set_to_none=True)
+    for xs, ys in batches:
+        (loss_of(model(xs), ys) / accum).backward()
+    optimizer.step()
+    biases = [k for k in trained if ".bias" in k]  # each side's Bias
+    for group, names in [("norm", biases), ("total", trained)]:
+        got, batch_sq = noise.last[group]
+        torch.testing.assert_close(got, exact_norms(model, x, y, names), rtol=1e-6, atol=0)
+        grads = [model.get_parameter(k).grad for k in names]
+        assert batch_sq == pytest.approx(sum(g.square().sum().item() for g in grads))
+
+
 def test_estimators_are_unbiased_on_a_simulation_with_known_moments():
     """Per-example gradients g_i = G + Lz with known |G|² and tr(Σ) = |L|²_F; averaged
     over many batches, the unbiased estimates meet them within 4 standard errors, and the
@@ -250,6 +288,19 @@ def test_train_logs_the_noise_scale_and_follows_it(compiled, tmp_path):
     assert [r["step"] for r in read_rows(tmp_path / "g" / "gns.csv")] == [1, 2, 3]
     bad = train(compiled, tmp_path / "x", 1, "--steps", "2", "--batch-schedule", "cubic")
     assert bad.returncode == 2 and "--batch-schedule must be none, linear" in bad.stderr
+
+
+def test_clipping_comes_after_the_measurement(compiled, tmp_path):
+    """--clip-grad clips the gradient that the step uses, not the one the noise scale is of:
+    the first step's estimates (the same weights) are those of a run without it."""
+    args = ["--steps", "1", "--batch-size", "4", "--gns", "--optimizer", "adamw"]
+    plain = train(compiled, tmp_path / "plain", 1, *args)
+    clipped = train(compiled, tmp_path / "clipped", 1, *args, "--clip-grad", "1e-4")
+    assert plain.returncode == 0 and clipped.returncode == 0, plain.stderr + clipped.stderr
+    a, b = read_rows(tmp_path / "plain" / "gns.csv"), read_rows(tmp_path / "clipped" / "gns.csv")
+    for key in ("norm_g2", "norm_trace", "Gain_g2", "Bias_trace"):
+        assert b[0][key] == pytest.approx(a[0][key], rel=1e-6), key
+    assert a[0]["norm_g2"] > 0
 
 
 def test_two_processes_measure_what_one_does(compiled, tmp_path):

@@ -111,6 +111,8 @@ class GaussNewton(torch.optim.Optimizer):
         def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
             if not torch.is_grad_enabled() or not out.requires_grad:
                 return  # evaluation, or the step's own passes
+            if torch._C._functorch.is_functorch_wrapped_tensor(out):
+                return  # a torch.func transform of the model (train.py's --gns-total)
             if key == "network":
                 out.retain_grad()
                 self.seen.setdefault(key, []).append(out)

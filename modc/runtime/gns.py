@@ -99,6 +99,8 @@ class GradientNoise:
     """B_simple of `model`'s norm atoms ("norm"; and "Gain", "Bias" apart), measured on
     every step of `optimizer`; with `total`, also of all weights ("total") and of each
     atom kind ("total_Linear", ...) from exact per-example gradients (`observe_total`).
+    Only trained weights count: a frozen one (requires_grad off) has no gradient in |G_B|²,
+    so its per-example gradients would bias E|g_i|².
 
     A per-example gradient is that of the example's own loss (the mean over its
     positions), the batch's loss being the mean over examples: so the gradients the
@@ -114,10 +116,12 @@ class GradientNoise:
         total: bool = False,
         decay: float = 0.99,
     ):
-        self.kinds = {}  # parameter -> the class name of the module that holds it
+        self.kinds = {}  # trained parameter -> the class name of the module that holds it
         for m in model.modules():
-            self.kinds.update((p, type(m).__name__) for p in m.parameters(recurse=False))
+            trained = [p for p in m.parameters(recurse=False) if p.requires_grad]
+            self.kinds.update((p, type(m).__name__) for p in trained)
         norm = [m for m in model.modules() if type(m).__name__ in NORM_ATOMS]
+        norm = [m for m in norm if m.weight in self.kinds]  # a frozen one has no gradient
         self.groups = {"norm": [m.weight for m in norm]}
         for kind in NORM_ATOMS:
             self.groups[kind] = [m.weight for m in norm if type(m).__name__ == kind]
@@ -143,7 +147,7 @@ class GradientNoise:
         gradient unset) drops what a step that never came left behind."""
         if not (self.active and torch.is_grad_enabled()):
             return
-        if next(iter(self.kinds)).grad is None:  # zero_grad came: a new step
+        if all(p.grad is None for p in self.kinds):  # zero_grad came: a new step
             self.parts, self.rank_sq, self.seen = {}, [], 0
         self.micro += 1
         self.seen += len(inputs[0])
@@ -165,8 +169,9 @@ class GradientNoise:
         """Exact per-example gradients of every weight on this step's micro-batches, one
         example at a time under torch.func.vmap: `loss(logits, y)` of one example. Slow:
         for validating the norm atoms' estimate against the whole network's."""
-        params = {k: p.detach() for k, p in self.model.named_parameters()}
-        kinds = {k: self.kinds[p] for k, p in self.model.named_parameters()}
+        trained = [(k, p) for k, p in self.model.named_parameters() if p in self.kinds]
+        params = {k: p.detach() for k, p in trained}  # frozen weights: the model's own
+        kinds = {k: self.kinds[p] for k, p in trained}
 
         def one(w: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             return loss(torch.func.functional_call(self.model, w, (x[None],)), y[None])
@@ -357,7 +362,9 @@ class BatchPlan:
         return {"tokens": self.tokens, "examples": self.examples}
 
     def load_state_dict(self, state: dict) -> None:
-        self.tokens, self.examples = state["tokens"], state["examples"]
+        """A checkpoint's plan; its batch in whole micro-batches of this run (a checkpoint
+        of another number of processes has micro-batches of another size)."""
+        self.tokens, self.examples = state["tokens"], self._round(state["examples"])
 
 
 def setup(
@@ -395,6 +402,10 @@ def setup(
     if ckpt is not None:
         tokens = ckpt["step"] * reference * per_example
         plan.load_state_dict(ckpt.get("plan") or {"tokens": tokens, "examples": reference})
+        if kind == "fixed":  # the rest of --steps at this run's batch (a checkpoint of
+            # another number of processes had another)
+            plan.examples = reference
+            plan.budget = plan.tokens + (args.steps - ckpt["step"]) * reference * per_example
         if noise is not None:
             noise.load_state_dict(ckpt.get("gns") or {})
     return noise, plan

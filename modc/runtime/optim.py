@@ -511,7 +511,9 @@ class Constrain:
     come from a `Scratch` kept between calls. The banks are formed anew on each call, from
     the weights' dtype and device as they are then: a model cast or moved after the hook
     was made is capped in its new dtype (a bank stacked in the old one would round on the
-    way back, unaccounted). Register it with
+    way back, unaccounted). A weight that FSDP2 shards (a DTensor) is gathered whole on every
+    rank, capped there, and each rank keeps its rows: a cap proves σ_max of a whole matrix,
+    which no shard has. Register it with
     `optimizer.register_step_post_hook(Constrain(atoms))`; calling it with no arguments
     applies it once, e.g. to the initial weights.
     """
@@ -538,8 +540,27 @@ class Constrain:
                 *_, cap, project = key
                 shape, dtype, device = (len(weights), *key[0]), *key[1:3]
                 bank = Scratch.empty("cap.bank", shape, dtype, device)
-                torch.stack([w.detach() for w in weights], out=bank)
+                torch.stack([whole(w) for w in weights], out=bank)
                 project(bank, cap, self.state.setdefault(key, {}))
-                torch._foreach_copy_([w.detach() for w in weights], list(bank.unbind(0)))
+                put_back(weights, list(bank.unbind(0)))
         for weight, cap, lipschitz in self.each:
             constrain(weight, cap, lipschitz)
+
+
+def whole(weight: torch.Tensor) -> torch.Tensor:
+    """All of `weight`'s entries: a DTensor (FSDP2's shards) gathered from every rank, as a
+    cap proves σ_max of whole matrices (call it on every rank)."""
+    return weight.full_tensor() if isinstance(weight, DTensor) else weight.detach()
+
+
+def put_back(weights: list[torch.Tensor], values: list[torch.Tensor]) -> None:
+    """Copy each whole value into its weight: plain weights by one foreach copy; a DTensor
+    (FSDP2's shards) from the value replicated over its ranks (each holds the same), from
+    which the copy takes this rank's rows and sends nothing."""
+    if not any(isinstance(w, DTensor) for w in weights):
+        torch._foreach_copy_([w.detach() for w in weights], values)
+        return
+    for weight, value in zip(weights, values, strict=True):
+        if isinstance(weight, DTensor):
+            value = DTensor.from_local(value, weight.device_mesh, run_check=False)
+        weight.detach().copy_(value)

@@ -265,9 +265,9 @@ def train_step(
 ) -> tuple[torch.Tensor, float, bool]:
     """One update on the micro-batches [(x, y), ...], each moved to `device` when its turn
     comes: the gradient of their mean loss (DDP averages it over the ranks in the last
-    backward), its global ℓ2 norm clipped to --clip-grad if that is > 0. Returns the loss, a
-    mean over the micro-batches as a tensor on the device (reading it would wait for the
-    step: the log reads many at once), the learning rate it used, and whether the step was
+    backward), clipped as the optimizer steps (--clip-grad: `clip_in_step`). Returns the
+    loss, a mean over the micro-batches as a tensor on the device (reading it would wait for
+    the step: the log reads many at once), the learning rate it used, and whether the step was
     skipped: its loss or its gradients were not finite, so the weights and the optimizer's
     state stay as they were. A non-finite loss makes every gradient NaN through backward,
     on every rank by DDP's average, so the optimizer's own check (its `skipped` count)
@@ -287,8 +287,6 @@ def train_step(
             poison = torch.where(loss.isfinite(), 1.0, math.nan)  # 1, or NaN for every grad
             (loss * poison / len(batches)).backward()  # DDP's all-reduce waits for all ranks
         total += loss.detach() / len(batches)
-    if args.clip_grad > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad, foreach=True)
     lr = optimizer.param_groups[0]["lr"]
     checks = hasattr(optimizer, "skipped")
     before = getattr(optimizer, "skipped", 0)
@@ -297,6 +295,19 @@ def train_step(
         optimizer.step()
     scheduler.step()
     return total, lr, not finite or getattr(optimizer, "skipped", 0) > before
+
+
+def clip_in_step(optimizer: Optimizer, model: nn.Module, max_norm: float) -> None:
+    """Clip the gradients' global ℓ2 norm to `max_norm` (--clip-grad) as each step of
+    `optimizer` begins: a step pre-hook, which runs after those registered before it, so
+    that gns.py's measures the gradient as the backward passes left it (a clipped |G_B|²
+    against unclipped per-example norms would bias the noise scale)."""
+    params = list(model.parameters())
+
+    def clip(*hook_args: object) -> None:
+        torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
+
+    optimizer.register_step_pre_hook(clip)
 
 
 @torch.no_grad()
@@ -806,14 +817,14 @@ def train(args: argparse.Namespace, device: torch.device, out: Path) -> None:
     if writes:
         for stale in out.glob("*.tmp"):  # left by a killed run (only this run may write here)
             stale.unlink()
-        if world > 1 or args.grad_accum > 1:
-            print(
-                f"train.py: global batch {args.batch_size * world * args.grad_accum} = "
-                f"{args.batch_size} (--batch-size) × {world} processes × {args.grad_accum} "
-                "(--grad-accum)",
-                file=sys.stderr,
-            )
-    ckpt, changed = resume_from(args)
+    ckpt, changed = resume_from(args)  # a checkpoint's --batch-size and --grad-accum
+    if writes and (world > 1 or args.grad_accum > 1):
+        print(
+            f"train.py: global batch {args.batch_size * world * args.grad_accum} = "
+            f"{args.batch_size} (--batch-size) × {world} processes × {args.grad_accum} "
+            "(--grad-accum)",
+            file=sys.stderr,
+        )
     dataset = get_data(args)
     model, optimizer, scheduler = build(args, device, ckpt)
     if changed and writes:
@@ -842,12 +853,17 @@ def train(args: argparse.Namespace, device: torch.device, out: Path) -> None:
         fail(str(e))
     if noise is not None and forward is not model:  # DDP: ranks' gradients against the mean
         noise.watch_ranks(forward)
+    if args.clip_grad > 0:  # after the noise's pre-hook: it measures unclipped gradients
+        clip_in_step(optimizer, model, args.clip_grad)
     step = start  # counts the updates made so far
     while plan.left():
         step += 1
-        batches = micro_batches(
-            dataset, step - 1, args.batch_size, plan.next(noise, optimizer), args.seed
-        )
+        try:
+            batches = micro_batches(
+                dataset, step - 1, args.batch_size, plan.next(noise, optimizer), args.seed
+            )
+        except ValueError as e:  # every rank alike
+            fail(str(e))
         if args.gns_total:
             noise.observe_total(batches, lambda out, y: loss_of(args.loss, out.float(), y))
         step_loss, lr, skip = train_step(forward, optimizer, scheduler, batches, device, args)
