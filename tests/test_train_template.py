@@ -340,6 +340,27 @@ def test_compiled_dualized_run_killed_and_resumed_ends_like_an_unbroken_one(tmp_
         assert (whole / name).read_text() == (broken / name).read_text(), name
 
 
+def test_a_hard_capped_run_killed_and_resumed_ends_like_an_unbroken_one(tmp_path):
+    """The cap's warm start (the last Krylov block of each bank) decides its bound, and so
+    how far a weight above its cap is scaled: the checkpoint keeps it, or a resumed run
+    starts it cold and its weights drift from the unbroken run's."""
+    sizes = {"width": 16, "depth": 1, "heads": 2, "context": 16}
+    build = compiled(tmp_path, "gpt_certified.modc", sizes)
+    flags = ["--data", "shakespeare", "--steps", "24", "--batch-size", "8", "--quiet"]
+    flags += ["--checkpoint-every", "5", "--eval-every", "0"]
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    unbroken = launch(build, *flags, "--out", str(whole))
+    doomed = launch(build, *flags, "--out", str(broken), kill_at=13)
+    assert finish(unbroken)[::2] == (0, "")
+    assert finish(doomed)[0] == -signal.SIGKILL
+    assert torch.load(broken / "checkpoint.pt", weights_only=True)["step"] == 10
+
+    code, err = run_train(build, "--out", str(broken), "--resume")
+    assert code == 0, err
+    a, b = weights(whole), weights(broken)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_hard_cap_keeps_the_certificate_under_the_spec_bound_for_500_steps(tmp_path):
     build = compiled(
         tmp_path, "mlp.yaml", {"width": 32, "depth": 3}, "optimizer:\n  lipschitz: 2\n"

@@ -80,9 +80,10 @@ Output in --out (default runs/<name>):
                         each checkpoint): no host sync per step for the log
     tensorboard/        with --tensorboard (needs the tensorboard package): the same scalars
     certificates.jsonl  the certificate's report every --certify-every steps, a JSON a line
-    checkpoint.pt       model, optimizer, scheduler, step, args and their SHA-256; --resume
-                        checks it and continues with the same batches, and on CPU ends with
-                        the same weights; a damaged checkpoint is refused and left as it is.
+    checkpoint.pt       model, optimizer (and --constraint cap's warm starts), scheduler,
+                        step, args and their SHA-256; --resume checks it and continues
+                        with the same batches, and on CPU ends with the same weights; a
+                        damaged checkpoint is refused and left as it is.
                         --resume --steps N extends a run (finished or not) to N steps: the
                         lr schedule from then on is that of an N-step run, so with
                         --schedule constant it is one N-step run; a decaying schedule
@@ -728,6 +729,8 @@ def build(
             else:
                 model.load_state_dict(ckpt["model"])
                 optimizer.load_state_dict(ckpt["optimizer"])
+            if "caps" in ckpt and hasattr(optimizer, "constrain"):  # not in older checkpoints
+                optimizer.constrain.load_state_dict(ckpt["caps"])
             scheduler.load_state_dict(ckpt["scheduler"])
             torch.set_rng_state(ckpt["rng"])
             if args.steps != ckpt["args"]["steps"]:  # extended: the new schedule from here on
@@ -842,6 +845,7 @@ def train(args: argparse.Namespace, device: torch.device, out: Path) -> None:
         fail(str(e))
     if noise is not None and forward is not model:  # DDP: ranks' gradients against the mean
         noise.watch_ranks(forward)
+    caps = getattr(optimizer, "constrain", None)  # --constraint: its warm starts are state
     step = start  # counts the updates made so far
     while plan.left():
         step += 1
@@ -894,6 +898,7 @@ def train(args: argparse.Namespace, device: torch.device, out: Path) -> None:
                 ranks=world,
                 plan=plan.state_dict(),
                 gns=noise.state_dict() if noise is not None else {},
+                caps=caps.state_dict() if caps is not None else [],
             )
     seconds += time.time() - t0
     metrics.close()
