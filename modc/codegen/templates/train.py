@@ -824,9 +824,6 @@ def train(args: argparse.Namespace, device: torch.device, out: Path) -> None:
     start, loss, seconds = (ckpt["step"], ckpt["loss"], ckpt["seconds"]) if ckpt else (0, 0.0, 0.0)
     skipped, in_a_row = (ckpt["skipped"], ckpt["in_a_row"]) if ckpt else (0, 0)
 
-    def due(step: int, every: int) -> bool:
-        return step == args.steps or (every > 0 and step % every == 0)
-
     file = start_metrics(out / "metrics.csv", FIELDS, keep_until=start) if writes else None
     metrics = Metrics(file, FIELDS, out / "tensorboard" if args.tensorboard else None)
     if writes:
@@ -846,6 +843,12 @@ def train(args: argparse.Namespace, device: torch.device, out: Path) -> None:
     if noise is not None and forward is not model:  # DDP: ranks' gradients against the mean
         noise.watch_ranks(forward)
     caps = getattr(optimizer, "constrain", None)  # --constraint: its warm starts are state
+
+    def due(step: int, every: int) -> bool:
+        """Whether `step`, just taken, is one of every `every` or the last: the run ends when
+        its tokens are spent, which under a --batch-schedule is not at --steps."""
+        return not plan.left() or (every > 0 and step % every == 0)
+
     step = start  # counts the updates made so far
     while plan.left():
         step += 1
