@@ -546,6 +546,21 @@ def test_a_second_run_on_the_same_out_is_refused_while_the_first_runs(tmp_path, 
     assert run_here(build, *flags, "--steps", "1") == 0  # the lock went with the first run
 
 
+def test_a_run_removes_its_own_stale_temp_files_and_no_one_elses(tmp_path, capsys):
+    """A killed run leaves its temp files (FILE.XXXX.tmp) in --out, and the next run removes
+    them; a file or folder of the user's that also ends in .tmp stays."""
+    build = make_build(tmp_path)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "notes.tmp").write_text("mine\n")
+    (run / "drafts.tmp").mkdir()
+    (run / "checkpoint.pt.k2j4x9.tmp").write_bytes(b"torn")
+    (run / "metrics.csv.tmp").write_text("step,lo")
+    assert run_here(build, "--steps", "2", "--quiet", "--out", str(run)) == 0, capsys.readouterr()
+    assert (run / "notes.tmp").read_text() == "mine\n" and (run / "drafts.tmp").is_dir()
+    assert not [p for p in run.glob("*.tmp") if p.name not in ("notes.tmp", "drafts.tmp")]
+
+
 def test_every_optimizer_setting_has_a_flag_recorded_in_the_runs_args(tmp_path, capsys, one_thread):
     from modc.codegen.settings import KEYS
 

@@ -162,6 +162,8 @@ except ImportError:  # Windows
     fcntl = None
 
 FIELDS = ["step", "loss", "lr", "eval_loss", "eval_acc", "lipschitz_upper", "skipped"]
+OUTPUTS = ["checkpoint.pt", "metrics.csv", "certificates.jsonl", "gns.csv", "final.json"]
+OUTPUTS += ["certificate.json", "sample.txt"]  # the files in --out that are replaced whole
 SPEC_OPTIMIZER = {
     name: p.default
     for name, p in inspect.signature(make_optimizer).parameters.items()
@@ -360,6 +362,16 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], object]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_stale(out: Path) -> None:
+    """Remove the temp files that a killed run left in `out` (FILE.tmp, FILE.XXXX.tmp, of
+    each FILE in OUTPUTS; only this run may write those now), and nothing else: a file or
+    folder of the user's there that ends in .tmp stays."""
+    for name in OUTPUTS:
+        for stale in out.glob(f"{name}.*tmp"):
+            if stale.is_file():
+                stale.unlink()
 
 
 def write_json(path: Path, obj: dict) -> None:
@@ -807,8 +819,7 @@ def train(args: argparse.Namespace, device: torch.device, out: Path) -> None:
     rank, world = ranks()
     writes = rank == 0
     if writes:
-        for stale in out.glob("*.tmp"):  # left by a killed run (only this run may write here)
-            stale.unlink()
+        remove_stale(out)
         if world > 1 or args.grad_accum > 1:
             print(
                 f"train.py: global batch {args.batch_size * world * args.grad_accum} = "
