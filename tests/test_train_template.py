@@ -678,3 +678,5 @@ def test_an_out_that_cannot_be_a_folder_exits_2_with_one_line(tmp_path, capsys):
         assert run_here(build, "--out", str(out)) == 2
         assert capsys.readouterr().err == f"train.py: error: --out {out}: {reason}\n"
     assert (tmp_path / "file").read_text() == "mine\n"
+    assert run_here(build, "--out", "") == 2  # an unset variable, say: not the working dir
+    assert capsys.readouterr().err == "train.py: error: --out must name a folder, got ''\n"

@@ -637,6 +637,8 @@ def parse_args() -> argparse.Namespace:
         fail("--gns, --gns-total and --batch-schedule do not work with --compile")
     if not 0 < args.timeout < math.inf:
         fail(f"--timeout must be a positive number of seconds, got {args.timeout}")
+    if not args.out:  # Path("") is the working directory, where the run would write
+        fail("--out must name a folder, got ''")
     check_extras(args)
     if args.data not in NAMES:  # a path: absolute, for --resume
         path = Path(args.data).expanduser()  # relative to the cwd, else to this directory
