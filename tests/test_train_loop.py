@@ -80,6 +80,23 @@ def test_log_every_writes_the_same_rows_in_batches(tmp_path):
     assert (one / "metrics.csv").read_text() == (seven / "metrics.csv").read_text()
 
 
+def test_a_batch_schedule_run_logs_and_checkpoints_its_last_step(tmp_path, capsys):
+    """Under --batch-schedule the run ends when its tokens are spent, not at --steps: its
+    last step is logged and checkpointed all the same, so --resume finds it finished."""
+    build = make_build(tmp_path)
+    run = tmp_path / "run"
+    flags = ["--steps", "10", "--batch-size", "8", "--batch-schedule", "linear:8->32", *QUIET]
+    assert run_here(build, *flags, "--out", str(run)) == 0, capsys.readouterr().err
+    steps = json.loads((run / "final.json").read_text())["steps"]
+    assert steps < 10  # the batch grows: fewer steps than the fixed run's
+    assert column(run, "step") == [str(s) for s in range(1, steps + 1)]
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == steps
+    logged = (run / "metrics.csv").read_text()
+    assert run_here(build, "--resume", "--out", str(run)) == 0
+    assert json.loads((run / "final.json").read_text())["steps"] == steps
+    assert (run / "metrics.csv").read_text() == logged
+
+
 def test_clip_grad_is_recorded_and_bounds_each_step(tmp_path):
     build = make_build(tmp_path)
     start, clipped = tmp_path / "start", tmp_path / "clipped"

@@ -340,6 +340,27 @@ def test_compiled_dualized_run_killed_and_resumed_ends_like_an_unbroken_one(tmp_
         assert (whole / name).read_text() == (broken / name).read_text(), name
 
 
+def test_a_hard_capped_run_killed_and_resumed_ends_like_an_unbroken_one(tmp_path):
+    """The cap's warm start (the last Krylov block of each bank) decides its bound, and so
+    how far a weight above its cap is scaled: the checkpoint keeps it, or a resumed run
+    starts it cold and its weights drift from the unbroken run's."""
+    sizes = {"width": 16, "depth": 1, "heads": 2, "context": 16}
+    build = compiled(tmp_path, "gpt_certified.modc", sizes)
+    flags = ["--data", "shakespeare", "--steps", "24", "--batch-size", "8", "--quiet"]
+    flags += ["--checkpoint-every", "5", "--eval-every", "0"]
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    unbroken = launch(build, *flags, "--out", str(whole))
+    doomed = launch(build, *flags, "--out", str(broken), kill_at=13)
+    assert finish(unbroken)[::2] == (0, "")
+    assert finish(doomed)[0] == -signal.SIGKILL
+    assert torch.load(broken / "checkpoint.pt", weights_only=True)["step"] == 10
+
+    code, err = run_train(build, "--out", str(broken), "--resume")
+    assert code == 0, err
+    a, b = weights(whole), weights(broken)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_hard_cap_keeps_the_certificate_under_the_spec_bound_for_500_steps(tmp_path):
     build = compiled(
         tmp_path, "mlp.yaml", {"width": 32, "depth": 3}, "optimizer:\n  lipschitz: 2\n"
@@ -525,6 +546,21 @@ def test_a_second_run_on_the_same_out_is_refused_while_the_first_runs(tmp_path, 
     assert run_here(build, *flags, "--steps", "1") == 0  # the lock went with the first run
 
 
+def test_a_run_removes_its_own_stale_temp_files_and_no_one_elses(tmp_path, capsys):
+    """A killed run leaves its temp files (FILE.XXXX.tmp) in --out, and the next run removes
+    them; a file or folder of the user's that also ends in .tmp stays."""
+    build = make_build(tmp_path)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "notes.tmp").write_text("mine\n")
+    (run / "drafts.tmp").mkdir()
+    (run / "checkpoint.pt.k2j4x9.tmp").write_bytes(b"torn")
+    (run / "metrics.csv.tmp").write_text("step,lo")
+    assert run_here(build, "--steps", "2", "--quiet", "--out", str(run)) == 0, capsys.readouterr()
+    assert (run / "notes.tmp").read_text() == "mine\n" and (run / "drafts.tmp").is_dir()
+    assert not [p for p in run.glob("*.tmp") if p.name not in ("notes.tmp", "drafts.tmp")]
+
+
 def test_every_optimizer_setting_has_a_flag_recorded_in_the_runs_args(tmp_path, capsys, one_thread):
     from modc.codegen.settings import KEYS
 
@@ -642,3 +678,5 @@ def test_an_out_that_cannot_be_a_folder_exits_2_with_one_line(tmp_path, capsys):
         assert run_here(build, "--out", str(out)) == 2
         assert capsys.readouterr().err == f"train.py: error: --out {out}: {reason}\n"
     assert (tmp_path / "file").read_text() == "mine\n"
+    assert run_here(build, "--out", "") == 2  # an unset variable, say: not the working dir
+    assert capsys.readouterr().err == "train.py: error: --out must name a folder, got ''\n"

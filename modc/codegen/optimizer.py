@@ -77,7 +77,9 @@ BODY = '''
     lr × target × weight_decay per step (shared by mass). constraint "cap" (hard cap) or
     "normalize" (spectral normalisation) keeps each atom's Lipschitz bound at most its cap in
     ATOM_CAPS after every step, and at once on the current weights, so that the
-    certificate's bound stays at most LIPSCHITZ_BOUND.
+    certificate's bound stays at most LIPSCHITZ_BOUND; that hook is `optimizer.constrain`,
+    whose state_dict() (the caps' warm starts, on which their bounds depend) a checkpoint
+    keeps beside the optimizer's for an exact resume.
     """
     params = {name: p for name, p in model.named_parameters() if p.requires_grad}  # not frozen
     if set(params) != set(TARGETS):
@@ -147,6 +149,7 @@ BODY = '''
         )
         constrain_all()
         optimizer.register_step_post_hook(constrain_all)
+        optimizer.constrain = constrain_all  # its state goes into train.py's checkpoints
     return optimizer
 '''
 

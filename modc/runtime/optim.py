@@ -506,16 +506,18 @@ class Constrain:
     dtype, device, cap and cap function are stacked and capped by one call,
     `project(bank, cap, state)`, so on a GPU the whole bank's bound is a few batched matmuls
     and a batched Cholesky with no host sync; `state` is a dict kept per bank between calls
-    (`spectral_cap` keeps its warm start there; it is not saved, so a resumed run starts it
-    cold, which costs time, never soundness); the stacked bank, its scaled copy and its Gram
-    come from a `Scratch` kept between calls. The banks are formed anew on each call, from
-    the weights' dtype and device as they are then: a model cast or moved after the hook
-    was made is capped in its new dtype (a bank stacked in the old one would round on the
-    way back, unaccounted). A weight that FSDP2 shards (a DTensor) is gathered whole on every
-    rank, capped there, and each rank keeps its rows: a cap proves σ_max of a whole matrix,
-    which no shard has. Register it with
+    (`spectral_cap` keeps its warm start there; the bound it certifies, and so how far a
+    weight over its cap is scaled, depends on it, so `state_dict()` and `load_state_dict()`
+    carry it through a checkpoint: a resumed run caps as the unbroken one did); the stacked
+    bank, its scaled copy and its Gram come from a `Scratch` kept between calls. The banks
+    are formed anew on each call, from the weights' dtype and device as they are then: a
+    model cast or moved after the hook was made is capped in its new dtype (a bank stacked
+    in the old one would round on the way back, unaccounted). A weight that FSDP2 shards (a
+    DTensor) is gathered whole on every rank, capped there, and each rank keeps its rows: a
+    cap proves σ_max of a whole matrix, which no shard has. Register it with
     `optimizer.register_step_post_hook(Constrain(atoms))`; calling it with no arguments
-    applies it once, e.g. to the initial weights.
+    applies it once, e.g. to the initial weights. make_optimizer keeps its own as
+    `optimizer.constrain`.
     """
 
     def __init__(self, atoms: list[tuple]) -> None:
@@ -533,6 +535,20 @@ class Constrain:
             key = (weight.shape, weight.dtype, weight.device, cap, project)
             banks.setdefault(key, []).append(weight)
         return banks
+
+    def state_dict(self) -> list[dict]:
+        """What each bank's cap keeps between calls (its warm start), in the banks' order."""
+        return [dict(self.state.get(key, {})) for key in self.banks]
+
+    def load_state_dict(self, state: list[dict]) -> None:
+        """Take back `state_dict()`'s banks, each tensor moved to its bank's device."""
+        banks = list(self.banks)
+        if len(state) != len(banks):
+            raise ValueError(f"{len(state)} banks of caps saved, {len(banks)} here")
+        self.state = {
+            key: {k: v.to(key[2]) if isinstance(v, torch.Tensor) else v for k, v in kept.items()}
+            for key, kept in zip(banks, state, strict=True)
+        }
 
     def __call__(self, *hook_args: object) -> None:
         with torch.no_grad(), self.scratch:

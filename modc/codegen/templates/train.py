@@ -80,9 +80,10 @@ Output in --out (default runs/<name>):
                         each checkpoint): no host sync per step for the log
     tensorboard/        with --tensorboard (needs the tensorboard package): the same scalars
     certificates.jsonl  the certificate's report every --certify-every steps, a JSON a line
-    checkpoint.pt       model, optimizer, scheduler, step, args and their SHA-256; --resume
-                        checks it and continues with the same batches, and on CPU ends with
-                        the same weights; a damaged checkpoint is refused and left as it is.
+    checkpoint.pt       model, optimizer (and --constraint cap's warm starts), scheduler,
+                        step, args and their SHA-256; --resume checks it and continues
+                        with the same batches, and on CPU ends with the same weights; a
+                        damaged checkpoint is refused and left as it is.
                         --resume --steps N extends a run (finished or not) to N steps: the
                         lr schedule from then on is that of an N-step run, so with
                         --schedule constant it is one N-step run; a decaying schedule
@@ -161,6 +162,8 @@ except ImportError:  # Windows
     fcntl = None
 
 FIELDS = ["step", "loss", "lr", "eval_loss", "eval_acc", "lipschitz_upper", "skipped"]
+OUTPUTS = ["checkpoint.pt", "metrics.csv", "certificates.jsonl", "gns.csv", "final.json"]
+OUTPUTS += ["certificate.json", "sample.txt"]  # the files in --out that are replaced whole
 SPEC_OPTIMIZER = {
     name: p.default
     for name, p in inspect.signature(make_optimizer).parameters.items()
@@ -370,6 +373,16 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], object]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_stale(out: Path) -> None:
+    """Remove the temp files that a killed run left in `out` (FILE.tmp, FILE.XXXX.tmp, of
+    each FILE in OUTPUTS; only this run may write those now), and nothing else: a file or
+    folder of the user's there that ends in .tmp stays."""
+    for name in OUTPUTS:
+        for stale in out.glob(f"{name}.*tmp"):
+            if stale.is_file():
+                stale.unlink()
 
 
 def write_json(path: Path, obj: dict) -> None:
@@ -635,6 +648,8 @@ def parse_args() -> argparse.Namespace:
         fail("--gns, --gns-total and --batch-schedule do not work with --compile")
     if not 0 < args.timeout < math.inf:
         fail(f"--timeout must be a positive number of seconds, got {args.timeout}")
+    if not args.out:  # Path("") is the working directory, where the run would write
+        fail("--out must name a folder, got ''")
     check_extras(args)
     if args.data not in NAMES:  # a path: absolute, for --resume
         path = Path(args.data).expanduser()  # relative to the cwd, else to this directory
@@ -739,6 +754,8 @@ def build(
             else:
                 model.load_state_dict(ckpt["model"])
                 optimizer.load_state_dict(ckpt["optimizer"])
+            if "caps" in ckpt and hasattr(optimizer, "constrain"):  # not in older checkpoints
+                optimizer.constrain.load_state_dict(ckpt["caps"])
             scheduler.load_state_dict(ckpt["scheduler"])
             torch.set_rng_state(ckpt["rng"])
             if args.steps != ckpt["args"]["steps"]:  # extended: the new schedule from here on
@@ -815,8 +832,7 @@ def train(args: argparse.Namespace, device: torch.device, out: Path) -> None:
     rank, world = ranks()
     writes = rank == 0
     if writes:
-        for stale in out.glob("*.tmp"):  # left by a killed run (only this run may write here)
-            stale.unlink()
+        remove_stale(out)
     ckpt, changed = resume_from(args)  # a checkpoint's --batch-size and --grad-accum
     if writes and (world > 1 or args.grad_accum > 1):
         print(
@@ -831,9 +847,6 @@ def train(args: argparse.Namespace, device: torch.device, out: Path) -> None:
         print(f"train.py: resuming with the checkpoint's {', '.join(changed)}", file=sys.stderr)
     start, loss, seconds = (ckpt["step"], ckpt["loss"], ckpt["seconds"]) if ckpt else (0, 0.0, 0.0)
     skipped, in_a_row = (ckpt["skipped"], ckpt["in_a_row"]) if ckpt else (0, 0)
-
-    def due(step: int, every: int) -> bool:
-        return step == args.steps or (every > 0 and step % every == 0)
 
     file = start_metrics(out / "metrics.csv", FIELDS, keep_until=start) if writes else None
     metrics = Metrics(file, FIELDS, out / "tensorboard" if args.tensorboard else None)
@@ -855,6 +868,13 @@ def train(args: argparse.Namespace, device: torch.device, out: Path) -> None:
         noise.watch_ranks(forward)
     if args.clip_grad > 0:  # after the noise's pre-hook: it measures unclipped gradients
         clip_in_step(optimizer, model, args.clip_grad)
+    caps = getattr(optimizer, "constrain", None)  # --constraint: its warm starts are state
+
+    def due(step: int, every: int) -> bool:
+        """Whether `step`, just taken, is one of every `every` or the last: the run ends when
+        its tokens are spent, which under a --batch-schedule is not at --steps."""
+        return not plan.left() or (every > 0 and step % every == 0)
+
     step = start  # counts the updates made so far
     while plan.left():
         step += 1
@@ -910,6 +930,7 @@ def train(args: argparse.Namespace, device: torch.device, out: Path) -> None:
                 ranks=world,
                 plan=plan.state_dict(),
                 gns=noise.state_dict() if noise is not None else {},
+                caps=caps.state_dict() if caps is not None else [],
             )
     seconds += time.time() - t0
     metrics.close()
