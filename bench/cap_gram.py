@@ -10,18 +10,19 @@ and ‖R‖_F to add to the bound. This times each, with the digits' making, on 
 `bench/optimizer_step.py` (GPT-like, width 256, depth 4), checks the int8 Gram against an
 exact float64 one, and prints each kernel's median time and its ratio to float32's. A
 bfloat16 product, rounded where no bound counts it, is timed for scale: it is the dtype the
-dual map's own products run in. Usage: python bench/cap_gram.py [--width 256] [--repeats 15]
+dual map's own products run in. Buffers are kept between calls (`Scratch`), as in the cap.
+Usage: python bench/cap_gram.py [--width 256] [--repeats 15]
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
+from optimizer_step import median_of  # bench/, the script's own folder
 
 from modc.runtime.certify import _gram, _power_of_two
+from modc.runtime.scratch import Scratch
 
 
 def banks(width: int, depth: int) -> list[torch.Tensor]:
@@ -31,30 +32,36 @@ def banks(width: int, depth: int) -> list[torch.Tensor]:
     return [torch.randn(*s, generator=gen) / (s[-1] ** 0.5 + s[-2] ** 0.5) for s in shapes]
 
 
-def digits(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Int8 digits of Y = W·2^t on the short side last, stacked (D₀, D₁, D₀) along the long
-    side so that [D₀; D₁] and [D₁; D₀] are views; and ‖R‖_F per matrix."""
-    h = w.mT if w.shape[-2] < w.shape[-1] else w  # (b, k, n), n the short side
-    largest = torch.maximum(h.amax((-2, -1)), -h.amin((-2, -1)))
+def digits(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Int8 digits of Y = W·2^t in w's own layout, stacked (D₀, D₁, D₀) along the long side,
+    as a (b, 3k, n) view whose slices [D₀; D₁] and [D₁; D₀] are views too; and ‖R‖_F per
+    matrix. Buffers from the current `Scratch`, as the cap's own."""
+    (b, m, n), wide = w.shape, w.shape[-2] < w.shape[-1]
+    largest = torch.maximum(w.amax((-2, -1)), -w.amin((-2, -1)))
     _, top = torch.frexp(largest)
-    y = h * _power_of_two(14 - top, torch.float32)[:, None, None]  # entries below 2^14
-    d = torch.empty(len(h), 3, *h.shape[-2:], dtype=torch.int8)
-    high = (y / 128).round_().clamp_(-127, 127)
-    d[:, 0], d[:, 2] = high, high
-    y.sub_(high, alpha=128)
-    low = y.round().clamp_(-127, 127)
-    d[:, 1] = low
-    return d, torch.linalg.vector_norm(y.sub_(low), dim=(-2, -1))
+    y = Scratch.empty("y", (b, m, n), torch.float32, w.device)
+    torch.mul(w, _power_of_two(14 - top, torch.float32)[:, None, None], out=y)  # below 2^14
+    d = Scratch.empty("digits", (b, m, 3, n) if wide else (b, 3, m, n), torch.int8, w.device)
+    slot = [d[:, :, j] if wide else d[:, j] for j in range(3)]
+    digit = Scratch.empty("digit", (b, m, n), torch.float32, w.device)
+    torch.mul(y, 2**-7, out=digit).round_().clamp_(-127, 127)
+    slot[0].copy_(digit)
+    slot[2].copy_(digit)
+    y.sub_(digit, alpha=128)
+    torch.round(y, out=digit).clamp_(-127, 127)
+    slot[1].copy_(digit)
+    stacked = d.flatten(2, 3).mT if wide else d.flatten(1, 2)  # (b, 3k, n)
+    return stacked, torch.linalg.vector_norm(y.sub_(digit), dim=(-2, -1))
 
 
 def int8_gram(w: torch.Tensor) -> torch.Tensor:
-    """QᵀQ of the digits, in float32 (each int32 product rounded once into it)."""
+    """QᵀQ of the digits on the short side, in float32 (each int32 product rounded once)."""
     d, _ = digits(w)
-    b, _, k, n = d.shape
-    g = torch.empty(b, n, n)
-    products = torch.empty(3, n, n, dtype=torch.int32)
+    b, k, n = d.shape[0], d.shape[1] // 3, d.shape[2]
+    g = Scratch.empty("gram", (b, n, n), torch.float32, w.device)
+    products = Scratch.empty("products", (3, n, n), torch.int32, w.device)
     for i in range(b):
-        x = d[i].flatten(0, 1)  # (3k, n): D₀, D₁, D₀
+        x = d[i]  # (3k, n): D₀, D₁, D₀
         torch._int_mm(x[:k].mT, x[:k], out=products[0])
         torch._int_mm(x[: 2 * k].mT, x[k:], out=products[1])  # D₀ᵀD₁ + D₁ᵀD₀
         torch._int_mm(x[k : 2 * k].mT, x[k : 2 * k], out=products[2])
@@ -64,21 +71,12 @@ def int8_gram(w: torch.Tensor) -> torch.Tensor:
 
 def exact_check(w: torch.Tensor) -> float:
     """Largest |int8 Gram − QᵀQ| / max |QᵀQ|, QᵀQ exact in float64: float32's one rounding."""
-    d, _ = digits(w)
-    q = 128 * d[:, 0].double() + d[:, 1].double()
-    exact = q.mT @ q  # integers below 2^53: exact
-    return ((int8_gram(w).double() - exact).abs().amax() / exact.abs().amax()).item()
-
-
-def median_ms(run, repeats: int) -> float:
-    for _ in range(3):
-        run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
+    with Scratch():
+        d, _ = digits(w)
+        k = d.shape[1] // 3
+        q = 128 * d[:, :k].double() + d[:, k : 2 * k].double()
+        exact = q.mT @ q  # integers below 2^53: exact
+        return ((int8_gram(w).double() - exact).abs().amax() / exact.abs().amax()).item()
 
 
 def main() -> None:
@@ -100,7 +98,8 @@ def main() -> None:
     }
     print(f"{torch.get_num_threads()} threads; banks {[tuple(w.shape) for w in bs]}")
     print(f"int8 Gram vs exact: largest relative difference {max(map(exact_check, bs)):.1e}")
-    times = {name: median_ms(run, args.repeats) for name, run in kernels.items()}
+    with Scratch():  # buffers kept between calls, as the cap's (fresh ones fault pages in)
+        times = {name: 1e3 * median_of(run, args.repeats) for name, run in kernels.items()}
     base = times["float32 Gram (the cap's, on a CPU)"]
     for name, ms in times.items():
         print(f"  {name:40s} {ms:7.2f} ms  ({ms / base:.2f} of float32's)")
