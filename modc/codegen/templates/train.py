@@ -162,8 +162,15 @@ except ImportError:  # Windows
     fcntl = None
 
 FIELDS = ["step", "loss", "lr", "eval_loss", "eval_acc", "lipschitz_upper", "skipped"]
-OUTPUTS = ["checkpoint.pt", "metrics.csv", "certificates.jsonl", "gns.csv", "final.json"]
-OUTPUTS += ["certificate.json", "sample.txt"]  # the files in --out that are replaced whole
+OUTPUTS = [  # the files in --out that are replaced whole
+    "checkpoint.pt",
+    "metrics.csv",
+    "certificates.jsonl",
+    "gns.csv",
+    "final.json",
+    "certificate.json",
+    "sample.txt",
+]
 SPEC_OPTIMIZER = {
     name: p.default
     for name, p in inspect.signature(make_optimizer).parameters.items()
