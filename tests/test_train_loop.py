@@ -43,6 +43,26 @@ def test_grad_accum_k_with_batch_b_equals_batch_k_times_b(tmp_path, capsys, one_
         assert losses[0] == pytest.approx(losses[1], rel=1e-4), kind
 
 
+def test_a_global_batch_of_micro_batches_larger_than_the_data_is_refused(tmp_path, capsys):
+    """100 examples (90 train), --batch-size 100 --grad-accum 2: the second micro-batch had
+    none, so every step's loss was NaN and skipped, and the run ended with exit status 0
+    having trained nothing; a batch schedule past the data hung building its micro-batches.
+    Both are refused with one line (one micro-batch of the whole set still trains)."""
+    build = compiled(tmp_path, "mlp.yaml", {"width": 16, "depth": 2})
+    data = tmp_path / "small.pt"
+    g = torch.Generator().manual_seed(0)
+    torch.save({"x": torch.randn(100, 1, 28, 28, generator=g), "y": torch.arange(100) % 10}, data)
+    flags = ["--data", str(data), "--steps", "3", *QUIET]
+    for args in [
+        ["--batch-size", "100", "--grad-accum", "2"],
+        ["--batch-size", "8", "--batch-schedule", "linear:99999999999999999999->1"],
+    ]:
+        assert run_here(build, *flags, *args, "--out", str(tmp_path / "refused")) == 2
+        assert "is more than the 90 that the data set trains on" in capsys.readouterr().err
+    assert run_here(build, *flags, "--batch-size", "100", "--out", str(tmp_path / "one")) == 0
+    assert json.loads((tmp_path / "one" / "final.json").read_text())["train_loss"] < 10
+
+
 def test_an_extended_resume_equals_one_longer_run(tmp_path, capsys):
     build = make_build(tmp_path)
     short, longer = tmp_path / "short", tmp_path / "long"

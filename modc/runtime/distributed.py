@@ -90,15 +90,17 @@ def micro_batches(
     The step's global batch, batch_size × ranks × accum examples, is the data set's batch
     of that size for (step, seed); micro-batch k of rank r is its piece k · ranks + r. One
     process with the global batch size therefore sees the very same examples. A data set
-    smaller than the global batch gives it all its examples, which several processes would
-    share unevenly (some none): a ValueError says so.
+    smaller than the global batch gives it all its examples: one micro-batch takes them
+    all, but several (processes, --grad-accum or a batch schedule's) would share them
+    unevenly, some none (a NaN loss, every step skipped): a ValueError says so.
     """
     rank, world = ranks()
     x, y = dataset.batch(step, batch_size * world * accum, seed)
-    if world > 1 and len(x) < batch_size * world * accum:
+    if world * accum > 1 and len(x) < batch_size * world * accum:
         raise ValueError(
             f"a step's global batch of {batch_size * world * accum} examples is more than the "
-            f"{len(x)} that the data set trains on: lower --batch-size or --grad-accum"
+            f"{len(x)} that the data set trains on: lower --batch-size, --grad-accum or the "
+            "--batch-schedule's tokens"
         )
     pieces = [(k * world + rank) * batch_size for k in range(accum)]
     return [(x[i : i + batch_size], y[i : i + batch_size]) for i in pieces]
